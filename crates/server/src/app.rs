@@ -1,0 +1,140 @@
+//! Builds the router from every feature's routes, binds the listener, runs until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::config::Config;
+use crate::http::{self, Problem};
+use crate::{AppState, auth, catalog, health};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Flashback", description = "High-concurrency cashback commerce platform."),
+    modifiers(&BearerAuth),
+    tags((name = "auth"), (name = "catalog"), (name = "operations"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The complete router (every route, the OpenAPI document and the middleware stack).
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(auth::routes())
+        .merge(catalog::routes())
+        .split_for_parts();
+    let openapi_json = openapi.to_pretty_json().unwrap_or_default();
+    let routes = routes
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || async move { ([("content-type", "application/json")], openapi_json) }),
+        )
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+                .into_response()
+        })
+        .with_state(state.clone());
+    http::apply_layers(routes, &state.config.http, state.metrics.clone())
+}
+
+/// A built instance, bound to its address and ready to serve.
+#[derive(Debug)]
+pub struct App {
+    /// Shared state (tests reach into it).
+    pub state: AppState,
+    listener: TcpListener,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Builds the state, starts background work and binds `config.listen` (port 0 picks one).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listen = config.listen;
+        let state = AppState::build(config).await?;
+        let mut background = vec![auth::spawn_limiter_pruning(&state)];
+        background.push(state.products.listen_for_invalidations(state.shutdown.clone()).await?);
+        let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
+        Ok(Self { state, listener, background })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| self.state.config.listen)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, drains requests in flight (for
+    /// at most `http.shutdown_grace_ms`), stops background work and closes the store.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { state, listener, background } = self;
+        let token = state.shutdown.clone();
+        let accepting = state.accepting.clone();
+        tokio::spawn({
+            let token = token.clone();
+            async move {
+                shutdown.await;
+                accepting.store(false, Ordering::Relaxed);
+                token.cancel();
+            }
+        });
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, app).with_graceful_shutdown({
+            let token = token.clone();
+            async move { token.cancelled().await }
+        });
+        let grace = state.config.http.shutdown_grace;
+        tokio::select! {
+            result = serve => result?,
+            () = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace elapsed; abandoning requests in flight");
+            }
+        }
+        for task in background {
+            task.abort();
+        }
+        state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        () = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

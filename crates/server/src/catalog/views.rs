@@ -1,0 +1,209 @@
+//! The catalog's request and response bodies.
+
+use flashback_core::{
+    CategoryId, Description, Images, MerchantId, Money, ProductId, ProductStatus, Regions, Sku, Stock, Title,
+};
+use flashback_store::{Category, Merchant, Product};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Milliseconds since the epoch as RFC 3339 text.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A product with its price and stock.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductView {
+    #[schema(value_type = String)]
+    pub id: ProductId,
+    #[schema(value_type = String)]
+    pub merchant_id: MerchantId,
+    #[schema(value_type = String)]
+    pub category_id: CategoryId,
+    #[schema(value_type = String)]
+    pub sku: Sku,
+    #[schema(value_type = String)]
+    pub title: Title,
+    #[schema(value_type = String)]
+    pub description: Description,
+    #[schema(value_type = Vec<String>)]
+    pub images: Images,
+    /// List price in integer minor units (cents, fen).
+    #[schema(value_type = i64)]
+    pub list_price_minor: Money,
+    /// `on_shelf` or `off_shelf`.
+    #[schema(value_type = String)]
+    pub status: ProductStatus,
+    /// Units available now.
+    #[schema(value_type = i64)]
+    pub available: Stock,
+    /// Region codes the SKU sells in.
+    #[schema(value_type = Vec<String>)]
+    pub regions: Regions,
+    /// Pass back as `expected_version` to change inventory only if nobody else has.
+    pub inventory_version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<&Product> for ProductView {
+    fn from(p: &Product) -> Self {
+        Self {
+            id: p.id,
+            merchant_id: p.merchant_id,
+            category_id: p.category_id,
+            sku: p.sku.clone(),
+            title: p.title.clone(),
+            description: p.description.clone(),
+            images: p.images.clone(),
+            list_price_minor: p.list_price,
+            status: p.status,
+            available: p.inventory.available,
+            regions: p.inventory.regions.clone(),
+            inventory_version: p.inventory.version,
+            created_at: rfc3339(p.created_at_ms),
+            updated_at: rfc3339(p.updated_at_ms),
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductPage {
+    pub items: Vec<ProductView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Listing filters and paging. Ids are decimal strings.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this category.
+    pub category_id: Option<String>,
+    /// Only this merchant.
+    pub merchant_id: Option<String>,
+    /// `on_shelf` or `off_shelf` (own listing only).
+    pub status: Option<String>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+}
+
+/// A new product. Merchants create for themselves; admins name the merchant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    #[schema(value_type = String, example = "TEA-LJ-250")]
+    pub sku: Sku,
+    #[schema(value_type = String, example = "West Lake Longjing 250 g")]
+    pub title: Title,
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Description>,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub images: Images,
+    #[schema(value_type = i64, example = 12900)]
+    pub list_price_minor: Money,
+    #[schema(value_type = String)]
+    pub category_id: CategoryId,
+    #[schema(value_type = Option<String>)]
+    pub status: Option<ProductStatus>,
+    #[serde(default)]
+    #[schema(value_type = i64)]
+    pub available: Stock,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub regions: Regions,
+    /// Admins only: the merchant to create for.
+    #[schema(value_type = Option<String>)]
+    pub merchant_id: Option<MerchantId>,
+}
+
+/// Fields to change; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProduct {
+    #[schema(value_type = Option<String>)]
+    pub title: Option<Title>,
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Description>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub images: Option<Images>,
+    #[schema(value_type = Option<i64>)]
+    pub list_price_minor: Option<Money>,
+    #[schema(value_type = Option<String>)]
+    pub category_id: Option<CategoryId>,
+}
+
+/// On or off shelf.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStatus {
+    #[schema(value_type = String, example = "off_shelf")]
+    pub status: ProductStatus,
+}
+
+/// Absolute stock and regions, optionally only if unchanged since `expected_version`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetInventory {
+    #[schema(value_type = i64)]
+    pub available: Stock,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub regions: Option<Regions>,
+    pub expected_version: Option<i64>,
+}
+
+/// A relative stock change, applied in one conditional write.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustStock {
+    /// Units to add (negative to remove); the result must stay within 0..=1e9.
+    pub delta: i64,
+}
+
+/// A category.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoryView {
+    #[schema(value_type = String)]
+    pub id: CategoryId,
+    #[schema(value_type = String)]
+    pub name: Title,
+}
+
+impl From<Category> for CategoryView {
+    fn from(c: Category) -> Self {
+        Self { id: c.id, name: c.name }
+    }
+}
+
+/// A new category.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCategory {
+    #[schema(value_type = String, example = "Tea")]
+    pub name: Title,
+}
+
+/// A merchant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MerchantView {
+    #[schema(value_type = String)]
+    pub id: MerchantId,
+    #[schema(value_type = String)]
+    pub name: Title,
+    pub created_at: String,
+}
+
+impl From<Merchant> for MerchantView {
+    fn from(m: Merchant) -> Self {
+        Self { id: m.id, name: m.name, created_at: rfc3339(m.created_at_ms) }
+    }
+}

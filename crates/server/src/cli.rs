@@ -1,0 +1,142 @@
+//! The `flashback` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use flashback_core::{Password, Role, Title, Username};
+
+use crate::config::{Config, LogFormat};
+use crate::{App, AppState, auth, demo, telemetry};
+
+/// Flashback: a high-concurrency cashback commerce platform.
+///
+/// With no configuration it serves on 127.0.0.1:8080 with SQLite files under ./data.
+/// Configuration comes from built-in defaults, then --config FILE, then FLASHBACK_* variables
+/// (FLASHBACK_LISTEN, FLASHBACK_DATA_DIR, FLASHBACK_STORE_URL, ...), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "flashback", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// A flashback.toml to read (see docs/OPERATIONS.md).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where SQLite files and the token key live [default: ./data].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format [default: pretty].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Load the demo data set (idempotent) and exit.
+    Demo,
+}
+
+/// `serve` flags.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Load the demo data first, if absent.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// `user` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account.
+    Add(UserAddArgs),
+}
+
+/// `user add` flags.
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// Login name (3–32 of letters, digits, _ . -).
+    #[arg(long)]
+    pub username: String,
+    /// Password (8–128 characters).
+    #[arg(long)]
+    pub password: String,
+    /// user, merchant or admin.
+    #[arg(long, default_value = "user")]
+    pub role: String,
+    /// For merchant accounts: the shop's name [default: the username].
+    #[arg(long)]
+    pub merchant_name: Option<String>,
+}
+
+/// Runs the command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.global.config.as_deref())?;
+    if let Some(dir) = cli.global.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(format) = cli.global.log_format {
+        config.log_format = format;
+    }
+    telemetry::init(config.log_format, &config.log_level);
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => {
+            if let Some(listen) = args.listen {
+                config.listen = listen;
+            }
+            let app = App::build(config).await?;
+            if args.demo {
+                demo::load(&app.state).await.context("loading demo data")?;
+            }
+            tracing::info!(addr = %app.local_addr(), store = app.state.store.backend(), "serving");
+            app.run_until(crate::app::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            // Opening the store applies pending migrations.
+            let state = AppState::build(config).await?;
+            tracing::info!(store = state.store.backend(), "migrations applied");
+            state.store.close().await;
+            Ok(())
+        }
+        Command::User(UserCommand::Add(args)) => {
+            let username = Username::parse(&args.username).context("--username")?;
+            let password = Password::parse(args.password).context("--password")?;
+            let role: Role = args.role.parse().context("--role")?;
+            let merchant_name = args.merchant_name.as_deref().map(Title::parse).transpose().context("--merchant-name")?;
+            let state = AppState::build(config).await?;
+            let (user, merchant) = auth::create_account(&state, username, password, role, merchant_name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("created {} {} (id {})", user.role, user.username, user.id);
+            if let Some(m) = merchant {
+                println!("merchant id {m}");
+            }
+            state.store.close().await;
+            Ok(())
+        }
+        Command::Demo => {
+            let state = AppState::build(config).await?;
+            demo::load(&state).await?;
+            state.store.close().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Configuration: built-in defaults, then `flashback.toml` (if given), then `FLASHBACK_*`
+//! environment variables, then command-line flags. Durations are typed, with units in the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Top-level sections; `FLASHBACK_<SECTION>_<KEY>` maps to `<section>.<key>`.
+const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog"];
+
+/// Everything an instance is configured with. `Debug` never shows a secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve HTTP on.
+    pub listen: SocketAddr,
+    /// Where SQLite files and the generated token key live.
+    pub data_dir: PathBuf,
+    /// This instance's node number (0–1023) for id generation; random when absent.
+    pub node_id: Option<u16>,
+    /// `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter (`info`, `flashback=debug,sqlx=warn`); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// The relational store.
+    pub store: StoreConfig,
+    /// Caching and Redis.
+    pub cache: CacheConfig,
+    /// Accounts and tokens.
+    pub auth: AuthConfig,
+    /// The HTTP server's protections.
+    pub http: HttpConfig,
+    /// The product cache.
+    pub catalog: CatalogConfig,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-friendly, for terminals.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The relational store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `mysql://user:password@host:3306/db`; absent means SQLite under `data_dir`.
+    #[serde(serialize_with = "secret_opt::serialize")]
+    pub url: Option<SecretString>,
+    /// Pool size (MySQL), or read pool size (SQLite).
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection before failing as unavailable.
+    #[serde(rename = "acquire_timeout_ms", with = "millis")]
+    pub acquire_timeout: Duration,
+}
+
+/// Caching and Redis.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// `redis://host:6379/0`; absent means in-process caching only.
+    #[serde(serialize_with = "secret_opt::serialize")]
+    pub redis_url: Option<SecretString>,
+    /// Prefix of every Redis key and channel, so deployments can share a server.
+    pub redis_prefix: String,
+    /// How long any Redis call may take before it is treated as failed.
+    #[serde(rename = "redis_timeout_ms", with = "millis")]
+    pub redis_timeout: Duration,
+}
+
+/// Accounts and tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HMAC key for access tokens, at least 32 bytes. Absent: generated once and kept in
+    /// `data_dir/token.key` (fine for one instance; several instances must share one key).
+    #[serde(serialize_with = "secret_opt::serialize")]
+    pub token_secret: Option<SecretString>,
+    /// How long an access token is valid.
+    #[serde(rename = "token_ttl_ms", with = "millis")]
+    pub token_ttl: Duration,
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations (OWASP: 2).
+    pub argon2_iterations: u32,
+    /// Logins allowed per account per minute (a short burst of the same size is allowed).
+    pub login_per_account_per_minute: u32,
+    /// Logins allowed per client IP per minute.
+    pub login_per_ip_per_minute: u32,
+}
+
+/// The HTTP server's protections.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request still running after this is answered 503.
+    #[serde(rename = "request_timeout_ms", with = "millis")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted.
+    pub body_limit_bytes: usize,
+    /// Requests in flight at once; more are shed with 503 and `Retry-After`.
+    pub max_concurrency: usize,
+    /// How long shutdown waits for requests in flight.
+    #[serde(rename = "shutdown_grace_ms", with = "millis")]
+    pub shutdown_grace: Duration,
+    /// Take the client IP from the last `X-Forwarded-For` entry (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+/// The product cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Products held in process.
+    pub cache_capacity: u64,
+    /// How long a product stays in the in-process cache.
+    #[serde(rename = "cache_l1_ttl_ms", with = "millis")]
+    pub cache_l1_ttl: Duration,
+    /// How long a product stays in Redis.
+    #[serde(rename = "cache_l2_ttl_ms", with = "millis")]
+    pub cache_l2_ttl: Duration,
+    /// How long "no such product" is remembered.
+    #[serde(rename = "cache_negative_ttl_ms", with = "millis")]
+    pub cache_negative_ttl: Duration,
+    /// How long the last good copy is kept to serve while the store is down.
+    #[serde(rename = "cache_stale_ttl_ms", with = "millis")]
+    pub cache_stale_ttl: Duration,
+    /// While the store is down, how long a stale copy is reused before retrying the store.
+    #[serde(rename = "cache_stale_retry_ms", with = "millis")]
+    pub cache_stale_retry: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            node_id: None,
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            store: StoreConfig::default(),
+            cache: CacheConfig::default(),
+            auth: AuthConfig::default(),
+            http: HttpConfig::default(),
+            catalog: CatalogConfig::default(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 8, acquire_timeout: Duration::from_secs(3) }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { redis_url: None, redis_prefix: "flashback".into(), redis_timeout: Duration::from_millis(250) }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_secret: None,
+            token_ttl: Duration::from_secs(3600),
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            login_per_account_per_minute: 10,
+            login_per_ip_per_minute: 60,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(10),
+            body_limit_bytes: 1024 * 1024,
+            max_concurrency: 1024,
+            shutdown_grace: Duration::from_secs(20),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 100_000,
+            cache_l1_ttl: Duration::from_secs(30),
+            cache_l2_ttl: Duration::from_secs(300),
+            cache_negative_ttl: Duration::from_secs(5),
+            cache_stale_ttl: Duration::from_secs(3600),
+            cache_stale_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Invalid configuration; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Maps an environment key (after `FLASHBACK_`, lower-cased) to a config path:
+/// `store_url` → `store.url`, `cache__redis_url` → `cache.redis_url`, `data_dir` → `data_dir`.
+fn env_key_to_path(key: &str) -> String {
+    let key = key.replace("__", ".");
+    for section in SECTIONS {
+        if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
+            return format!("{section}.{rest}");
+        }
+    }
+    key
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `FLASHBACK_*` variables, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let env = Env::prefixed("FLASHBACK_")
+            // Test-suite settings share the prefix but are not instance configuration.
+            .filter(|k| !k.as_str().starts_with("test_"))
+            .map(|k| env_key_to_path(k.as_str()).into());
+        let config: Config = figment.merge(env).extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks rules serde cannot express; each message starts with the key it is about.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: &str| Err(ConfigError(msg.to_owned()));
+        if let Some(url) = &self.store.url {
+            let u = url.expose_secret();
+            if !(u.starts_with("mysql://") || u.starts_with("mariadb://") || u.starts_with("sqlite:")) {
+                return fail("store.url: must start with mysql://, mariadb:// or sqlite:");
+            }
+        }
+        if let Some(url) = &self.cache.redis_url
+            && !(url.expose_secret().starts_with("redis://") || url.expose_secret().starts_with("rediss://"))
+        {
+            return fail("cache.redis_url: must start with redis:// or rediss://");
+        }
+        if self.node_id.is_some_and(|n| n > flashback_core::id::MAX_NODE) {
+            return fail("node_id: must be 0 to 1023");
+        }
+        if self.store.max_connections == 0 {
+            return fail("store.max_connections: must be at least 1");
+        }
+        if self.auth.token_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
+            return fail("auth.token_secret: must be at least 32 bytes");
+        }
+        if self.auth.token_ttl < Duration::from_secs(60) {
+            return fail("auth.token_ttl_ms: must be at least 60000");
+        }
+        if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
+            return fail("auth.argon2_memory_kib / auth.argon2_iterations: out of range");
+        }
+        if self.auth.login_per_account_per_minute == 0 || self.auth.login_per_ip_per_minute == 0 {
+            return fail("auth.login_per_*_per_minute: must be at least 1");
+        }
+        if self.http.max_concurrency == 0 || self.http.body_limit_bytes == 0 {
+            return fail("http.max_concurrency / http.body_limit_bytes: must be at least 1");
+        }
+        if self.http.request_timeout.is_zero() {
+            return fail("http.request_timeout_ms: must be at least 1");
+        }
+        if self.catalog.cache_l1_ttl.is_zero() || self.catalog.cache_negative_ttl.is_zero() {
+            return fail("catalog.cache_*_ttl_ms: must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// `Duration` as integer milliseconds.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Secrets are written out only as a placeholder, so a serialised config never leaks them.
+mod secret_opt {
+    use secrecy::SecretString;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            // Defaults never hold secrets; this branch only runs when a config is dumped.
+            Some(_) => s.serialize_some("<redacted>"),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_keys_map_to_sections() {
+        assert_eq!(env_key_to_path("store_url"), "store.url");
+        assert_eq!(env_key_to_path("cache_redis_url"), "cache.redis_url");
+        assert_eq!(env_key_to_path("cache__redis_url"), "cache.redis_url");
+        assert_eq!(env_key_to_path("data_dir"), "data_dir");
+        assert_eq!(env_key_to_path("listen"), "listen");
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_bad_values_name_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\n[store]\nmax_connections = 3\n").unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.store.max_connections, 3);
+
+        std::fs::write(&file, "[store]\nmax_conections = 3\n").unwrap();
+        let e = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("max_conections"), "{e}");
+
+        std::fs::write(&file, "[store]\nurl = \"postgres://x\"\n").unwrap();
+        let e = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("store.url"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let mut c = Config::default();
+        c.auth.token_secret = Some(SecretString::from("super-secret-key-that-is-long-enough".to_owned()));
+        c.store.url = Some(SecretString::from("mysql://root:hunter2@db/x".to_owned()));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("super-secret"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

@@ -1,0 +1,87 @@
+//! The demo data set: an admin, a merchant with products across categories, and two shoppers,
+//! all with the known passwords listed in the README. Loading is idempotent.
+
+use anyhow::Context;
+use flashback_core::{Description, Images, Money, ProductStatus, Regions, Role, Sku, Stock, Title, Username};
+use flashback_store::{NewProduct, StoreError};
+
+use crate::AppState;
+use crate::auth::{self, CreateAccountError};
+
+/// Demo accounts: (username, password, role).
+pub const ACCOUNTS: &[(&str, &str, Role)] = &[
+    ("admin", "admin-password", Role::Admin),
+    ("merchant", "merchant-password", Role::Merchant),
+    ("alice", "alice-password", Role::User),
+    ("bob", "bob-password", Role::User),
+];
+
+/// (category, sku, title, price in minor units, stock).
+const PRODUCTS: &[(&str, &str, &str, i64, i64)] = &[
+    ("Tea", "TEA-LJ-250", "West Lake Longjing green tea, 250 g", 12_900, 500),
+    ("Tea", "TEA-PU-357", "Aged Pu'er cake, 357 g", 26_800, 120),
+    ("Tea", "TEA-OO-100", "Tieguanyin oolong, 100 g", 8_800, 800),
+    ("Electronics", "EL-EARBUD-1", "Wireless earbuds with noise cancelling", 39_900, 1_000),
+    ("Electronics", "EL-CHARGER-65", "65 W USB-C GaN charger", 14_900, 2_000),
+    ("Electronics", "EL-POWERBANK-20", "20,000 mAh power bank", 12_900, 1_500),
+    ("Books", "BK-RUST-2E", "The Rust Programming Language, 2nd edition", 5_990, 300),
+    ("Books", "BK-DDIA", "Designing Data-Intensive Applications", 8_990, 250),
+    ("Home", "HM-MUG-350", "Double-walled glass mug, 350 ml", 3_900, 3_000),
+    ("Home", "HM-LAMP-LED", "LED desk lamp with dimmer", 9_900, 400),
+    ("Home", "HM-TOWEL-SET", "Cotton towel set of four", 6_900, 700),
+    ("Snacks", "SN-NUTS-MIX", "Daily mixed nuts, 30 packs", 11_900, 5_000),
+];
+
+/// Loads whatever part of the demo data set is missing.
+pub async fn load(state: &AppState) -> anyhow::Result<()> {
+    for (name, password, role) in ACCOUNTS {
+        let username = Username::parse(name)?;
+        let password = flashback_core::Password::parse((*password).to_owned())?;
+        let shop = (*role == Role::Merchant).then(|| Title::parse("Flashback Demo Shop")).transpose()?;
+        match auth::create_account(state, username, password, *role, shop).await {
+            Ok(_) | Err(CreateAccountError::UsernameTaken) => {}
+            Err(e) => return Err(anyhow::anyhow!("creating demo account {name}: {e}")),
+        }
+    }
+    let owner = state.store.credentials(&Username::parse("merchant")?).await?.context("demo merchant account")?;
+    let merchant = state.store.merchant_of(owner.user.id).await?.context("demo merchant")?;
+
+    let mut categories = state.store.categories().await?;
+    for (category, ..) in PRODUCTS {
+        if !categories.iter().any(|c| c.name.as_str() == *category) {
+            match state.store.create_category(state.ids.category(), Title::parse(category)?).await {
+                Ok(c) => categories.push(c),
+                Err(StoreError::Conflict(_)) => categories = state.store.categories().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    let mut created = 0;
+    for (category, sku, title, price, stock) in PRODUCTS {
+        let category_id = categories.iter().find(|c| c.name.as_str() == *category).context("category")?.id;
+        let new = NewProduct {
+            id: state.ids.product(),
+            merchant_id: merchant.id,
+            category_id,
+            sku: Sku::parse(sku)?,
+            title: Title::parse(title)?,
+            description: Description::parse(&format!("{title}. Part of the Flashback demo catalog."))?,
+            images: serde_json::from_value::<Images>(serde_json::json!([format!(
+                "https://img.flashback.example/{}.jpg",
+                sku.to_ascii_lowercase()
+            )]))?,
+            list_price: Money::from_minor(*price)?,
+            status: ProductStatus::OnShelf,
+            available: Stock::new(*stock)?,
+            regions: serde_json::from_value::<Regions>(serde_json::json!(["CN", "CN-ZJ", "CN-SH"]))?,
+        };
+        match state.store.create_product(new).await {
+            Ok(_) => created += 1,
+            Err(StoreError::Conflict("sku")) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(products_created = created, "demo data loaded");
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! problem+json (RFC 9457) errors with a stable `code`, and the mapping every feature uses.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flashback_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error answer. `code` is stable and documented in docs/API.md; clients branch on it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary that does not change between occurrences.
+    pub title: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened this time, safe to show (never an internal cause).
+    pub detail: String,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Seconds to wait before retrying, for 429 and 503.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Problem {
+    /// A problem with the given status, stable code and detail.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("https://flashback.dev/problems/{}", code.replace('_', "-")),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code,
+            retry_after_secs: None,
+        }
+    }
+
+    /// Adds a `Retry-After` (whole seconds, at least 1).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs.max(1));
+        self
+    }
+
+    /// 400 with code `bad_request`-style specifics.
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    /// 422: well-formed but invalid input.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", detail)
+    }
+
+    /// 404 for a thing of kind `what`.
+    pub fn not_found(code: &'static str, what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, format!("no such {what}"))
+    }
+
+    /// 503 because a dependency is down.
+    pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail).retry_after(1)
+    }
+
+    /// 500. The cause is logged here, once, and never sent to the client.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %cause, source = ?cause.source(), "unexpected error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred")
+    }
+
+    /// The catch-all for storage errors a feature did not map to something more specific.
+    pub fn from_store(e: &StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::unavailable("store_unavailable", "the store is unavailable; retry shortly"),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = self.retry_after_secs;
+        let mut res = (status, axum::Json(self)).into_response();
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = retry {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        res
+    }
+}
+
+impl From<flashback_core::ParseError> for Problem {
+    fn from(e: flashback_core::ParseError) -> Self {
+        Problem::invalid(e.to_string())
+    }
+}

@@ -1,0 +1,94 @@
+//! HTTP plumbing shared by every feature: errors, extractors and the middleware stack.
+
+pub mod client_ip;
+pub mod error;
+pub mod extract;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::Problem;
+
+use crate::config::HttpConfig;
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+
+/// The request id header, set on every request (kept if the client or proxy sent one) and
+/// echoed on every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps the app's routes in the standard stack, outermost first: request id, sensitive
+/// header redaction, tracing, RED metrics, panic catching, then load shedding (a global
+/// concurrency limit that answers 503 instead of queueing), the request timeout and body limit.
+pub fn apply_layers(router: Router, config: &HttpConfig, metrics: Arc<Metrics>) -> Router {
+    let shed_metrics = Arc::clone(&metrics);
+    let protections = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(move |err: tower::BoxError| {
+            let metrics = Arc::clone(&shed_metrics);
+            async move { overload_response(&err, &metrics) }
+        }))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(config.max_concurrency))
+        .timeout(config.request_timeout);
+
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(protections)
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            tracing::error!("handler panicked");
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred").into_response()
+        }))
+        .layer(middleware::from_fn_with_state(metrics, record_red_metrics))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request.id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        )
+}
+
+fn overload_response(err: &tower::BoxError, metrics: &Metrics) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        metrics.shed("overloaded");
+        Problem::unavailable("overloaded", "the server is at capacity; retry shortly").into_response()
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        metrics.shed("timeout");
+        Problem::unavailable("timeout", "the request took too long and was abandoned").into_response()
+    } else {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred").into_response()
+    }
+}
+
+/// Rate, errors and duration per route template (never the raw path, which would explode the
+/// label space).
+async fn record_red_metrics(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
+    let method = req.method().to_string();
+    let started = Instant::now();
+    metrics.in_flight.inc();
+    let res = next.run(req).await;
+    metrics.in_flight.dec();
+    let elapsed: Duration = started.elapsed();
+    metrics
+        .latency
+        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .observe(elapsed.as_secs_f64());
+    metrics.requests.get_or_create(&RequestLabels { method, route, status: res.status().as_u16() }).inc();
+    res
+}

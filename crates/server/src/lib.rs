@@ -1,0 +1,20 @@
+//! The `flashback` server: configuration, HTTP API, background work and the command line.
+//!
+//! `main` is thin: it parses the command line and calls [`cli::run`]. Tests build the same
+//! [`App`] on port 0 and talk to it over HTTP.
+
+pub mod app;
+pub mod auth;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod state;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::Config;
+pub use state::AppState;

@@ -1,0 +1,94 @@
+//! This instance's Prometheus registry and the HTTP (RED) and auth metrics it holds.
+//!
+//! Each app instance owns its registry (as crates.io does) rather than using a process-global
+//! recorder: tests start many instances in one process and must read each one's own numbers.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use flashback_infra::CacheMetrics;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// All metrics of one instance.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by method, route template and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency by method and route template.
+    pub latency: HistogramFamily,
+    /// Requests being handled now.
+    pub in_flight: Gauge,
+    /// Requests refused by the server's own protections, by reason.
+    pub shed: Family<ReasonLabel, Counter>,
+    /// Login attempts refused, by reason.
+    pub login_rejected: Family<ReasonLabel, Counter>,
+    /// Cache counters, shared with the caches.
+    pub cache: CacheMetrics,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("flashback_http_requests", "HTTP requests by route and status", requests.clone());
+        let latency = HistogramFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("flashback_http_request_duration_seconds", "HTTP request latency", latency.clone());
+        let in_flight = Gauge::default();
+        registry.register("flashback_http_requests_in_flight", "Requests being handled", in_flight.clone());
+        let shed = Family::<ReasonLabel, Counter>::default();
+        registry.register("flashback_http_shed", "Requests refused with 503 to protect the server", shed.clone());
+        let login_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register("flashback_auth_login_rejected", "Refused logins by reason", login_rejected.clone());
+        let cache = CacheMetrics::register(&mut registry);
+        Self { registry, requests, latency, in_flight, shed, login_rejected, cache }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts one refusal of `reason`.
+    pub fn shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,128 @@
+//! The state every handler shares, and how it is built from configuration.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use flashback_core::{CategoryId, IdGenerator, MerchantId, ProductId, UserId};
+use flashback_infra::{CacheSettings, RedisHandle};
+use flashback_store::{Store, StoreOptions};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AuthService, LoginLimiter, PasswordHasherPool, TokenKeys};
+use crate::catalog::ProductCache;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The configuration the instance started with.
+    pub config: Arc<Config>,
+    /// The relational store.
+    pub store: Arc<dyn Store>,
+    /// Redis, when configured.
+    pub redis: Option<RedisHandle>,
+    /// Id generation.
+    pub ids: Arc<Ids>,
+    /// Tokens, hashing, login limits.
+    pub auth: Arc<AuthService>,
+    /// Product detail cache.
+    pub products: ProductCache,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the instance begins shutting down; background tasks watch it.
+    pub shutdown: CancellationToken,
+    /// False once shutdown begins, so /readyz turns load balancers away first.
+    pub accepting: Arc<AtomicBool>,
+}
+
+/// This instance's id generator, with one method per kind of id.
+#[derive(Debug)]
+pub struct Ids(IdGenerator);
+
+impl Ids {
+    fn raw(&self) -> i64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        self.0.next_at(u64::try_from(now).unwrap_or(u64::MAX))
+    }
+
+    /// A new account id.
+    pub fn user(&self) -> UserId {
+        UserId::new(self.raw()).unwrap_or_else(|_| unreachable!("generated ids are positive"))
+    }
+
+    /// A new merchant id.
+    pub fn merchant(&self) -> MerchantId {
+        MerchantId::new(self.raw()).unwrap_or_else(|_| unreachable!("generated ids are positive"))
+    }
+
+    /// A new category id.
+    pub fn category(&self) -> CategoryId {
+        CategoryId::new(self.raw()).unwrap_or_else(|_| unreachable!("generated ids are positive"))
+    }
+
+    /// A new product id.
+    pub fn product(&self) -> ProductId {
+        ProductId::new(self.raw()).unwrap_or_else(|_| unreachable!("generated ids are positive"))
+    }
+}
+
+impl AppState {
+    /// Opens the store (running migrations), connects Redis if configured, and builds the rest.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store_options = StoreOptions {
+            url: config.store.url.as_ref().map(|u| u.expose_secret().to_owned()),
+            data_dir: config.data_dir.clone(),
+            max_connections: config.store.max_connections,
+            acquire_timeout: config.store.acquire_timeout,
+        };
+        let store = flashback_store::open(&store_options)
+            .await
+            .with_context(|| format!("opening the store ({:?})", store_options))?;
+        let redis = match &config.cache.redis_url {
+            Some(url) => Some(
+                RedisHandle::connect(url.expose_secret(), &config.cache.redis_prefix, config.cache.redis_timeout)
+                    .await
+                    .context("connecting to redis (cache.redis_url)")?,
+            ),
+            None => None,
+        };
+        let node = config.node_id.unwrap_or_else(|| rand::random_range(0..=flashback_core::id::MAX_NODE));
+        let ids = Arc::new(Ids(IdGenerator::new(node)?));
+        let metrics = Arc::new(Metrics::new());
+        let tokens = TokenKeys::load(config.auth.token_secret.as_ref(), &config.data_dir, config.auth.token_ttl)?;
+        if config.auth.token_secret.is_none() && config.store.url.is_some() {
+            tracing::warn!("auth.token_secret is not set: tokens from this instance will not verify on others");
+        }
+        let auth = Arc::new(AuthService {
+            tokens,
+            hasher: PasswordHasherPool::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations)?,
+            limiter: LoginLimiter::new(config.auth.login_per_account_per_minute, config.auth.login_per_ip_per_minute),
+        });
+        let c = &config.catalog;
+        let settings = CacheSettings {
+            capacity: c.cache_capacity,
+            l1_ttl: c.cache_l1_ttl,
+            l2_ttl: c.cache_l2_ttl,
+            negative_ttl: c.cache_negative_ttl,
+            stale_ttl: c.cache_stale_ttl,
+            stale_retry: c.cache_stale_retry,
+            double_delete_delay: std::time::Duration::from_millis(500),
+        };
+        let products = ProductCache::new("product", settings, redis.clone(), metrics.cache.clone());
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            redis,
+            ids,
+            auth,
+            products,
+            metrics,
+            shutdown: CancellationToken::new(),
+            accepting: Arc::new(AtomicBool::new(true)),
+        })
+    }
+}
