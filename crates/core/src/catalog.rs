@@ -71,22 +71,24 @@ impl Default for Description {
     }
 }
 
-/// A stock-keeping unit code, unique within its merchant: 1–64 of `A–Z a–z 0–9 - _ .`.
+/// A stock-keeping unit code, unique within its merchant: 1–64 of `A–Z 0–9 - _ .`.
+/// Codes are case-insensitive and kept upper-cased, so `tea-1` and `TEA-1` are one SKU on
+/// every backend.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Sku(String);
 
 impl Sku {
-    /// Parses a SKU code (case is kept: merchants' codes are case-sensitive).
+    /// Parses a SKU code, upper-casing it.
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let s = raw.trim();
+        let s = raw.trim().to_ascii_uppercase();
         if !(1..=64).contains(&s.len()) {
             return Err(ParseError::new("sku", "must be 1 to 64 characters"));
         }
         if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
             return Err(ParseError::new("sku", "may contain only letters, digits, '-', '_' and '.'"));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(s))
     }
 
     /// The code.
@@ -321,7 +323,7 @@ mod tests {
 
     #[test]
     fn skus_titles_and_urls_are_checked() {
-        assert!(Sku::parse("ABC-123_x.1").is_ok());
+        assert_eq!(Sku::parse(" abc-123_x.1 ").unwrap().as_str(), "ABC-123_X.1");
         assert!(Sku::parse("").is_err());
         assert!(Sku::parse("has space").is_err());
         assert_eq!(Title::parse("  茶叶 ").unwrap().as_str(), "茶叶");

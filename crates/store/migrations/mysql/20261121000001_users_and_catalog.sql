@@ -32,8 +32,7 @@ CREATE TABLE products (
     id               BIGINT       NOT NULL PRIMARY KEY,
     merchant_id      BIGINT       NOT NULL,
     category_id      BIGINT       NOT NULL,
-    -- SKU codes are case-sensitive.
-    sku              VARCHAR(64)  CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+    sku              VARCHAR(64)  NOT NULL, -- upper-cased by the application
     title            VARCHAR(200) NOT NULL,
     description      TEXT         NOT NULL,
     images           TEXT         NOT NULL, -- JSON array of URLs
