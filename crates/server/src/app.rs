@@ -103,7 +103,7 @@ impl App {
         tokio::select! {
             result = serve => result?,
             () = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace elapsed; abandoning requests in flight");
+                tracing::warn!(grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "shutdown grace elapsed; abandoning requests in flight");
             }
         }
         for task in background {

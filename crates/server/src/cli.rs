@@ -120,7 +120,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let username = Username::parse(&args.username).context("--username")?;
             let password = Password::parse(args.password).context("--password")?;
             let role: Role = args.role.parse().context("--role")?;
-            let merchant_name = args.merchant_name.as_deref().map(Title::parse).transpose().context("--merchant-name")?;
+            let merchant_name =
+                args.merchant_name.as_deref().map(Title::parse).transpose().context("--merchant-name")?;
             let state = AppState::build(config).await?;
             let (user, merchant) = auth::create_account(&state, username, password, role, merchant_name)
                 .await

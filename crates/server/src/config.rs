@@ -137,6 +137,10 @@ pub struct CatalogConfig {
     /// While the store is down, how long a stale copy is reused before retrying the store.
     #[serde(rename = "cache_stale_retry_ms", with = "millis")]
     pub cache_stale_retry: Duration,
+    /// After a write, the cached copy is deleted at once and again after this delay, so a read
+    /// that loaded the old row just before the write cannot leave it cached.
+    #[serde(rename = "cache_double_delete_delay_ms", with = "millis")]
+    pub cache_double_delete_delay: Duration,
 }
 
 impl Default for Config {
@@ -202,6 +206,7 @@ impl Default for CatalogConfig {
             cache_negative_ttl: Duration::from_secs(5),
             cache_stale_ttl: Duration::from_secs(3600),
             cache_stale_retry: Duration::from_secs(1),
+            cache_double_delete_delay: Duration::from_millis(500),
         }
     }
 }
@@ -214,13 +219,26 @@ pub struct ConfigError(String);
 /// Maps an environment key (after `FLASHBACK_`, lower-cased) to a config path:
 /// `store_url` → `store.url`, `cache__redis_url` → `cache.redis_url`, `data_dir` → `data_dir`.
 fn env_key_to_path(key: &str) -> String {
-    let key = key.replace("__", ".");
+    let key = key.to_ascii_lowercase().replace("__", ".");
     for section in SECTIONS {
         if let Some(rest) = key.strip_prefix(section).and_then(|r| r.strip_prefix('_')) {
             return format!("{section}.{rest}");
         }
     }
     key
+}
+
+/// One line per problem, each starting with the lower-cased key and naming where it came from.
+fn describe(errors: figment::Error) -> ConfigError {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_ascii_lowercase();
+            let source = e.metadata.as_ref().map_or_else(String::new, |m| format!(" (from {})", m.name));
+            if key.is_empty() { format!("{}{source}", e.kind) } else { format!("{key}: {}{source}", e.kind) }
+        })
+        .collect();
+    ConfigError(lines.join("; "))
 }
 
 impl Config {
@@ -235,9 +253,9 @@ impl Config {
         }
         let env = Env::prefixed("FLASHBACK_")
             // Test-suite settings share the prefix but are not instance configuration.
-            .filter(|k| !k.as_str().starts_with("test_"))
+            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
             .map(|k| env_key_to_path(k.as_str()).into());
-        let config: Config = figment.merge(env).extract().map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = figment.merge(env).extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
     }
@@ -327,6 +345,7 @@ mod tests {
         assert_eq!(env_key_to_path("cache__redis_url"), "cache.redis_url");
         assert_eq!(env_key_to_path("data_dir"), "data_dir");
         assert_eq!(env_key_to_path("listen"), "listen");
+        assert_eq!(env_key_to_path("AUTH_ARGON2_ITERATIONS"), "auth.argon2_iterations");
     }
 
     #[test]

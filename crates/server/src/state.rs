@@ -110,7 +110,7 @@ impl AppState {
             negative_ttl: c.cache_negative_ttl,
             stale_ttl: c.cache_stale_ttl,
             stale_retry: c.cache_stale_retry,
-            double_delete_delay: std::time::Duration::from_millis(500),
+            double_delete_delay: c.cache_double_delete_delay,
         };
         let products = ProductCache::new("product", settings, redis.clone(), metrics.cache.clone());
         Ok(Self {

@@ -190,10 +190,7 @@ macro_rules! impl_sql_store {
                 Ok($crate::Merchant { id, owner, name, created_at_ms: now })
             }
 
-            async fn merchant(
-                &self,
-                id: flashback_core::MerchantId,
-            ) -> $crate::StoreResult<Option<$crate::Merchant>> {
+            async fn merchant(&self, id: flashback_core::MerchantId) -> $crate::StoreResult<Option<$crate::Merchant>> {
                 let row: Option<$crate::sql::MerchantRow> =
                     sqlx::query_as("SELECT id, owner_user_id, name, created_at_ms FROM merchants WHERE id = ?")
                         .bind(id.get())
@@ -287,10 +284,7 @@ macro_rules! impl_sql_store {
                 })
             }
 
-            async fn product(
-                &self,
-                id: flashback_core::ProductId,
-            ) -> $crate::StoreResult<Option<$crate::Product>> {
+            async fn product(&self, id: flashback_core::ProductId) -> $crate::StoreResult<Option<$crate::Product>> {
                 self.product_from(self.reader(), id).await
             }
 

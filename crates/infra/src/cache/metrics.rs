@@ -47,7 +47,11 @@ impl CacheMetrics {
             "Lookups answered with a stale copy because the store was unavailable",
             m.stale.clone(),
         );
-        registry.register("flashback_cache_l2_errors", "Failed Redis L2 calls (served from the store)", m.l2_errors.clone());
+        registry.register(
+            "flashback_cache_l2_errors",
+            "Failed Redis L2 calls (served from the store)",
+            m.l2_errors.clone(),
+        );
         registry.register(
             "flashback_cache_invalidations",
             "Keys invalidated, by origin (local write or remote instance)",

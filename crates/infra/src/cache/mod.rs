@@ -155,11 +155,8 @@ where
 {
     /// A cache called `name` (in metrics, Redis keys and channels), with Redis as L2 if given.
     pub fn new(name: &'static str, settings: CacheSettings, l2: Option<RedisHandle>, metrics: CacheMetrics) -> Self {
-        let expiry = SlotExpiry {
-            fresh: settings.l1_ttl,
-            negative: settings.negative_ttl,
-            stale_retry: settings.stale_retry,
-        };
+        let expiry =
+            SlotExpiry { fresh: settings.l1_ttl, negative: settings.negative_ttl, stale_retry: settings.stale_retry };
         let l1 = moka::future::Cache::builder().max_capacity(settings.capacity).expire_after(expiry).build();
         let last_good =
             moka::future::Cache::builder().max_capacity(settings.capacity).time_to_live(settings.stale_ttl).build();
@@ -214,11 +211,12 @@ where
             .invalidations
             .get_or_create(&metrics::LevelLabel { cache: me.name, level: if everywhere { "local" } else { "remote" } })
             .inc();
-        if everywhere && let Some(redis) = &me.l2 {
-            if let Err(e) = l2::delete_and_publish(redis, me.name, &key.to_string()).await {
-                CacheMetrics::count(&me.metrics.l2_errors, me.name);
-                tracing::warn!(cache = me.name, error = %e, "could not invalidate in redis");
-            }
+        if everywhere
+            && let Some(redis) = &me.l2
+            && let Err(e) = l2::delete_and_publish(redis, me.name, &key.to_string()).await
+        {
+            CacheMetrics::count(&me.metrics.l2_errors, me.name);
+            tracing::warn!(cache = me.name, error = %e, "could not invalidate in redis");
         }
     }
 

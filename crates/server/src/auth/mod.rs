@@ -101,20 +101,25 @@ pub async fn create_account(
 ) -> Result<(User, Option<MerchantId>), CreateAccountError> {
     let password_hash = state.auth.hasher.hash(password).await.map_err(CreateAccountError::Unexpected)?;
     let id = state.ids.user();
-    let user = state
-        .store
-        .create_user(NewUser { id, username: username.clone(), password_hash, role })
-        .await
-        .map_err(|e| match e {
+    let user = state.store.create_user(NewUser { id, username: username.clone(), password_hash, role }).await.map_err(
+        |e| match e {
             StoreError::Conflict(_) => CreateAccountError::UsernameTaken,
             other => CreateAccountError::Store(other),
-        })?;
+        },
+    )?;
     let merchant = if role == Role::Merchant {
         let name = match merchant_name {
             Some(n) => n,
             None => Title::parse(username.as_str()).map_err(|e| CreateAccountError::Unexpected(e.into()))?,
         };
-        Some(state.store.create_merchant(state.ids.merchant(), user.id, name).await.map_err(CreateAccountError::Store)?.id)
+        Some(
+            state
+                .store
+                .create_merchant(state.ids.merchant(), user.id, name)
+                .await
+                .map_err(CreateAccountError::Store)?
+                .id,
+        )
     } else {
         None
     };
@@ -150,7 +155,10 @@ impl From<CreateAccountError> for Problem {
 /// Register a shopper account.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = CredentialsBody,
     responses((status = 201, body = UserView), (status = 409, body = Problem), (status = 422, body = Problem)))]
-async fn register(State(state): State<AppState>, Json(body): Json<CredentialsBody>) -> Result<impl IntoResponse, Problem> {
+async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<CredentialsBody>,
+) -> Result<impl IntoResponse, Problem> {
     let (user, _) = create_account(&state, body.username, body.password, Role::User, None).await?;
     Ok((StatusCode::CREATED, axum::Json(UserView::new(user, None))))
 }
@@ -165,8 +173,12 @@ async fn login(
 ) -> Result<axum::Json<TokenView>, Problem> {
     if let Err(refused) = state.auth.limiter.check(body.username.as_str(), ip) {
         state.metrics.login_rejected.get_or_create(&crate::metrics::ReasonLabel { reason: refused.reason }).inc();
-        return Err(Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "too many login attempts; wait and retry")
-            .retry_after(refused.retry_after.as_secs_f64().ceil() as u64));
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "too many login attempts; wait and retry",
+        )
+        .retry_after(whole_seconds_up(refused.retry_after)));
     }
     let creds = state.store.credentials(&body.username).await.map_err(|e| Problem::from_store(&e))?;
     let (user, hash) = match creds {
@@ -188,6 +200,11 @@ async fn login(
     }))
 }
 
+/// A duration in whole seconds, rounded up, for `Retry-After`.
+fn whole_seconds_up(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 async fn merchant_of(store: &dyn Store, user: &User) -> Result<Option<MerchantId>, Problem> {
     if user.role != Role::Merchant {
         return Ok(None);
@@ -201,7 +218,8 @@ async fn merchant_of(store: &dyn Store, user: &User) -> Result<Option<MerchantId
 async fn me(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<UserView>, Problem> {
     let user = state.store.user(caller.id).await.map_err(|e| Problem::from_store(&e))?;
     // A valid token for a deleted account: the token outlived the account.
-    let user = user.ok_or_else(|| Problem::new(StatusCode::UNAUTHORIZED, "invalid_token", "the account no longer exists"))?;
+    let user =
+        user.ok_or_else(|| Problem::new(StatusCode::UNAUTHORIZED, "invalid_token", "the account no longer exists"))?;
     Ok(axum::Json(UserView::new(user, caller.merchant)))
 }
 

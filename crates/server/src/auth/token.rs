@@ -171,8 +171,12 @@ mod tests {
     use super::*;
 
     fn keys(secret: &str) -> TokenKeys {
-        TokenKeys::load(Some(&SecretString::from(secret.to_owned())), Path::new("/nonexistent"), Duration::from_secs(60))
-            .unwrap()
+        TokenKeys::load(
+            Some(&SecretString::from(secret.to_owned())),
+            Path::new("/nonexistent"),
+            Duration::from_secs(60),
+        )
+        .unwrap()
     }
 
     #[test]

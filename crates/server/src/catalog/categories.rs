@@ -30,7 +30,8 @@ pub async fn create_category(
     Json(body): Json<CreateCategory>,
 ) -> Result<impl IntoResponse, Problem> {
     caller.require(&[Role::Admin])?;
-    let category = state.store.create_category(state.ids.category(), body.name).await.map_err(CatalogError::from_write)?;
+    let category =
+        state.store.create_category(state.ids.category(), body.name).await.map_err(CatalogError::from_write)?;
     Ok((StatusCode::CREATED, axum::Json(CategoryView::from(category))))
 }
 
@@ -38,7 +39,10 @@ pub async fn create_category(
 #[utoipa::path(get, path = "/api/v1/merchants/{id}", tag = "catalog",
     params(("id" = String, Path, description = "Merchant id")),
     responses((status = 200, body = MerchantView), (status = 404, body = Problem)))]
-pub async fn get_merchant(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<MerchantView>, Problem> {
+pub async fn get_merchant(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<MerchantView>, Problem> {
     let id = MerchantId::parse(&id).map_err(|_| CatalogError::MerchantNotFound)?;
     let merchant = state.store.merchant(id).await.map_err(CatalogError::Store)?;
     Ok(axum::Json(merchant.ok_or(CatalogError::MerchantNotFound)?.into()))

@@ -71,7 +71,9 @@ impl From<CatalogError> for Problem {
             E::NotOwner => Problem::new(StatusCode::FORBIDDEN, "not_owner", "this product belongs to another merchant"),
             E::MerchantRequired(detail) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "merchant_required", detail),
             E::SkuTaken => Problem::new(StatusCode::CONFLICT, "sku_taken", "you already have a product with this SKU"),
-            E::CategoryExists => Problem::new(StatusCode::CONFLICT, "category_exists", "a category with this name exists"),
+            E::CategoryExists => {
+                Problem::new(StatusCode::CONFLICT, "category_exists", "a category with this name exists")
+            }
             E::VersionConflict => Problem::new(
                 StatusCode::CONFLICT,
                 "version_conflict",

@@ -8,7 +8,9 @@ use flashback_core::{CategoryId, Cursor, MerchantId, PageLimit, ProductId, Produ
 use flashback_store::{NewProduct, Product, ProductFilter, ProductPatch};
 
 use super::CatalogError;
-use super::views::{AdjustStock, CreateProduct, ListQuery, ProductPage, ProductView, SetInventory, SetStatus, UpdateProduct};
+use super::views::{
+    AdjustStock, CreateProduct, ListQuery, ProductPage, ProductView, SetInventory, SetStatus, UpdateProduct,
+};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::http::Problem;
@@ -36,11 +38,8 @@ fn query_problem(e: flashback_core::ParseError) -> Problem {
 pub async fn get_product(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, Problem> {
     let id = product_id(&id)?;
     let store = state.store.clone();
-    let cached = state
-        .products
-        .get(&id, async move { store.product(id).await })
-        .await
-        .map_err(|e| Problem::from_store(&e))?;
+    let cached =
+        state.products.get(&id, async move { store.product(id).await }).await.map_err(|e| Problem::from_store(&e))?;
     let product = cached.value.ok_or(CatalogError::ProductNotFound)?;
     let mut headers = HeaderMap::new();
     headers.insert(X_CACHE, HeaderValue::from_static(cached.source.header_value()));
@@ -53,7 +52,10 @@ pub async fn get_product(State(state): State<AppState>, Path(id): Path<String>) 
 /// On-shelf products, newest first, optionally by category or merchant, a keyset page at a time.
 #[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(ListQuery),
     responses((status = 200, body = ProductPage), (status = 400, body = Problem)))]
-pub async fn list_products(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<axum::Json<ProductPage>, Problem> {
+pub async fn list_products(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<ProductPage>, Problem> {
     if q.status.is_some() {
         return Err(Problem::bad_request("invalid_query", "status: public listings show on-shelf products only"));
     }
@@ -107,11 +109,16 @@ pub async fn create_product(
 ) -> Result<impl IntoResponse, Problem> {
     caller.require(&[Role::Merchant, Role::Admin])?;
     let merchant_id = match (caller.role, body.merchant_id) {
-        (Role::Merchant, None) => caller.merchant.ok_or(CatalogError::MerchantRequired("this account runs no merchant"))?,
+        (Role::Merchant, None) => {
+            caller.merchant.ok_or(CatalogError::MerchantRequired("this account runs no merchant"))?
+        }
         (Role::Merchant, Some(_)) => {
             return Err(CatalogError::Invalid("merchant_id: merchants create products for themselves".into()).into());
         }
-        (_, Some(m)) => m,
+        (_, Some(m)) => {
+            state.store.merchant(m).await.map_err(CatalogError::Store)?.ok_or(CatalogError::MerchantNotFound)?;
+            m
+        }
         (_, None) => return Err(CatalogError::MerchantRequired("merchant_id: admins must name the merchant").into()),
     };
     let new = NewProduct {
@@ -144,7 +151,10 @@ async fn managed_product(state: &AppState, caller: &Caller, id: &str) -> Result<
     Ok(product)
 }
 
-async fn changed(state: &AppState, result: Result<Product, flashback_store::StoreError>) -> Result<axum::Json<ProductView>, Problem> {
+async fn changed(
+    state: &AppState,
+    result: Result<Product, flashback_store::StoreError>,
+) -> Result<axum::Json<ProductView>, Problem> {
     let product = result.map_err(CatalogError::from_write)?;
     state.products.invalidate(&product.id, Some(product.clone())).await;
     Ok(axum::Json(ProductView::from(&product)))

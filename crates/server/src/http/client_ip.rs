@@ -24,7 +24,7 @@ impl FromRequestParts<AppState> for ClientIp {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                .last()
+                .next_back()
         {
             return Ok(ClientIp(ip));
         }

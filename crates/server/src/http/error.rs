@@ -73,7 +73,9 @@ impl Problem {
     /// The catch-all for storage errors a feature did not map to something more specific.
     pub fn from_store(e: &StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => Self::unavailable("store_unavailable", "the store is unavailable; retry shortly"),
+            StoreError::Unavailable(_) => {
+                Self::unavailable("store_unavailable", "the store is unavailable; retry shortly")
+            }
             other => Self::internal(other),
         }
     }

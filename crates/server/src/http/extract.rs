@@ -31,7 +31,9 @@ where
 
 fn json_problem(rejection: &JsonRejection) -> Problem {
     match rejection {
-        JsonRejection::JsonDataError(e) => Problem::invalid(e.body_text().replace("Failed to deserialize the JSON body into the target type: ", "")),
+        JsonRejection::JsonDataError(e) => {
+            Problem::invalid(e.body_text().replace("Failed to deserialize the JSON body into the target type: ", ""))
+        }
         JsonRejection::JsonSyntaxError(_) => Problem::bad_request("malformed_json", "the body is not valid JSON"),
         JsonRejection::MissingJsonContentType(_) => Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -57,12 +59,11 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| Query(q.0))
-            .map_err(|e: QueryRejection| {
+        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|q| Query(q.0)).map_err(
+            |e: QueryRejection| {
                 Problem::bad_request("invalid_query", e.body_text().replace("Failed to deserialize query string: ", ""))
-            })
+            },
+        )
     }
 }
 

@@ -1,0 +1,91 @@
+//! Liveness, readiness, metrics, the OpenAPI document, request ids and unknown routes.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, assert_problem};
+
+#[tokio::test]
+async fn a_fresh_embedded_instance_is_live_and_ready() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/healthz").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
+
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"][0]["name"], "store");
+    assert_eq!(body["checks"][0]["detail"], "sqlite");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_are_served_as_prometheus_text_with_per_route_counts() {
+    let app = TestApp::spawn().await;
+    app.get("/healthz").await;
+    app.get("/api/v1/products/123").await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = res.text().await.unwrap();
+    assert!(text.contains("# TYPE flashback_http_requests counter"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"));
+    assert_eq!(app.metric(r#"flashback_http_requests_total{method="GET",route="/healthz",status="200"}"#).await, 1.0);
+    // Routes are labelled by template, never by raw path.
+    let by_template = r#"flashback_http_requests_total{method="GET",route="/api/v1/products/{id}",status="404"}"#;
+    assert_eq!(app.metric(by_template).await, 1.0);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/api/v1/auth/register", "post"),
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/me", "get"),
+        ("/api/v1/categories", "get"),
+        ("/api/v1/categories", "post"),
+        ("/api/v1/merchants/{id}", "get"),
+        ("/api/v1/products", "get"),
+        ("/api/v1/products", "post"),
+        ("/api/v1/merchant/products", "get"),
+        ("/api/v1/products/{id}", "get"),
+        ("/api/v1/products/{id}", "patch"),
+        ("/api/v1/products/{id}/status", "put"),
+        ("/api/v1/products/{id}/inventory", "put"),
+        ("/api/v1/products/{id}/inventory/adjustments", "post"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is documented");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_a_given_one_is_kept() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/healthz").await;
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let res = app.client.get(app.url("/nope")).header("x-request-id", "trace-me-42").send().await.unwrap();
+    assert_eq!(res.headers()["x-request-id"], "trace-me-42");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_problem_json() {
+    let app = TestApp::spawn().await;
+    assert_problem(app.get("/api/v1/nothing-here").await, StatusCode::NOT_FOUND, "route_not_found").await;
+    let res = app.client.delete(app.url("/healthz")).send().await.unwrap();
+    assert_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    app.shutdown().await;
+}

@@ -1,0 +1,14 @@
+//! API tests: the real router on a real port, one fresh store per test.
+//!
+//! The `scaled_out` module runs against MariaDB and Redis when `FLASHBACK_TEST_MYSQL_URL` and
+//! `FLASHBACK_TEST_REDIS_URL` are set, and says plainly that it skipped otherwise.
+
+mod helpers;
+
+mod auth;
+mod cache;
+mod catalog;
+mod cli;
+mod health;
+mod protections;
+mod scaled_out;

@@ -1,0 +1,103 @@
+//! The scaled-out mode against real MariaDB and Redis: two instances sharing one database and
+//! one Redis, with L2 caching and cross-instance invalidation.
+
+use std::time::{Duration, Instant};
+
+use flashback_core::Role;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backends, TestApp, settle};
+
+const SUITE: &str = "MySQL + Redis API";
+
+async fn two_instances(b: &Backends) -> (TestApp, TestApp) {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestApp::start(b.config(d1.path()), d1).await;
+    let b = TestApp::start(b.config(d2.path()), d2).await;
+    (a, b)
+}
+
+fn source(res: &reqwest::Response) -> String {
+    res.headers()["x-cache"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn both_dependencies_are_checked_for_readiness() {
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let (one, two) = two_instances(&b).await;
+    let ready: Value = one.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    let names: Vec<&str> = ready["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["store", "redis"]);
+    assert_eq!(ready["checks"][0]["detail"], "mysql");
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test]
+async fn instances_share_products_through_redis_and_invalidate_each_other() {
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let (one, two) = two_instances(&b).await;
+    let cat = one.category("Shared").await;
+    let m = one.token_for("sharedshop", Role::Merchant).await;
+    let p = one.product(&m, &cat, "S1", 5).await;
+    settle().await;
+    let path = format!("/api/v1/products/{}", p["id"].as_str().unwrap());
+
+    // Instance one loads it from MySQL and fills Redis; instance two then finds it in Redis.
+    assert_eq!(source(&one.get(&path).await), "miss");
+    assert!(b.redis_keys().iter().any(|k| k.contains(":cache:product:")), "{:?}", b.redis_keys());
+    assert_eq!(source(&two.get(&path).await), "hit");
+    assert_eq!(two.metric(r#"flashback_cache_hits_total{cache="product",level="l2"}"#).await, 1.0);
+    assert_eq!(source(&two.get(&path).await), "hit");
+    assert_eq!(two.metric(r#"flashback_cache_hits_total{cache="product",level="l1"}"#).await, 1.0);
+
+    // A write on instance one reaches instance two's in-process copy through pub/sub.
+    let res = one.send(Method::PATCH, &path, Some(&m), &json!({"title": "Renamed on one"})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let started = Instant::now();
+    loop {
+        let seen: Value = two.get(&path).await.json().await.unwrap();
+        if seen["title"] == "Renamed on one" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "instance two never saw the write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(two.metric(r#"flashback_cache_invalidations_total{cache="product",level="remote"}"#).await >= 1.0);
+    // A token issued by one instance works on the other (shared key, no store round trip).
+    assert_eq!(two.get_as("/api/v1/me", &m).await.status(), StatusCode::OK);
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_mysql_unreachable_the_last_copy_is_served_stale() {
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = b.config(dir.path());
+    config.catalog.cache_l1_ttl = Duration::from_millis(100);
+    let app = TestApp::start(config, dir).await;
+    let cat = app.category("Outage").await;
+    let m = app.token_for("outageshop", Role::Merchant).await;
+    let p = app.product(&m, &cat, "O1", 5).await;
+    settle().await;
+    let path = format!("/api/v1/products/{}", p["id"].as_str().unwrap());
+    let fresh: Value = app.get(&path).await.json().await.unwrap();
+
+    app.state.store.close().await;
+    // Redis still has a copy, which is served as a normal hit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(source(&app.get(&path).await), "hit");
+    // With the Redis copy gone too, only the stale in-process copy remains.
+    let mut conn = redis::Client::open(b.redis_url.as_str()).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("DEL").arg(b.redis_keys()).query(&mut conn).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = app.get(&path).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(source(&res), "stale");
+    assert_eq!(res.json::<Value>().await.unwrap(), fresh);
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    app.shutdown().await;
+}
