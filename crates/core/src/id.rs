@@ -14,11 +14,17 @@ use crate::ParseError;
 
 /// Milliseconds since the Unix epoch at 2025-01-01T00:00:00Z, the origin of id timestamps.
 pub const ID_EPOCH_MS: u64 = 1_735_689_600_000;
-const NODE_BITS: u32 = 10;
-const SEQ_BITS: u32 = 12;
-/// The largest node number an [`IdGenerator`] accepts.
+const NODE_BITS: u32 = 6;
+/// The largest node number an [`IdGenerator`] accepts (one per running instance).
 pub const MAX_NODE: u16 = (1 << NODE_BITS) - 1;
-const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// Sequence bits of ordinary ids: 65,536 per millisecond per node.
+const SEQ_BITS: u32 = 16;
+/// Sequence bits of order ids: 64 per millisecond per node (64,000 orders/s per instance).
+const ORDER_SEQ_BITS: u32 = 6;
+/// Bits of an order id that carry the buyer's gene (see [`OrderId::gene`]).
+pub const GENE_BITS: u32 = 10;
+/// The number of distinct genes; shard counts must divide it.
+pub const GENES: u16 = 1 << GENE_BITS;
 
 macro_rules! id_type {
     ($(#[$meta:meta])* $name:ident, $what:literal) => {
@@ -116,18 +122,52 @@ id_type!(
     /// A product; one product is one SKU with one inventory row.
     ProductId, "product_id"
 );
+id_type!(
+    /// An order. Its low 10 bits are its buyer's gene, which names the buyer's shard.
+    OrderId, "order_id"
+);
 
-/// Makes unique, time-ordered 63-bit ids: 41 bits of milliseconds since [`ID_EPOCH_MS`],
-/// 10 bits of node number, 12 bits of sequence.
+/// Hands out (millisecond, sequence) pairs that only ever increase: within one millisecond
+/// the sequence counts up; past its last value it borrows the next millisecond; a clock that
+/// steps backwards is ignored.
+#[derive(Debug)]
+struct Sequencer {
+    bits: u32,
+    /// `(millis_since_epoch << bits) | seq` of the last pair handed out.
+    last: AtomicU64,
+}
+
+impl Sequencer {
+    fn new(bits: u32) -> Self {
+        Self { bits, last: AtomicU64::new(0) }
+    }
+
+    fn next(&self, now_unix_ms: u64) -> (u64, u64) {
+        let now = now_unix_ms.saturating_sub(ID_EPOCH_MS).max(1);
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            let next = if now > last >> self.bits { now << self.bits } else { last + 1 };
+            match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return (next >> self.bits, next & ((1 << self.bits) - 1)),
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+/// Makes unique, time-ordered 63-bit ids without coordination: each instance takes its own
+/// node number (0..=[`MAX_NODE`]).
 ///
-/// Each instance takes its own node number, so instances never coordinate. Within one
-/// millisecond a node makes up to 4096 ids; past that it borrows the next millisecond, and a
-/// clock that steps backwards is ignored, so ids from one generator only ever increase.
+/// - Ordinary ids: 41 bits of milliseconds since [`ID_EPOCH_MS`] | 6 bits node | 16 bits sequence.
+/// - Order ids: 41 bits of milliseconds | 6 bits node | 6 bits sequence | 10 bits *gene*, the
+///   buyer id modulo 1024, so the buyer's shard can be read off the order id (see [`OrderId`]).
+///
+/// 41 bits of milliseconds keep the top bit clear until 2094.
 #[derive(Debug)]
 pub struct IdGenerator {
     node: u64,
-    /// `(millis_since_epoch << SEQ_BITS) | seq` of the last id handed out.
-    last: AtomicU64,
+    plain: Sequencer,
+    orders: Sequencer,
 }
 
 impl IdGenerator {
@@ -136,27 +176,40 @@ impl IdGenerator {
         if node > MAX_NODE {
             return Err(ParseError::new("node_id", format!("must be at most {MAX_NODE}")));
         }
-        Ok(Self { node: u64::from(node), last: AtomicU64::new(0) })
+        Ok(Self { node: u64::from(node), plain: Sequencer::new(SEQ_BITS), orders: Sequencer::new(ORDER_SEQ_BITS) })
     }
 
-    /// The next id, given the wall clock in milliseconds since the Unix epoch.
+    /// The next ordinary id, given the wall clock in milliseconds since the Unix epoch.
     pub fn next_at(&self, now_unix_ms: u64) -> i64 {
-        let now = now_unix_ms.saturating_sub(ID_EPOCH_MS).max(1);
-        let mut last = self.last.load(Ordering::Relaxed);
-        loop {
-            let last_ms = last >> SEQ_BITS;
-            let next = if now > last_ms { now << SEQ_BITS } else { last + 1 };
-            match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => {
-                    let ms = next >> SEQ_BITS;
-                    let seq = next & SEQ_MASK;
-                    let raw = (ms << (NODE_BITS + SEQ_BITS)) | (self.node << SEQ_BITS) | seq;
-                    // 41 bits of milliseconds keep the top bit clear for 69 years after the epoch.
-                    return i64::try_from(raw).unwrap_or(i64::MAX);
-                }
-                Err(seen) => last = seen,
-            }
-        }
+        let (ms, seq) = self.plain.next(now_unix_ms);
+        to_i64((ms << (NODE_BITS + SEQ_BITS)) | (self.node << SEQ_BITS) | seq)
+    }
+
+    /// The next order id for `buyer`, given the wall clock in milliseconds since the Unix epoch.
+    pub fn next_order_at(&self, now_unix_ms: u64, buyer: UserId) -> OrderId {
+        let (ms, seq) = self.orders.next(now_unix_ms);
+        let gene = u64::from(OrderId::gene_of(buyer));
+        let raw = (ms << (NODE_BITS + ORDER_SEQ_BITS + GENE_BITS))
+            | (self.node << (ORDER_SEQ_BITS + GENE_BITS))
+            | (seq << GENE_BITS)
+            | gene;
+        OrderId(to_i64(raw).max(1))
+    }
+}
+
+fn to_i64(raw: u64) -> i64 {
+    i64::try_from(raw).unwrap_or(i64::MAX)
+}
+
+impl OrderId {
+    /// The buyer gene of a user: `user_id mod 1024`. Orders carry their buyer's gene.
+    pub fn gene_of(buyer: UserId) -> u16 {
+        u16::try_from(buyer.get().rem_euclid(i64::from(GENES))).unwrap_or(0)
+    }
+
+    /// The gene this order id carries: its buyer's `user_id mod 1024`.
+    pub fn gene(self) -> u16 {
+        u16::try_from(self.0 & i64::from(GENES - 1)).unwrap_or(0)
     }
 }
 
@@ -186,6 +239,23 @@ mod tests {
         let now = ID_EPOCH_MS + 5;
         let ids: HashSet<i64> = (0..5000).flat_map(|_| [a.next_at(now), b.next_at(now)]).collect();
         assert_eq!(ids.len(), 10_000);
+    }
+
+    #[test]
+    fn order_ids_carry_the_buyers_gene_stay_unique_and_increase() {
+        let g = IdGenerator::new(MAX_NODE).unwrap();
+        let mut prev = 0;
+        let mut seen = HashSet::new();
+        for i in 0..5_000i64 {
+            let buyer = UserId::new(1_000_000 + i * 7).unwrap();
+            // 5,000 orders within two milliseconds: the 64-per-millisecond sequence borrows ahead.
+            let id = g.next_order_at(ID_EPOCH_MS + 10 + u64::from(i >= 2_500), buyer);
+            assert_eq!(id.gene(), OrderId::gene_of(buyer));
+            assert_eq!(i64::from(id.gene()), buyer.get() % 1024);
+            assert!(id.get() > prev, "order ids increase");
+            assert!(seen.insert(id));
+            prev = id.get();
+        }
     }
 
     #[test]

@@ -8,12 +8,14 @@ pub mod catalog;
 pub mod id;
 pub mod money;
 pub mod page;
+pub mod trade;
 pub mod user;
 
 pub use catalog::{Description, ImageUrl, Images, ProductStatus, Region, Regions, Sku, Stock, Title};
-pub use id::{CategoryId, IdGenerator, MerchantId, ProductId, UserId};
+pub use id::{CategoryId, IdGenerator, MerchantId, OrderId, ProductId, UserId};
 pub use money::Money;
 pub use page::{Cursor, PageLimit};
+pub use trade::{IdempotencyKey, OrderState, Points, Quantity, Transition};
 pub use user::{Password, Role, Username};
 
 /// Why a value could not be parsed into a domain type; the message is safe to show a client.

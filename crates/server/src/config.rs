@@ -21,7 +21,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where SQLite files and the generated token key live.
     pub data_dir: PathBuf,
-    /// This instance's node number (0–1023) for id generation; random when absent.
+    /// This instance's node number (0–63) for id generation, unique per instance; random when absent.
     pub node_id: Option<u16>,
     /// `pretty` or `json`.
     pub log_format: LogFormat,
@@ -275,7 +275,7 @@ impl Config {
             return fail("cache.redis_url: must start with redis:// or rediss://");
         }
         if self.node_id.is_some_and(|n| n > flashback_core::id::MAX_NODE) {
-            return fail("node_id: must be 0 to 1023");
+            return fail("node_id: must be 0 to 63");
         }
         if self.store.max_connections == 0 {
             return fail("store.max_connections: must be at least 1");

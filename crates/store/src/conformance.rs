@@ -42,7 +42,7 @@ macro_rules! conformance_suite {
 
 fn ids() -> IdGenerator {
     static NODE: AtomicU16 = AtomicU16::new(0);
-    IdGenerator::new(NODE.fetch_add(1, Ordering::Relaxed) % 1024).expect("node in range")
+    IdGenerator::new(NODE.fetch_add(1, Ordering::Relaxed) % 64).expect("node in range")
 }
 
 fn next<T>(g: &IdGenerator, make: impl Fn(i64) -> Result<T, flashback_core::ParseError>) -> T {
