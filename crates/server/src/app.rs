@@ -35,24 +35,25 @@ impl Modify for BearerAuth {
 
 /// The complete router (every route, the OpenAPI document and the middleware stack).
 pub fn router(state: AppState) -> Router {
-    let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(health::routes())
-        .merge(auth::routes())
-        .merge(catalog::routes())
-        .split_for_parts();
+    let (api, mut openapi) =
+        OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(auth::routes()).merge(catalog::routes()).split_for_parts();
+    let (ops, ops_doc) = OpenApiRouter::new().merge(health::routes()).split_for_parts();
+    openapi.merge(ops_doc);
     let openapi_json = openapi.to_pretty_json().unwrap_or_default();
-    let routes = routes
-        .route(
-            "/api/v1/openapi.json",
-            axum::routing::get(move || async move { ([("content-type", "application/json")], openapi_json) }),
-        )
+    let ops = ops.route(
+        "/api/v1/openapi.json",
+        axum::routing::get(move || async move { ([("content-type", "application/json")], openapi_json) }),
+    );
+    let api = http::protect(api.with_state(state.clone()), &state.config.http, state.metrics.clone());
+    let all = ops
+        .with_state(state.clone())
+        .merge(api)
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "route_not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
                 .into_response()
-        })
-        .with_state(state.clone());
-    http::apply_layers(routes, &state.config.http, state.metrics.clone())
+        });
+    http::observe(all, state.metrics.clone())
 }
 
 /// A built instance, bound to its address and ready to serve.

@@ -94,6 +94,9 @@ impl AppState {
         let ids = Arc::new(Ids(IdGenerator::new(node)?));
         let metrics = Arc::new(Metrics::new());
         let tokens = TokenKeys::load(config.auth.token_secret.as_ref(), &config.data_dir, config.auth.token_ttl)?;
+        if config.node_id.is_none() && config.store.url.is_some() {
+            tracing::warn!(node, "node_id is not set: picked one at random; give each instance its own (0-63)");
+        }
         if config.auth.token_secret.is_none() && config.store.url.is_some() {
             tracing::warn!("auth.token_secret is not set: tokens from this instance will not verify on others");
         }

@@ -8,8 +8,12 @@
 mod error;
 mod model;
 mod mysql;
+mod shards;
 mod sql;
+mod sql_shard;
+mod sql_stock;
 mod sqlite;
+mod trade;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -29,8 +33,13 @@ pub use error::StoreError;
 pub use model::{
     Category, Inventory, Merchant, NewProduct, NewUser, Product, ProductFilter, ProductPatch, User, UserCredentials,
 };
-pub use mysql::MySqlStore;
-pub use sqlite::SqliteStore;
+pub use mysql::{MySqlShard, MySqlStore};
+pub use shards::{ShardOptions, Shards, open_shards};
+pub use sqlite::{SqliteShard, SqliteStore};
+pub use trade::{
+    Created, NewOrder, Order, OrderFilter, OrderLine, OrderShard, OutboxEvent, Reservation, ReservationState,
+    ReserveError, ReservedLine, StockStore, StockSummary, WriteIds, order_event_payload,
+};
 
 /// Shorthand for storage results.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -95,7 +104,7 @@ pub trait CatalogStore: Send + Sync {
 
 /// Everything a Flashback instance stores, plus the operations on the store itself.
 #[async_trait]
-pub trait Store: UserStore + CatalogStore + std::fmt::Debug {
+pub trait Store: UserStore + CatalogStore + StockStore + std::fmt::Debug {
     /// `"sqlite"` or `"mysql"`, for logs and health output.
     fn backend(&self) -> &'static str;
     /// Applies this backend's pending migrations.

@@ -99,7 +99,7 @@ pub struct Product {
     pub inventory: Inventory,
     /// Created, in Unix milliseconds.
     pub created_at_ms: i64,
-    /// Last changed (product or inventory), in Unix milliseconds.
+    /// Last change to the product's own fields (not its stock), in Unix milliseconds.
     pub updated_at_ms: i64,
 }
 

@@ -1,28 +1,24 @@
-//! The embedded backend: one SQLite file in WAL mode, one writer connection and a read pool.
+//! The embedded backend: SQLite files in WAL mode, each with one writer connection and a read
+//! pool. The catalog store and every order shard is one file.
 //!
 //! SQLite allows one writer at a time. Rather than let many pooled connections race for the
 //! write lock (and fail with `SQLITE_BUSY` when a read transaction tries to upgrade), all
-//! writes share a single connection and queue for it in the pool, while reads run in parallel
-//! on their own read-only connections, which WAL lets proceed during a write.
+//! writes to a file share a single connection and queue for it in the pool, while reads run in
+//! parallel on their own read-only connections, which WAL lets proceed during a write.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Pool, Sqlite};
 
 use crate::{Store, StoreError, StoreOptions, StoreResult};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-
-/// SQLite files under the data directory.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
-}
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+static SHARD_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite-shard");
 
 /// The file a `sqlite:` URL names; a relative path is taken relative to the data directory.
 pub(crate) fn path_from_url(url: &str, data_dir: &Path) -> PathBuf {
@@ -31,9 +27,15 @@ pub(crate) fn path_from_url(url: &str, data_dir: &Path) -> PathBuf {
     if path.is_absolute() { path.to_owned() } else { data_dir.join(path) }
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file at `path`.
-    pub async fn open(path: &Path, options: &StoreOptions) -> StoreResult<Self> {
+/// One SQLite file: a single writer connection and a pool of read-only ones.
+#[derive(Debug, Clone)]
+pub(crate) struct SqlitePools {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqlitePools {
+    async fn open(path: &Path, options: &StoreOptions) -> StoreResult<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
@@ -59,16 +61,42 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
+    async fn migrate(&self, migrator: &Migrator) -> StoreResult<()> {
+        migrator.run(&self.writer).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),
+            other => StoreError::Config(format!("migrations: {other}")),
+        })
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// The catalog store in one SQLite file under the data directory.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pools: SqlitePools,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`.
+    pub async fn open(path: &Path, options: &StoreOptions) -> StoreResult<Self> {
+        Ok(Self { pools: SqlitePools::open(path, options).await? })
+    }
+
     pub(crate) fn writer(&self) -> &Pool<Sqlite> {
-        &self.writer
+        &self.pools.writer
     }
 
     pub(crate) fn reader(&self) -> &Pool<Sqlite> {
-        &self.reader
+        &self.pools.reader
     }
 }
 
 crate::sql::impl_sql_store!(SqliteStore, Sqlite);
+crate::sql_stock::impl_stock_store!(SqliteStore, Sqlite);
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -77,20 +105,50 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.writer).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => StoreError::from(e),
-            other => StoreError::Config(format!("migrations: {other}")),
-        })
+        self.pools.migrate(&MIGRATOR).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.writer).await?;
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        sqlx::query("SELECT 1").execute(self.writer()).await?;
+        sqlx::query("SELECT 1").execute(self.reader()).await?;
         Ok(())
     }
 
     async fn close(&self) {
-        self.writer.close().await;
-        self.reader.close().await;
+        self.pools.close().await;
     }
 }
+
+/// One order shard in its own SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteShard {
+    pools: SqlitePools,
+}
+
+impl SqliteShard {
+    const BACKEND: &'static str = "sqlite";
+
+    /// Opens (creating if needed) the shard file at `path`.
+    pub async fn open(path: &Path, options: &StoreOptions) -> StoreResult<Self> {
+        Ok(Self { pools: SqlitePools::open(path, options).await? })
+    }
+
+    pub(crate) fn writer(&self) -> &Pool<Sqlite> {
+        &self.pools.writer
+    }
+
+    pub(crate) fn reader(&self) -> &Pool<Sqlite> {
+        // Reads that must see the caller's own write go through `writer`.
+        &self.pools.reader
+    }
+
+    async fn run_migrations(&self) -> StoreResult<()> {
+        self.pools.migrate(&SHARD_MIGRATOR).await
+    }
+
+    async fn close_pools(&self) {
+        self.pools.close().await;
+    }
+}
+
+crate::sql_shard::impl_order_shard!(SqliteShard, Sqlite);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 
-use crate::{Store, StoreOptions};
+use crate::{ShardOptions, Shards, Store, StoreOptions};
 
 /// The environment variable naming the MySQL/MariaDB server for backend suites.
 pub const MYSQL_URL_VAR: &str = "FLASHBACK_TEST_MYSQL_URL";
@@ -19,19 +19,26 @@ pub struct TestStore {
     pub store: Arc<dyn Store>,
     /// The options it was opened with (to open the same store again).
     pub options: StoreOptions,
+    /// Two order shards beside it.
+    pub shards: Shards,
+    /// The options the shards were opened with.
+    pub shard_options: ShardOptions,
     _guard: Guard,
 }
+
+/// How many order shards test stores have.
+pub const TEST_SHARDS: u16 = 2;
 
 #[derive(Debug)]
 enum Guard {
     Dir(#[expect(dead_code, reason = "held only to delete the directory on drop")] tempfile::TempDir),
-    MySql { server_url: String, database: String },
+    MySql { server_url: String, databases: Vec<String> },
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Guard::MySql { server_url, database } = self {
-            drop_database(server_url.clone(), database.clone());
+        if let Guard::MySql { server_url, databases } = self {
+            drop_databases(server_url.clone(), std::mem::take(databases));
         }
     }
 }
@@ -46,7 +53,9 @@ pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("temporary directory");
     let options = test_options(None, dir.path().to_owned());
     let store = crate::open(&options).await.expect("open sqlite test store");
-    TestStore { store, options, _guard: Guard::Dir(dir) }
+    let shard_options = ShardOptions { count: TEST_SHARDS, urls: Vec::new(), store: options.clone() };
+    let shards = crate::open_shards(&shard_options).await.expect("open sqlite shards");
+    TestStore { store, options, shards, shard_options, _guard: Guard::Dir(dir) }
 }
 
 /// The test MySQL server's URL, or `None` (after saying once that `suite` is skipped).
@@ -64,28 +73,40 @@ pub fn mysql_server_url(suite: &str) -> Option<String> {
 /// when `FLASHBACK_TEST_MYSQL_URL` is unset.
 pub async fn mysql(suite: &str) -> Option<TestStore> {
     let server_url = mysql_server_url(suite)?;
-    let database = format!("fbt_{}", uuid::Uuid::new_v4().simple());
+    let base = format!("fbt_{}", uuid::Uuid::new_v4().simple());
+    let databases: Vec<String> =
+        std::iter::once(base.clone()).chain((0..TEST_SHARDS).map(|i| format!("{base}_s{i}"))).collect();
     let mut admin = sqlx::MySqlConnection::connect(&server_url)
         .await
         .unwrap_or_else(|e| panic!("{MYSQL_URL_VAR} is set but the server does not answer: {e}"));
-    sqlx::query(&format!("CREATE DATABASE `{database}` CHARACTER SET utf8mb4"))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
+    for db in &databases {
+        sqlx::query(&format!("CREATE DATABASE `{db}` CHARACTER SET utf8mb4"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+    }
     let _ = admin.close().await;
-    let guard = Guard::MySql { server_url: server_url.clone(), database: database.clone() };
-    let options = test_options(Some(format!("{server_url}/{database}")), std::env::temp_dir());
+    let guard = Guard::MySql { server_url: server_url.clone(), databases: databases.clone() };
+    let options = test_options(Some(format!("{server_url}/{base}")), std::env::temp_dir());
     let store = crate::open(&options).await.expect("open mysql test store");
-    Some(TestStore { store, options, _guard: guard })
+    let shard_options = ShardOptions {
+        count: TEST_SHARDS,
+        urls: databases[1..].iter().map(|db| format!("{server_url}/{db}")).collect(),
+        store: options.clone(),
+    };
+    let shards = crate::open_shards(&shard_options).await.expect("open mysql shards");
+    Some(TestStore { store, options, shards, shard_options, _guard: guard })
 }
 
-fn drop_database(server_url: String, database: String) {
+fn drop_databases(server_url: String, databases: Vec<String>) {
     // Drop runs inside the test's runtime, which cannot be blocked on; use a thread of our own.
     let done = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
         rt.block_on(async {
             let mut c = sqlx::MySqlConnection::connect(&server_url).await.ok()?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS `{database}`")).execute(&mut c).await.ok()?;
+            for db in databases {
+                sqlx::query(&format!("DROP DATABASE IF EXISTS `{db}`")).execute(&mut c).await.ok()?;
+            }
             c.close().await.ok()
         })
     });

@@ -163,7 +163,7 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 fn unauthenticated(code: &'static str, detail: &str) -> Problem {
-    Problem::new(StatusCode::UNAUTHORIZED, code, detail)
+    Problem::new(StatusCode::UNAUTHORIZED, code, detail).challenge_bearer()
 }
 
 #[cfg(test)]

@@ -232,9 +232,9 @@ pub async fn adjust_stock(
     Path(id): Path<String>,
     Json(body): Json<AdjustStock>,
 ) -> Result<axum::Json<ProductView>, Problem> {
+    let product = managed_product(&state, &caller, &id).await?;
     if body.delta == 0 || body.delta.unsigned_abs() > flashback_core::Stock::MAX.unsigned_abs() {
         return Err(CatalogError::Invalid("delta: must be non-zero and at most 1e9 either way".into()).into());
     }
-    let product = managed_product(&state, &caller, &id).await?;
     changed(&state, state.store.adjust_stock(product.id, product.merchant_id, body.delta).await).await
 }

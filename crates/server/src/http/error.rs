@@ -23,6 +23,9 @@ pub struct Problem {
     /// Seconds to wait before retrying, for 429 and 503.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
+    /// Whether to send `WWW-Authenticate: Bearer` (401 answers).
+    #[serde(skip)]
+    pub bearer_challenge: bool,
 }
 
 impl Problem {
@@ -35,7 +38,14 @@ impl Problem {
             detail: detail.into(),
             code,
             retry_after_secs: None,
+            bearer_challenge: false,
         }
+    }
+
+    /// Adds `WWW-Authenticate: Bearer`, telling the client which credentials to send.
+    pub fn challenge_bearer(mut self) -> Self {
+        self.bearer_challenge = true;
+        self
     }
 
     /// Adds a `Retry-After` (whole seconds, at least 1).
@@ -85,8 +95,12 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry = self.retry_after_secs;
+        let challenge = self.bearer_challenge;
         let mut res = (status, axum::Json(self)).into_response();
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if challenge {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = retry {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

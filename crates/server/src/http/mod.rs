@@ -29,23 +29,27 @@ use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 /// echoed on every response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps the app's routes in the standard stack, outermost first: request id, sensitive
-/// header redaction, tracing, RED metrics, panic catching, then load shedding (a global
-/// concurrency limit that answers 503 instead of queueing), the request timeout and body limit.
-pub fn apply_layers(router: Router, config: &HttpConfig, metrics: Arc<Metrics>) -> Router {
-    let shed_metrics = Arc::clone(&metrics);
+/// The server's protections for API routes: load shedding (a global concurrency limit that
+/// answers 503 instead of queueing), the request timeout and the body limit.
+///
+/// Probes and metrics stay outside them, so an overloaded instance still answers its liveness
+/// probe (and is not restarted for being busy) and can still be scraped.
+pub fn protect(router: Router, config: &HttpConfig, metrics: Arc<Metrics>) -> Router {
     let protections = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(move |err: tower::BoxError| {
-            let metrics = Arc::clone(&shed_metrics);
+            let metrics = Arc::clone(&metrics);
             async move { overload_response(&err, &metrics) }
         }))
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(config.max_concurrency))
         .timeout(config.request_timeout);
+    router.layer(axum::extract::DefaultBodyLimit::max(config.body_limit_bytes)).layer(protections)
+}
 
+/// The layers every route gets, outermost first: request id (kept if sent, echoed on the
+/// response), sensitive-header redaction, a tracing span, RED metrics and a panic catcher.
+pub fn observe(router: Router, metrics: Arc<Metrics>) -> Router {
     router
-        .layer(axum::extract::DefaultBodyLimit::max(config.body_limit_bytes))
-        .layer(protections)
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             tracing::error!("handler panicked");
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred").into_response()

@@ -116,7 +116,9 @@ async fn logins_are_limited_per_address_across_accounts() {
 async fn missing_malformed_forged_and_expired_tokens_are_refused() {
     let app = TestApp::spawn().await;
     let token = app.token_for("henry", Role::User).await;
-    assert_problem(app.get("/api/v1/me").await, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    let res = app.get("/api/v1/me").await;
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    assert_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     let res = app.client.get(app.url("/api/v1/me")).header("authorization", "Basic aGVucnk6cHc=").send().await;
     assert_problem(res.unwrap(), StatusCode::UNAUTHORIZED, "unauthenticated").await;
     assert_problem(app.get_as("/api/v1/me", "garbage").await, StatusCode::UNAUTHORIZED, "invalid_token").await;

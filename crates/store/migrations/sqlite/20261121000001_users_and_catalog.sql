@@ -19,7 +19,7 @@ CREATE TABLE merchants (
 
 CREATE TABLE categories (
     id            INTEGER PRIMARY KEY,
-    name          TEXT    NOT NULL UNIQUE,
+    name          TEXT    NOT NULL UNIQUE COLLATE NOCASE, -- as MySQL's _ci collation
     created_at_ms INTEGER NOT NULL
 );
 

@@ -9,6 +9,11 @@ use flashback_core::{
     Regions, Role, Sku, Stock, Title, UserId, Username,
 };
 
+mod trade;
+
+pub use trade::*;
+
+use crate::testing::TestStore;
 use crate::{NewProduct, NewUser, ProductFilter, ProductPatch, Store, StoreError};
 
 /// Expands to one `#[tokio::test]` per conformance case. `$make` is an async function returning
@@ -27,6 +32,16 @@ macro_rules! conformance_suite {
             an_inventory_change_with_a_stale_version_changes_nothing
             concurrent_stock_decrements_never_oversell
             a_closed_store_reports_itself_unavailable
+            reservations_take_stock_all_or_nothing_and_once_per_order
+            releasing_returns_stock_exactly_once
+            concurrent_reservations_of_one_sku_never_oversell
+            an_order_redeems_points_atomically_or_not_at_all
+            an_idempotency_key_returns_the_first_order
+            transitions_are_compare_and_set_and_cancelling_returns_points
+            racing_payment_and_expiry_leave_each_order_in_one_state
+            the_outbox_keeps_events_until_dispatched_and_consumers_record_once
+            orders_are_listed_newest_first_per_buyer_and_merchant
+            points_are_added_once_per_reference
         );
     };
     (@cases $make:path; $($case:ident)*) => {
@@ -34,37 +49,43 @@ macro_rules! conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let Some(t) = $make().await else { return };
-                $crate::conformance::$case(&t.store).await;
+                $crate::conformance::$case(&t).await;
             }
         )*
     };
 }
 
-fn ids() -> IdGenerator {
+pub(crate) fn ids() -> IdGenerator {
     static NODE: AtomicU16 = AtomicU16::new(0);
     IdGenerator::new(NODE.fetch_add(1, Ordering::Relaxed) % 64).expect("node in range")
 }
 
-fn next<T>(g: &IdGenerator, make: impl Fn(i64) -> Result<T, flashback_core::ParseError>) -> T {
+pub(crate) fn next<T>(g: &IdGenerator, make: impl Fn(i64) -> Result<T, flashback_core::ParseError>) -> T {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis();
     make(g.next_at(u64::try_from(now).expect("millis fit"))).expect("positive id")
 }
 
-async fn user(store: &Arc<dyn Store>, g: &IdGenerator, name: &str, role: Role) -> UserId {
+pub(crate) async fn user(store: &Arc<dyn Store>, g: &IdGenerator, name: &str, role: Role) -> UserId {
     let id = next(g, UserId::new);
     let new = NewUser { id, username: Username::parse(name).expect("name"), password_hash: "$argon2id$x".into(), role };
     store.create_user(new).await.expect("create user").id
 }
 
 /// A merchant account with its merchant, and a category.
-async fn shop(store: &Arc<dyn Store>, g: &IdGenerator, name: &str) -> (MerchantId, CategoryId) {
+pub(crate) async fn shop(store: &Arc<dyn Store>, g: &IdGenerator, name: &str) -> (MerchantId, CategoryId) {
     let owner = user(store, g, name, Role::Merchant).await;
     let m = store.create_merchant(next(g, MerchantId::new), owner, Title::parse(name).expect("t")).await.expect("m");
     let c = store.create_category(next(g, CategoryId::new), Title::parse(&format!("{name} goods")).expect("t")).await;
     (m.id, c.expect("category").id)
 }
 
-fn product(g: &IdGenerator, merchant: MerchantId, category: CategoryId, sku: &str, stock: i64) -> NewProduct {
+pub(crate) fn product(
+    g: &IdGenerator,
+    merchant: MerchantId,
+    category: CategoryId,
+    sku: &str,
+    stock: i64,
+) -> NewProduct {
     NewProduct {
         id: next(g, ProductId::new),
         merchant_id: merchant,
@@ -81,7 +102,8 @@ fn product(g: &IdGenerator, merchant: MerchantId, category: CategoryId, sku: &st
 }
 
 /// Users can be found by id and by name, and a second account cannot take a name.
-pub async fn users_are_stored_found_by_id_and_name_and_names_are_unique(store: &Arc<dyn Store>) {
+pub async fn users_are_stored_found_by_id_and_name_and_names_are_unique(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     let id = user(store, &g, "alice", Role::User).await;
     let found = store.user(id).await.expect("user").expect("exists");
@@ -102,7 +124,8 @@ pub async fn users_are_stored_found_by_id_and_name_and_names_are_unique(store: &
 }
 
 /// A merchant account runs one merchant; a second is a conflict.
-pub async fn an_account_runs_at_most_one_merchant(store: &Arc<dyn Store>) {
+pub async fn an_account_runs_at_most_one_merchant(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     let owner = user(store, &g, "shopkeeper", Role::Merchant).await;
     let m = store.create_merchant(next(&g, MerchantId::new), owner, Title::parse("Shop").expect("t")).await;
@@ -114,20 +137,22 @@ pub async fn an_account_runs_at_most_one_merchant(store: &Arc<dyn Store>) {
 }
 
 /// Category names are unique and categories come back sorted by name.
-pub async fn categories_are_unique_by_name_and_listed_by_name(store: &Arc<dyn Store>) {
+pub async fn categories_are_unique_by_name_and_listed_by_name(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     for name in ["Tea", "Books", "Electronics"] {
         store.create_category(next(&g, CategoryId::new), Title::parse(name).expect("t")).await.expect("create");
     }
-    let dup = store.create_category(next(&g, CategoryId::new), Title::parse("Tea").expect("t")).await;
-    assert!(matches!(dup, Err(StoreError::Conflict("category"))));
+    let dup = store.create_category(next(&g, CategoryId::new), Title::parse("TEA").expect("t")).await;
+    assert!(matches!(dup, Err(StoreError::Conflict("category"))), "names are unique regardless of case");
     let names: Vec<String> = store.categories().await.expect("list").into_iter().map(|c| c.name.into()).collect();
     assert_eq!(names, ["Books", "Electronics", "Tea"]);
 }
 
 /// A created product reads back whole, inventory included; a merchant's SKUs are unique, but
 /// another merchant may use the same code.
-pub async fn a_product_is_stored_with_its_inventory_and_skus_are_unique_per_merchant(store: &Arc<dyn Store>) {
+pub async fn a_product_is_stored_with_its_inventory_and_skus_are_unique_per_merchant(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     let (m1, c) = shop(store, &g, "first").await;
     let (m2, _) = shop(store, &g, "second").await;
@@ -146,7 +171,8 @@ pub async fn a_product_is_stored_with_its_inventory_and_skus_are_unique_per_merc
 }
 
 /// A product naming a category that does not exist is rejected and nothing is stored.
-pub async fn a_product_in_an_unknown_category_is_rejected(store: &Arc<dyn Store>) {
+pub async fn a_product_in_an_unknown_category_is_rejected(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     let (m, _) = shop(store, &g, "lonely").await;
     let p = product(&g, m, next(&g, CategoryId::new), "X", 1);
@@ -157,7 +183,8 @@ pub async fn a_product_in_an_unknown_category_is_rejected(store: &Arc<dyn Store>
 }
 
 /// Listings are newest first, respect every filter, and walking the cursor visits each row once.
-pub async fn listings_are_newest_first_filtered_and_paged_by_cursor(store: &Arc<dyn Store>) {
+pub async fn listings_are_newest_first_filtered_and_paged_by_cursor(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     let (m1, c1) = shop(store, &g, "lister").await;
     let (m2, c2) = shop(store, &g, "other").await;
@@ -188,7 +215,8 @@ pub async fn listings_are_newest_first_filtered_and_paged_by_cursor(store: &Arc<
 }
 
 /// A patch changes the fields it names and nothing else; another merchant cannot patch.
-pub async fn a_patch_changes_only_the_named_fields_and_only_for_the_owner(store: &Arc<dyn Store>) {
+pub async fn a_patch_changes_only_the_named_fields_and_only_for_the_owner(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     let (m, c) = shop(store, &g, "patcher").await;
     let (intruder, _) = shop(store, &g, "intruder").await;
@@ -213,7 +241,8 @@ pub async fn a_patch_changes_only_the_named_fields_and_only_for_the_owner(store:
 }
 
 /// Setting inventory against an old version fails and leaves stock as it was.
-pub async fn an_inventory_change_with_a_stale_version_changes_nothing(store: &Arc<dyn Store>) {
+pub async fn an_inventory_change_with_a_stale_version_changes_nothing(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     let (m, c) = shop(store, &g, "versioned").await;
     let p = store.create_product(product(&g, m, c, "V", 10)).await.expect("p");
@@ -230,7 +259,8 @@ pub async fn an_inventory_change_with_a_stale_version_changes_nothing(store: &Ar
 }
 
 /// Many concurrent decrements of one SKU take exactly the stock there was, never more.
-pub async fn concurrent_stock_decrements_never_oversell(store: &Arc<dyn Store>) {
+pub async fn concurrent_stock_decrements_never_oversell(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     let (m, c) = shop(store, &g, "hammered").await;
     let p = store.create_product(product(&g, m, c, "HOT", 25)).await.expect("p");
@@ -255,7 +285,8 @@ pub async fn concurrent_stock_decrements_never_oversell(store: &Arc<dyn Store>) 
 }
 
 /// After `close`, calls fail as unavailable (what the cache layer turns into a stale read).
-pub async fn a_closed_store_reports_itself_unavailable(store: &Arc<dyn Store>) {
+pub async fn a_closed_store_reports_itself_unavailable(t: &TestStore) {
+    let store = &t.store;
     let g = ids();
     store.close().await;
     let res = store.product(next(&g, ProductId::new)).await;

@@ -1,0 +1,358 @@
+//! Conformance cases for stock reservations and order shards.
+
+use std::sync::Arc;
+
+use flashback_core::{
+    IdGenerator, MerchantId, Money, OrderId, OrderState, PageLimit, Points, ProductId, Quantity, Transition, UserId,
+};
+
+use super::{ids, next, product, shop, user};
+use crate::testing::TestStore;
+use crate::{Created, NewOrder, Order, OrderFilter, OrderLine, ReservationState, ReserveError, StoreError, WriteIds};
+
+fn now_ms() -> u64 {
+    u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis())
+        .expect("fits")
+}
+
+fn write_ids(g: &IdGenerator) -> WriteIds {
+    WriteIds { event: g.next_at(now_ms()), entry: g.next_at(now_ms()) }
+}
+
+fn q(n: i64) -> Quantity {
+    Quantity::new(n).expect("quantity")
+}
+
+/// An unpaid order of `units` × 1000 minor units, redeeming `points`.
+fn new_order(
+    g: &IdGenerator,
+    buyer: UserId,
+    merchant: MerchantId,
+    units: i64,
+    points: i64,
+    key: Option<&str>,
+) -> NewOrder {
+    let id = g.next_order_at(now_ms(), buyer);
+    let total = Money::from_minor(units * 1000).expect("money");
+    let points = Points::new(points).expect("points");
+    let now = i64::try_from(now_ms()).expect("fits");
+    let line = OrderLine {
+        product_id: ProductId::new(42).expect("id"),
+        sku: flashback_core::Sku::parse("LINE").expect("sku"),
+        title: flashback_core::Title::parse("A line").expect("title"),
+        quantity: q(units),
+        unit_price: Money::from_minor(1000).expect("money"),
+    };
+    NewOrder {
+        order: Order {
+            id,
+            buyer,
+            merchant,
+            state: OrderState::PendingPayment,
+            lines: vec![line],
+            total,
+            points_used: points,
+            payable: total.checked_sub(Money::from_minor(points.get()).expect("money")).expect("payable"),
+            expires_at_ms: now + 60_000,
+            created_at_ms: now,
+            updated_at_ms: now,
+        },
+        idempotency: key.map(|k| (k.to_owned(), format!("hash-of-{k}"))),
+    }
+}
+
+async fn place(t: &TestStore, g: &IdGenerator, new: NewOrder) -> Result<Order, StoreError> {
+    match t.shards.for_buyer(new.order.buyer).create_order(new, write_ids(g)).await? {
+        Created::New(o) => Ok(o),
+        Created::Existing { order, .. } => Ok(order),
+    }
+}
+
+async fn available(t: &TestStore, p: ProductId) -> i64 {
+    t.store.product(p).await.expect("read").expect("exists").inventory.available.get()
+}
+
+/// Reserving takes every line or none, and reserving again for the same order takes nothing.
+pub async fn reservations_take_stock_all_or_nothing_and_once_per_order(t: &TestStore) {
+    let g = ids();
+    let store = &t.store;
+    let (m, c) = shop(store, &g, "reserver").await;
+    let a = store.create_product(product(&g, m, c, "RA", 5)).await.expect("a").id;
+    let b = store.create_product(product(&g, m, c, "RB", 1)).await.expect("b").id;
+    let buyer = next(&g, UserId::new);
+
+    let order = g.next_order_at(now_ms(), buyer);
+    let res = store.reserve(order, &[(a, q(2)), (b, q(2))]).await;
+    assert!(matches!(res, Err(ReserveError::InsufficientStock(p)) if p == b), "{res:?}");
+    assert_eq!((available(t, a).await, available(t, b).await), (5, 1), "nothing taken when one line fails");
+    assert!(store.reservations(order).await.expect("r").is_empty());
+
+    let unknown = store.reserve(order, &[(next(&g, ProductId::new), q(1))]).await;
+    assert!(matches!(unknown, Err(ReserveError::UnknownProduct(_))), "{unknown:?}");
+
+    let lines = store.reserve(order, &[(a, q(2)), (b, q(1))]).await.expect("reserve");
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0].unit_price.minor(), 1999);
+    let again = store.reserve(order, &[(a, q(2)), (b, q(1))]).await.expect("replay");
+    assert_eq!(again, lines, "a replay reports the same reservation");
+    assert_eq!((available(t, a).await, available(t, b).await), (3, 0), "and takes nothing more");
+
+    store.set_status(a, m, flashback_core::ProductStatus::OffShelf).await.expect("off shelf");
+    let off = store.reserve(g.next_order_at(now_ms(), buyer), &[(a, q(1))]).await;
+    assert!(matches!(off, Err(ReserveError::OffShelf(p)) if p == a), "{off:?}");
+}
+
+/// Held units go back once however often release runs; sold units only when asked.
+pub async fn releasing_returns_stock_exactly_once(t: &TestStore) {
+    let g = ids();
+    let store = &t.store;
+    let (m, c) = shop(store, &g, "releaser").await;
+    let p = store.create_product(product(&g, m, c, "REL", 10)).await.expect("p").id;
+    let buyer = next(&g, UserId::new);
+    let held = g.next_order_at(now_ms(), buyer);
+    let sold = g.next_order_at(now_ms(), buyer);
+    store.reserve(held, &[(p, q(3))]).await.expect("reserve");
+    store.reserve(sold, &[(p, q(4))]).await.expect("reserve");
+    assert_eq!(store.settle(sold).await.expect("settle"), 1);
+    assert_eq!(available(t, p).await, 3);
+
+    let releases: Vec<_> = (0..6)
+        .map(|_| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.release(held, false).await })
+        })
+        .collect();
+    let mut total = 0;
+    for r in releases {
+        total += r.await.expect("task").expect("release");
+    }
+    assert_eq!(total, 3, "released once in all");
+    assert_eq!(store.release(sold, false).await.expect("release"), 0, "sold units stay sold");
+    assert_eq!(available(t, p).await, 6);
+    assert_eq!(store.release(sold, true).await.expect("release"), 4);
+    assert_eq!(available(t, p).await, 10);
+    let states: Vec<ReservationState> = store.reservations(sold).await.expect("r").iter().map(|r| r.state).collect();
+    assert_eq!(states, [ReservationState::Released]);
+    let summary = store.stock_summary().await.expect("summary");
+    let row = summary.iter().find(|s| s.product_id == p).expect("row");
+    assert_eq!((row.available, row.held, row.sold), (10, 0, 0));
+}
+
+/// Many concurrent orders for one SKU reserve exactly the stock there was.
+pub async fn concurrent_reservations_of_one_sku_never_oversell(t: &TestStore) {
+    let g = Arc::new(ids());
+    let store = &t.store;
+    let (m, c) = shop(store, &g, "crowded").await;
+    let p = store.create_product(product(&g, m, c, "CROWD", 20)).await.expect("p").id;
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let (store, g) = (Arc::clone(store), Arc::clone(&g));
+            tokio::spawn(async move {
+                let order = g.next_order_at(now_ms(), UserId::new(1000 + i).expect("id"));
+                store.reserve(order, &[(p, q(1))]).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => won += 1,
+            Err(ReserveError::InsufficientStock(_)) => {}
+            Err(e) => panic!("unexpected: {e:?}"),
+        }
+    }
+    assert_eq!(won, 20);
+    let row = store.stock_summary().await.expect("summary").into_iter().find(|s| s.product_id == p).expect("row");
+    assert_eq!((row.available, row.held), (0, 20), "sold + held + available = the stock there was");
+}
+
+/// Redeeming more points than held writes nothing at all; redeeming what is held is exact.
+pub async fn an_order_redeems_points_atomically_or_not_at_all(t: &TestStore) {
+    let g = ids();
+    let buyer = next(&g, UserId::new);
+    let merchant = next(&g, MerchantId::new);
+    let shard = t.shards.for_buyer(buyer);
+    assert!(
+        shard
+            .add_points(g.next_at(now_ms()), buyer, Points::new(500).expect("p"), "grant", "grant:1")
+            .await
+            .expect("grant")
+    );
+
+    let greedy = new_order(&g, buyer, merchant, 2, 501, None);
+    let greedy_id = greedy.order.id;
+    let res = shard.create_order(greedy, write_ids(&g)).await;
+    assert!(matches!(res, Err(StoreError::ConditionFailed("points"))), "{res:?}");
+    assert!(shard.order(greedy_id).await.expect("read").is_none(), "no order written");
+    assert_eq!(shard.points(buyer).await.expect("points").get(), 500);
+    assert!(shard.outbox_pending(100).await.expect("outbox").iter().all(|e| e.aggregate_id != greedy_id.get()));
+
+    let ok = place(t, &g, new_order(&g, buyer, merchant, 2, 500, None)).await.expect("order");
+    assert_eq!((ok.total.minor(), ok.points_used.get(), ok.payable.minor()), (2000, 500, 1500));
+    assert_eq!(shard.points(buyer).await.expect("points").get(), 0);
+    assert!(shard.points_mismatches().await.expect("audit").is_empty());
+}
+
+/// The same idempotency key returns the first order and its request hash; nothing is doubled.
+pub async fn an_idempotency_key_returns_the_first_order(t: &TestStore) {
+    let g = ids();
+    let buyer = next(&g, UserId::new);
+    let merchant = next(&g, MerchantId::new);
+    let shard = t.shards.for_buyer(buyer);
+    let first = place(t, &g, new_order(&g, buyer, merchant, 1, 0, Some("key-1"))).await.expect("first");
+    let replay = shard.create_order(new_order(&g, buyer, merchant, 3, 0, Some("key-1")), write_ids(&g)).await;
+    match replay.expect("replay") {
+        Created::Existing { order, request_hash } => {
+            assert_eq!(order, first);
+            assert_eq!(request_hash, "hash-of-key-1");
+        }
+        Created::New(_) => panic!("a second order was written for one key"),
+    }
+    let (found, _) = shard.idempotent(buyer, "key-1").await.expect("lookup").expect("found");
+    assert_eq!(found.id, first.id);
+    let mine = shard.orders(OrderFilter { buyer: Some(buyer), ..Default::default() }, None, PageLimit::default());
+    assert_eq!(mine.await.expect("list").len(), 1);
+}
+
+/// Each transition is a compare-and-set on the state; cancelling returns redeemed points once.
+pub async fn transitions_are_compare_and_set_and_cancelling_returns_points(t: &TestStore) {
+    let g = ids();
+    let buyer = next(&g, UserId::new);
+    let merchant = next(&g, MerchantId::new);
+    let shard = t.shards.for_buyer(buyer);
+    shard
+        .add_points(g.next_at(now_ms()), buyer, Points::new(300).expect("p"), "grant", &format!("grant:{buyer}"))
+        .await
+        .expect("grant");
+    let o = place(t, &g, new_order(&g, buyer, merchant, 1, 300, None)).await.expect("order");
+    assert_eq!(shard.points(buyer).await.expect("p").get(), 0);
+
+    let wrong = shard.transition(o.id, Transition::Ship, write_ids(&g)).await;
+    assert!(matches!(wrong, Err(StoreError::ConditionFailed("state"))), "{wrong:?}");
+    let cancelled = shard.transition(o.id, Transition::Cancel, write_ids(&g)).await.expect("cancel");
+    assert_eq!(cancelled.state, OrderState::Cancelled);
+    assert_eq!(shard.points(buyer).await.expect("p").get(), 300, "points returned");
+    let twice = shard.transition(o.id, Transition::Expire, write_ids(&g)).await;
+    assert!(matches!(twice, Err(StoreError::ConditionFailed("state"))));
+    assert_eq!(shard.points(buyer).await.expect("p").get(), 300, "and returned once");
+    let missing = shard.transition(g.next_order_at(now_ms(), buyer), Transition::Pay, write_ids(&g)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound("order"))));
+
+    let paid = place(t, &g, new_order(&g, buyer, merchant, 1, 0, None)).await.expect("order");
+    for step in [Transition::Pay, Transition::Ship, Transition::Complete] {
+        shard.transition(paid.id, step, write_ids(&g)).await.expect("step");
+    }
+    assert_eq!(shard.order(paid.id).await.expect("r").expect("e").state, OrderState::Completed);
+    assert!(shard.points_mismatches().await.expect("audit").is_empty());
+}
+
+/// Payment and expiry racing on the same orders: each ends in exactly one final state.
+pub async fn racing_payment_and_expiry_leave_each_order_in_one_state(t: &TestStore) {
+    let g = Arc::new(ids());
+    let buyer = next(&g, UserId::new);
+    let merchant = next(&g, MerchantId::new);
+    let shard = Arc::clone(t.shards.for_buyer(buyer));
+    shard
+        .add_points(g.next_at(now_ms()), buyer, Points::new(1000).expect("p"), "grant", &format!("grant:{buyer}"))
+        .await
+        .expect("grant");
+    let mut orders: Vec<OrderId> = Vec::new();
+    for _ in 0..10 {
+        orders.push(place(t, &g, new_order(&g, buyer, merchant, 1, 100, None)).await.expect("order").id);
+    }
+    let mut tasks = Vec::new();
+    for id in &orders {
+        for t in [Transition::Pay, Transition::Expire] {
+            let (shard, g, id) = (Arc::clone(&shard), Arc::clone(&g), *id);
+            tasks.push(tokio::spawn(async move { (t, shard.transition(id, t, write_ids(&g)).await) }));
+        }
+    }
+    let mut winners = std::collections::HashMap::new();
+    for task in tasks {
+        let (t, res) = task.await.expect("task");
+        match res {
+            Ok(o) => assert!(winners.insert(o.id, t).is_none(), "two transitions won on {}", o.id),
+            Err(StoreError::ConditionFailed("state")) => {}
+            Err(e) => panic!("unexpected: {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 10, "every order moved exactly once");
+    let expired = winners.values().filter(|t| **t == Transition::Expire).count();
+    for id in &orders {
+        let state = shard.order(*id).await.expect("r").expect("e").state;
+        assert_eq!(state, if winners[id] == Transition::Pay { OrderState::Paid } else { OrderState::Cancelled });
+    }
+    // 1000 granted, 100 redeemed by each of the ten orders, 100 returned by each expired one.
+    let (granted, redeemed) = (1000, 100 * 10);
+    let returned = 100 * i64::try_from(expired).expect("fits");
+    assert_eq!(shard.points(buyer).await.expect("p").get(), granted - redeemed + returned, "points balanced");
+    assert!(shard.points_mismatches().await.expect("audit").is_empty());
+}
+
+/// Events wait in the outbox, oldest first, until marked dispatched; a consumer records each
+/// event once.
+pub async fn the_outbox_keeps_events_until_dispatched_and_consumers_record_once(t: &TestStore) {
+    let g = ids();
+    let buyer = next(&g, UserId::new);
+    let shard = t.shards.for_buyer(buyer);
+    let o = place(t, &g, new_order(&g, buyer, next(&g, MerchantId::new), 1, 0, None)).await.expect("order");
+    shard.transition(o.id, Transition::Pay, write_ids(&g)).await.expect("pay");
+    let pending: Vec<_> =
+        shard.outbox_pending(100).await.expect("outbox").into_iter().filter(|e| e.aggregate_id == o.id.get()).collect();
+    let types: Vec<&str> = pending.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["order.created", "order.paid"]);
+    let body: serde_json::Value = serde_json::from_str(&pending[1].payload).expect("json");
+    assert_eq!(body["type"], "order.paid");
+    assert_eq!(body["order"]["id"], o.id.to_string());
+    assert_eq!(body["order"]["state"], "paid");
+    assert_eq!(body["order"]["lines"][0]["quantity"], 1);
+
+    let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
+    shard.mark_dispatched(&ids).await.expect("mark");
+    assert!(shard.outbox_pending(100).await.expect("outbox").iter().all(|e| !ids.contains(&e.id)));
+    assert!(shard.record_processed("points", ids[0]).await.expect("first"));
+    assert!(!shard.record_processed("points", ids[0]).await.expect("second"));
+    assert!(shard.record_processed("analytics", ids[0]).await.expect("another consumer"));
+}
+
+/// Buyer and merchant listings are newest first, filtered, and paged by cursor.
+pub async fn orders_are_listed_newest_first_per_buyer_and_merchant(t: &TestStore) {
+    let g = ids();
+    let store = &t.store;
+    let _ = user(store, &g, "lister-buyer", flashback_core::Role::User).await;
+    let buyer = next(&g, UserId::new);
+    let (m1, m2) = (next(&g, MerchantId::new), next(&g, MerchantId::new));
+    let shard = t.shards.for_buyer(buyer);
+    let mut placed = Vec::new();
+    for i in 0..5 {
+        placed.push(
+            place(t, &g, new_order(&g, buyer, if i % 2 == 0 { m1 } else { m2 }, 1, 0, None)).await.expect("o").id,
+        );
+    }
+    shard.transition(placed[4], Transition::Pay, write_ids(&g)).await.expect("pay");
+
+    let mine = OrderFilter { buyer: Some(buyer), ..Default::default() };
+    let page1 = shard.orders(mine, None, PageLimit::try_from(3).expect("l")).await.expect("p1");
+    let cursor = flashback_core::Cursor { before_id: page1.last().expect("last").id.get() };
+    let page2 = shard.orders(mine, Some(cursor), PageLimit::try_from(3).expect("l")).await.expect("p2");
+    let seen: Vec<OrderId> = page1.iter().chain(page2.iter()).map(|o| o.id).collect();
+    placed.reverse();
+    assert_eq!(seen, placed, "newest first, each once");
+
+    let m1_paid = OrderFilter { merchant: Some(m1), state: Some(OrderState::Paid), ..Default::default() };
+    let paid = shard.orders(m1_paid, None, PageLimit::default()).await.expect("paid");
+    assert_eq!(paid.iter().map(|o| o.id).collect::<Vec<_>>(), vec![placed[0]]);
+}
+
+/// Points added under one reference are applied once, however often the add is retried.
+pub async fn points_are_added_once_per_reference(t: &TestStore) {
+    let g = ids();
+    let user = next(&g, UserId::new);
+    let shard = t.shards.for_buyer(user);
+    let award = Points::new(70).expect("p");
+    assert!(shard.add_points(g.next_at(now_ms()), user, award, "award", "award:1").await.expect("first"));
+    assert!(!shard.add_points(g.next_at(now_ms()), user, award, "award", "award:1").await.expect("retry"));
+    assert!(shard.add_points(g.next_at(now_ms()), user, award, "award", "award:2").await.expect("another"));
+    assert_eq!(shard.points(user).await.expect("p").get(), 140);
+    assert!(shard.points_mismatches().await.expect("audit").is_empty());
+}

@@ -1,0 +1,491 @@
+//! Order shards, written once for both backends (see `sql.rs` for why a macro).
+
+use flashback_core::{MerchantId, Money, OrderId, OrderState, Points, ProductId, Quantity, Sku, Title, UserId};
+
+use crate::{Order, OrderLine, StoreError};
+
+pub(crate) const ORDER_COLUMNS: &str = "id, buyer_id, merchant_id, state, total_minor, points_used, payable_minor, \
+     expires_at_ms, created_at_ms, updated_at_ms";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct OrderRow {
+    pub id: i64,
+    pub buyer_id: i64,
+    pub merchant_id: i64,
+    pub state: String,
+    pub total_minor: i64,
+    pub points_used: i64,
+    pub payable_minor: i64,
+    pub expires_at_ms: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct LineRow {
+    pub order_id: i64,
+    pub product_id: i64,
+    pub sku: String,
+    pub title: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { table: "orders", reason: e.to_string() }
+}
+
+/// Puts order rows and their line rows together, keeping the order of `orders`.
+pub(crate) fn assemble(orders: Vec<OrderRow>, lines: Vec<LineRow>) -> Result<Vec<Order>, StoreError> {
+    orders
+        .into_iter()
+        .map(|o| {
+            let lines = lines
+                .iter()
+                .filter(|l| l.order_id == o.id)
+                .map(|l| {
+                    Ok(OrderLine {
+                        product_id: ProductId::new(l.product_id).map_err(corrupt)?,
+                        sku: Sku::parse(&l.sku).map_err(corrupt)?,
+                        title: Title::parse(&l.title).map_err(corrupt)?,
+                        quantity: Quantity::new(l.quantity).map_err(corrupt)?,
+                        unit_price: Money::from_minor(l.unit_price_minor).map_err(corrupt)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(Order {
+                id: OrderId::new(o.id).map_err(corrupt)?,
+                buyer: UserId::new(o.buyer_id).map_err(corrupt)?,
+                merchant: MerchantId::new(o.merchant_id).map_err(corrupt)?,
+                state: o.state.parse::<OrderState>().map_err(corrupt)?,
+                lines,
+                total: Money::from_minor(o.total_minor).map_err(corrupt)?,
+                points_used: Points::new(o.points_used).map_err(corrupt)?,
+                payable: Money::from_minor(o.payable_minor).map_err(corrupt)?,
+                expires_at_ms: o.expires_at_ms,
+                created_at_ms: o.created_at_ms,
+                updated_at_ms: o.updated_at_ms,
+            })
+        })
+        .collect()
+}
+
+/// Implements [`crate::OrderShard`] for a shard type with `writer()`/`reader()` pools, a
+/// `migrator()` and the connection-level `ping`/`close`.
+macro_rules! impl_order_shard {
+    ($shard:ty, $db:ty) => {
+        impl $shard {
+            /// Loads whole orders (with lines) by id, on `conn`, in the order given.
+            async fn load_orders(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                ids: &[i64],
+            ) -> $crate::StoreResult<Vec<$crate::Order>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM orders WHERE id IN (",
+                    $crate::sql_shard::ORDER_COLUMNS
+                ));
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                let mut rows: Vec<$crate::sql_shard::OrderRow> = q.build_query_as().fetch_all(&mut *conn).await?;
+                rows.sort_by_key(|r| ids.iter().position(|id| *id == r.id));
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT order_id, product_id, sku, title, quantity, unit_price_minor FROM order_lines WHERE order_id IN (",
+                );
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                q.push(") ORDER BY order_id, product_id");
+                let lines: Vec<$crate::sql_shard::LineRow> = q.build_query_as().fetch_all(&mut *conn).await?;
+                $crate::sql_shard::assemble(rows, lines)
+            }
+
+            async fn load_order(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: i64,
+            ) -> $crate::StoreResult<Option<$crate::Order>> {
+                Ok(Self::load_orders(conn, &[id]).await?.pop())
+            }
+
+            async fn write_event(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                event_id: i64,
+                event_type: &str,
+                order: &$crate::Order,
+            ) -> $crate::StoreResult<()> {
+                let now = $crate::now_ms();
+                sqlx::query(
+                    "INSERT INTO outbox (id, event_type, aggregate_id, payload, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(event_id)
+                .bind(event_type)
+                .bind(order.id.get())
+                .bind($crate::order_event_payload(event_id, event_type, order, now))
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            /// Moves points by `delta` with a ledger entry, once per `reference`; false if that
+            /// reference was applied before. The balance update is conditional, so it never
+            /// goes negative ([`StoreError::ConditionFailed`]`("points")`).
+            async fn move_points(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                entry_id: i64,
+                user: flashback_core::UserId,
+                delta: i64,
+                reason: &str,
+                reference: &str,
+            ) -> $crate::StoreResult<bool> {
+                let now = $crate::now_ms();
+                let entry = sqlx::query(
+                    "INSERT INTO points_ledger (id, user_id, delta, reason, reference, created_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(entry_id)
+                .bind(user.get())
+                .bind(delta)
+                .bind(reason)
+                .bind(reference)
+                .bind(now)
+                .execute(&mut *conn)
+                .await;
+                match entry {
+                    Ok(_) => {}
+                    Err(e) => match $crate::error::on_write(e, "points_entry", "user") {
+                        $crate::StoreError::Conflict(_) => return Ok(false),
+                        other => return Err(other),
+                    },
+                }
+                if delta > 0 {
+                    // The account row may not exist yet; a duplicate means it does.
+                    let created = sqlx::query("INSERT INTO points_accounts (user_id, balance, updated_at_ms) VALUES (?, 0, ?)")
+                        .bind(user.get())
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await;
+                    if let Err(e) = created {
+                        match $crate::error::on_write(e, "account", "user") {
+                            $crate::StoreError::Conflict(_) => {}
+                            other => return Err(other),
+                        }
+                    }
+                }
+                let moved = sqlx::query(
+                    "UPDATE points_accounts SET balance = balance + ?, updated_at_ms = ? WHERE user_id = ? AND balance + ? >= 0",
+                )
+                .bind(delta)
+                .bind(now)
+                .bind(user.get())
+                .bind(delta)
+                .execute(&mut *conn)
+                .await?;
+                if moved.rows_affected() != 1 {
+                    return Err($crate::StoreError::ConditionFailed("points"));
+                }
+                Ok(true)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::OrderShard for $shard {
+            fn backend(&self) -> &'static str {
+                Self::BACKEND
+            }
+
+            async fn migrate(&self) -> $crate::StoreResult<()> {
+                self.run_migrations().await
+            }
+
+            async fn ping(&self) -> $crate::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(self.writer()).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.close_pools().await;
+            }
+
+            async fn idempotent(
+                &self,
+                buyer: flashback_core::UserId,
+                key: &str,
+            ) -> $crate::StoreResult<Option<($crate::Order, String)>> {
+                let mut conn = self.writer().acquire().await?;
+                let found: Option<(i64, String)> =
+                    sqlx::query_as("SELECT order_id, request_hash FROM idempotency_keys WHERE buyer_id = ? AND idem_key = ?")
+                        .bind(buyer.get())
+                        .bind(key)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                let Some((order_id, hash)) = found else { return Ok(None) };
+                Ok(Self::load_order(&mut conn, order_id).await?.map(|o| (o, hash)))
+            }
+
+            async fn create_order(
+                &self,
+                new: $crate::NewOrder,
+                ids: $crate::WriteIds,
+            ) -> $crate::StoreResult<$crate::Created> {
+                let o = &new.order;
+                let mut tx = self.writer().begin().await?;
+                if let Some((key, hash)) = &new.idempotency {
+                    let claimed = sqlx::query(
+                        "INSERT INTO idempotency_keys (buyer_id, idem_key, request_hash, order_id, created_at_ms) \
+                         VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(o.buyer.get())
+                    .bind(key)
+                    .bind(hash)
+                    .bind(o.id.get())
+                    .bind(o.created_at_ms)
+                    .execute(&mut *tx)
+                    .await;
+                    if let Err(e) = claimed {
+                        return match $crate::error::on_write(e, "idempotency_key", "order") {
+                            $crate::StoreError::Conflict(_) => {
+                                tx.rollback().await?;
+                                match self.idempotent(o.buyer, key).await? {
+                                    Some((order, request_hash)) => Ok($crate::Created::Existing { order, request_hash }),
+                                    None => Err($crate::StoreError::NotFound("order")),
+                                }
+                            }
+                            other => Err(other),
+                        };
+                    }
+                }
+                sqlx::query(
+                    "INSERT INTO orders (id, buyer_id, merchant_id, state, total_minor, points_used, payable_minor, \
+                     expires_at_ms, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(o.id.get())
+                .bind(o.buyer.get())
+                .bind(o.merchant.get())
+                .bind(o.state.as_str())
+                .bind(o.total.minor())
+                .bind(o.points_used.get())
+                .bind(o.payable.minor())
+                .bind(o.expires_at_ms)
+                .bind(o.created_at_ms)
+                .bind(o.updated_at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| $crate::error::on_write(e, "order", "order"))?;
+                for l in &o.lines {
+                    sqlx::query(
+                        "INSERT INTO order_lines (order_id, product_id, sku, title, quantity, unit_price_minor) \
+                         VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(o.id.get())
+                    .bind(l.product_id.get())
+                    .bind(l.sku.as_str())
+                    .bind(l.title.as_str())
+                    .bind(l.quantity.get())
+                    .bind(l.unit_price.minor())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if o.points_used.get() > 0 {
+                    let reference = format!("redeem:{}", o.id);
+                    Self::move_points(&mut tx, ids.entry, o.buyer, -o.points_used.get(), "redeem", &reference).await?;
+                }
+                Self::write_event(&mut tx, ids.event, "order.created", o).await?;
+                tx.commit().await?;
+                Ok($crate::Created::New(new.order))
+            }
+
+            async fn order(&self, id: flashback_core::OrderId) -> $crate::StoreResult<Option<$crate::Order>> {
+                let mut conn = self.reader().acquire().await?;
+                Self::load_order(&mut conn, id.get()).await
+            }
+
+            async fn orders(
+                &self,
+                filter: $crate::OrderFilter,
+                after: Option<flashback_core::Cursor>,
+                limit: flashback_core::PageLimit,
+            ) -> $crate::StoreResult<Vec<$crate::Order>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id FROM orders WHERE 1 = 1");
+                if let Some(b) = filter.buyer {
+                    q.push(" AND buyer_id = ").push_bind(b.get());
+                }
+                if let Some(m) = filter.merchant {
+                    q.push(" AND merchant_id = ").push_bind(m.get());
+                }
+                if let Some(s) = filter.state {
+                    q.push(" AND state = ").push_bind(s.as_str());
+                }
+                if let Some(from) = filter.from_ms {
+                    q.push(" AND created_at_ms >= ").push_bind(from);
+                }
+                if let Some(to) = filter.to_ms {
+                    q.push(" AND created_at_ms < ").push_bind(to);
+                }
+                if let Some(c) = after {
+                    q.push(" AND id < ").push_bind(c.before_id);
+                }
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit.get()));
+                let mut conn = self.reader().acquire().await?;
+                let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+                Self::load_orders(&mut conn, &ids).await
+            }
+
+            async fn transition(
+                &self,
+                id: flashback_core::OrderId,
+                t: flashback_core::Transition,
+                ids: $crate::WriteIds,
+            ) -> $crate::StoreResult<$crate::Order> {
+                let sources = t.sources();
+                let target = sources.first().and_then(|s| s.apply(t)).ok_or($crate::StoreError::ConditionFailed("state"))?;
+                let mut tx = self.writer().begin().await?;
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE orders SET state = ");
+                q.push_bind(target.as_str());
+                q.push(", updated_at_ms = ").push_bind($crate::now_ms());
+                q.push(" WHERE id = ").push_bind(id.get());
+                q.push(" AND state IN (");
+                let mut list = q.separated(", ");
+                for s in &sources {
+                    list.push_bind(s.as_str());
+                }
+                q.push(")");
+                let moved = q.build().execute(&mut *tx).await?;
+                let order = Self::load_order(&mut tx, id.get()).await?.ok_or($crate::StoreError::NotFound("order"))?;
+                if moved.rows_affected() != 1 {
+                    return Err($crate::StoreError::ConditionFailed("state"));
+                }
+                if matches!(target, flashback_core::OrderState::Cancelled | flashback_core::OrderState::Refunded)
+                    && order.points_used.get() > 0
+                {
+                    let reference = format!("return:{}", order.id);
+                    Self::move_points(&mut tx, ids.entry, order.buyer, order.points_used.get(), "return", &reference).await?;
+                }
+                Self::write_event(&mut tx, ids.event, t.event(), &order).await?;
+                tx.commit().await?;
+                Ok(order)
+            }
+
+            async fn expired(&self, now_ms: i64, limit: u32) -> $crate::StoreResult<Vec<flashback_core::OrderId>> {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM orders WHERE state = 'pending_payment' AND expires_at_ms < ? \
+                     ORDER BY expires_at_ms LIMIT ?",
+                )
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(self.writer())
+                .await?;
+                ids.into_iter()
+                    .map(|id| {
+                        flashback_core::OrderId::new(id)
+                            .map_err(|e| $crate::StoreError::Corrupt { table: "orders", reason: e.to_string() })
+                    })
+                    .collect()
+            }
+
+            async fn points(&self, user: flashback_core::UserId) -> $crate::StoreResult<flashback_core::Points> {
+                let balance: Option<i64> = sqlx::query_scalar("SELECT balance FROM points_accounts WHERE user_id = ?")
+                    .bind(user.get())
+                    .fetch_optional(self.writer())
+                    .await?;
+                flashback_core::Points::new(balance.unwrap_or(0))
+                    .map_err(|e| $crate::StoreError::Corrupt { table: "points_accounts", reason: e.to_string() })
+            }
+
+            async fn add_points(
+                &self,
+                entry_id: i64,
+                user: flashback_core::UserId,
+                amount: flashback_core::Points,
+                reason: &str,
+                reference: &str,
+            ) -> $crate::StoreResult<bool> {
+                let mut tx = self.writer().begin().await?;
+                let applied = Self::move_points(&mut tx, entry_id, user, amount.get(), reason, reference).await?;
+                tx.commit().await?;
+                Ok(applied)
+            }
+
+            async fn points_mismatches(&self) -> $crate::StoreResult<Vec<(flashback_core::UserId, i64, i64)>> {
+                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                    "SELECT a.user_id, a.balance, CAST(COALESCE(l.total, 0) AS SIGNED) AS ledger \
+                     FROM points_accounts a LEFT JOIN \
+                     (SELECT user_id, SUM(delta) AS total FROM points_ledger GROUP BY user_id) l ON l.user_id = a.user_id \
+                     WHERE a.balance <> COALESCE(l.total, 0) \
+                     UNION ALL \
+                     SELECT l.user_id, 0, CAST(SUM(l.delta) AS SIGNED) FROM points_ledger l \
+                     WHERE NOT EXISTS (SELECT 1 FROM points_accounts a WHERE a.user_id = l.user_id) \
+                     GROUP BY l.user_id HAVING SUM(l.delta) <> 0",
+                )
+                .fetch_all(self.writer())
+                .await?;
+                rows.into_iter()
+                    .map(|(u, b, l)| {
+                        let user = flashback_core::UserId::new(u)
+                            .map_err(|e| $crate::StoreError::Corrupt { table: "points_accounts", reason: e.to_string() })?;
+                        Ok((user, b, l))
+                    })
+                    .collect()
+            }
+
+            async fn outbox_pending(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::OutboxEvent>> {
+                let rows: Vec<(i64, String, i64, String, i64)> = sqlx::query_as(
+                    "SELECT id, event_type, aggregate_id, payload, created_at_ms FROM outbox \
+                     WHERE dispatched_at_ms IS NULL ORDER BY id LIMIT ?",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(self.writer())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, event_type, aggregate_id, payload, created_at_ms)| $crate::OutboxEvent {
+                        id,
+                        event_type,
+                        aggregate_id,
+                        payload,
+                        created_at_ms,
+                    })
+                    .collect())
+            }
+
+            async fn mark_dispatched(&self, ids: &[i64]) -> $crate::StoreResult<()> {
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE outbox SET dispatched_at_ms = ");
+                q.push_bind($crate::now_ms());
+                q.push(" WHERE dispatched_at_ms IS NULL AND id IN (");
+                let mut list = q.separated(", ");
+                for id in ids {
+                    list.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(self.writer()).await?;
+                Ok(())
+            }
+
+            async fn record_processed(&self, consumer: &str, event_id: i64) -> $crate::StoreResult<bool> {
+                let done = sqlx::query("INSERT INTO processed_messages (consumer, event_id, processed_at_ms) VALUES (?, ?, ?)")
+                    .bind(consumer)
+                    .bind(event_id)
+                    .bind($crate::now_ms())
+                    .execute(self.writer())
+                    .await;
+                match done {
+                    Ok(_) => Ok(true),
+                    Err(e) => match $crate::error::on_write(e, "message", "message") {
+                        $crate::StoreError::Conflict(_) => Ok(false),
+                        other => Err(other),
+                    },
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use impl_order_shard;
