@@ -340,9 +340,13 @@ macro_rules! impl_order_shard {
                 &self,
                 id: flashback_core::OrderId,
                 t: flashback_core::Transition,
+                from: Option<flashback_core::OrderState>,
                 ids: $crate::WriteIds,
             ) -> $crate::StoreResult<$crate::Order> {
-                let sources = t.sources();
+                let mut sources = t.sources();
+                if let Some(from) = from {
+                    sources.retain(|s| *s == from);
+                }
                 let target = sources.first().and_then(|s| s.apply(t)).ok_or($crate::StoreError::ConditionFailed("state"))?;
                 let mut tx = self.writer().begin().await?;
                 let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE orders SET state = ");
@@ -431,6 +435,61 @@ macro_rules! impl_order_shard {
                         Ok((user, b, l))
                     })
                     .collect()
+            }
+
+            async fn create_payment(
+                &self,
+                payment_id: &str,
+                order: flashback_core::OrderId,
+                amount: flashback_core::Money,
+            ) -> $crate::StoreResult<bool> {
+                let now = $crate::now_ms();
+                let done = sqlx::query(
+                    "INSERT INTO payments (payment_id, order_id, amount_minor, state, created_at_ms, updated_at_ms) \
+                     VALUES (?, ?, ?, 'created', ?, ?)",
+                )
+                .bind(payment_id)
+                .bind(order.get())
+                .bind(amount.minor())
+                .bind(now)
+                .bind(now)
+                .execute(self.writer())
+                .await;
+                match done {
+                    Ok(_) => Ok(true),
+                    Err(e) => match $crate::error::on_write(e, "payment", "order") {
+                        $crate::StoreError::Conflict(_) => Ok(false),
+                        other => Err(other),
+                    },
+                }
+            }
+
+            async fn payment(&self, payment_id: &str) -> $crate::StoreResult<Option<$crate::Payment>> {
+                let row: Option<(String, i64, i64, String)> = sqlx::query_as(
+                    "SELECT payment_id, order_id, amount_minor, state FROM payments WHERE payment_id = ?",
+                )
+                .bind(payment_id)
+                .fetch_optional(self.writer())
+                .await?;
+                row.map(|(id, order, amount, state)| $crate::Payment::from_row(id, order, amount, &state)).transpose()
+            }
+
+            async fn set_payment_state(
+                &self,
+                payment_id: &str,
+                from: $crate::PaymentState,
+                to: $crate::PaymentState,
+            ) -> $crate::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE payments SET state = ?, updated_at_ms = ? WHERE payment_id = ? AND state = ?",
+                )
+                .bind(to.as_str())
+                .bind($crate::now_ms())
+                .bind(payment_id)
+                .bind(from.as_str())
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn outbox_pending(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::OutboxEvent>> {

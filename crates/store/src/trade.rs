@@ -241,8 +241,10 @@ pub trait OrderShard: Send + Sync + std::fmt::Debug {
     /// Moves the order by `t` if its state allows (compare-and-set on the state), returning
     /// points on cancellation and writing the transition's event, all in one transaction.
     /// [`StoreError::ConditionFailed`]`("state")` if the order is in a state `t` does not leave.
-    /// Cancellation and refund return the points the order redeemed.
-    async fn transition(&self, id: OrderId, t: Transition, ids: WriteIds) -> StoreResult<Order>;
+    /// With `from`, only from that state. Cancellation and refund return the points the order
+    /// redeemed.
+    async fn transition(&self, id: OrderId, t: Transition, from: Option<OrderState>, ids: WriteIds)
+    -> StoreResult<Order>;
     /// Unpaid orders whose deadline is before `now_ms`.
     async fn expired(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<OrderId>>;
 
@@ -260,12 +262,71 @@ pub trait OrderShard: Send + Sync + std::fmt::Debug {
     /// Sum of ledger entries and sum of balances, per user, where they differ: for audits.
     async fn points_mismatches(&self) -> StoreResult<Vec<(UserId, i64, i64)>>;
 
+    /// Records a payment the provider created for an order; false if the id is known.
+    async fn create_payment(&self, payment_id: &str, order: OrderId, amount: Money) -> StoreResult<bool>;
+    /// A payment by the provider's id.
+    async fn payment(&self, payment_id: &str) -> StoreResult<Option<Payment>>;
+    /// Moves a payment from one state to another (compare-and-set); false if it was not in `from`.
+    async fn set_payment_state(&self, payment_id: &str, from: PaymentState, to: PaymentState) -> StoreResult<bool>;
+
     /// Up to `limit` undispatched events, oldest first.
     async fn outbox_pending(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
     /// Marks events dispatched.
     async fn mark_dispatched(&self, ids: &[i64]) -> StoreResult<()>;
     /// Records that `consumer` processed `event_id`; false if it already had.
     async fn record_processed(&self, consumer: &str, event_id: i64) -> StoreResult<bool>;
+}
+
+/// A payment's state, as the provider reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentState {
+    /// Created, not yet paid.
+    Created,
+    /// Paid.
+    Succeeded,
+    /// Paid and given back.
+    Refunded,
+}
+
+impl PaymentState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::Created => "created",
+            PaymentState::Succeeded => "succeeded",
+            PaymentState::Refunded => "refunded",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [PaymentState::Created, PaymentState::Succeeded, PaymentState::Refunded].into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// A payment of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    /// The provider's id.
+    pub payment_id: String,
+    /// The order paid for.
+    pub order_id: OrderId,
+    /// The amount.
+    pub amount: Money,
+    /// Its state.
+    pub state: PaymentState,
+}
+
+impl Payment {
+    pub(crate) fn from_row(payment_id: String, order: i64, amount: i64, state: &str) -> StoreResult<Self> {
+        let bad = |r: String| StoreError::Corrupt { table: "payments", reason: r };
+        Ok(Payment {
+            payment_id,
+            order_id: OrderId::new(order).map_err(|e| bad(e.to_string()))?,
+            amount: Money::from_minor(amount).map_err(|e| bad(e.to_string()))?,
+            state: PaymentState::parse(state).ok_or_else(|| bad(format!("unknown state {state}")))?,
+        })
+    }
 }
 
 /// The JSON body of an order event (schema in docs/EVENTS.md).

@@ -42,6 +42,7 @@ macro_rules! conformance_suite {
             the_outbox_keeps_events_until_dispatched_and_consumers_record_once
             orders_are_listed_newest_first_per_buyer_and_merchant
             points_are_added_once_per_reference
+            payments_are_recorded_once_and_move_by_compare_and_set
         );
     };
     (@cases $make:path; $($case:ident)*) => {

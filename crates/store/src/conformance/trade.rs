@@ -8,7 +8,9 @@ use flashback_core::{
 
 use super::{ids, next, product, shop, user};
 use crate::testing::TestStore;
-use crate::{Created, NewOrder, Order, OrderFilter, OrderLine, ReservationState, ReserveError, StoreError, WriteIds};
+use crate::{
+    Created, NewOrder, Order, OrderFilter, OrderLine, PaymentState, ReservationState, ReserveError, StoreError, WriteIds,
+};
 
 fn now_ms() -> u64 {
     u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis())
@@ -227,20 +229,23 @@ pub async fn transitions_are_compare_and_set_and_cancelling_returns_points(t: &T
     let o = place(t, &g, new_order(&g, buyer, merchant, 1, 300, None)).await.expect("order");
     assert_eq!(shard.points(buyer).await.expect("p").get(), 0);
 
-    let wrong = shard.transition(o.id, Transition::Ship, write_ids(&g)).await;
+    let wrong = shard.transition(o.id, Transition::Ship, None, write_ids(&g)).await;
     assert!(matches!(wrong, Err(StoreError::ConditionFailed("state"))), "{wrong:?}");
-    let cancelled = shard.transition(o.id, Transition::Cancel, write_ids(&g)).await.expect("cancel");
+    let cancelled = shard.transition(o.id, Transition::Cancel, None, write_ids(&g)).await.expect("cancel");
     assert_eq!(cancelled.state, OrderState::Cancelled);
     assert_eq!(shard.points(buyer).await.expect("p").get(), 300, "points returned");
-    let twice = shard.transition(o.id, Transition::Expire, write_ids(&g)).await;
+    let twice = shard.transition(o.id, Transition::Expire, None, write_ids(&g)).await;
     assert!(matches!(twice, Err(StoreError::ConditionFailed("state"))));
+    let pinned = place(t, &g, new_order(&g, buyer, merchant, 1, 0, None)).await.expect("order");
+    let from_paid = shard.transition(pinned.id, Transition::Cancel, Some(OrderState::Paid), write_ids(&g)).await;
+    assert!(matches!(from_paid, Err(StoreError::ConditionFailed("state"))), "only from the named state");
     assert_eq!(shard.points(buyer).await.expect("p").get(), 300, "and returned once");
-    let missing = shard.transition(g.next_order_at(now_ms(), buyer), Transition::Pay, write_ids(&g)).await;
+    let missing = shard.transition(g.next_order_at(now_ms(), buyer), Transition::Pay, None, write_ids(&g)).await;
     assert!(matches!(missing, Err(StoreError::NotFound("order"))));
 
     let paid = place(t, &g, new_order(&g, buyer, merchant, 1, 0, None)).await.expect("order");
     for step in [Transition::Pay, Transition::Ship, Transition::Complete] {
-        shard.transition(paid.id, step, write_ids(&g)).await.expect("step");
+        shard.transition(paid.id, step, None, write_ids(&g)).await.expect("step");
     }
     assert_eq!(shard.order(paid.id).await.expect("r").expect("e").state, OrderState::Completed);
     assert!(shard.points_mismatches().await.expect("audit").is_empty());
@@ -264,7 +269,7 @@ pub async fn racing_payment_and_expiry_leave_each_order_in_one_state(t: &TestSto
     for id in &orders {
         for t in [Transition::Pay, Transition::Expire] {
             let (shard, g, id) = (Arc::clone(&shard), Arc::clone(&g), *id);
-            tasks.push(tokio::spawn(async move { (t, shard.transition(id, t, write_ids(&g)).await) }));
+            tasks.push(tokio::spawn(async move { (t, shard.transition(id, t, None, write_ids(&g)).await) }));
         }
     }
     let mut winners = std::collections::HashMap::new();
@@ -296,7 +301,7 @@ pub async fn the_outbox_keeps_events_until_dispatched_and_consumers_record_once(
     let buyer = next(&g, UserId::new);
     let shard = t.shards.for_buyer(buyer);
     let o = place(t, &g, new_order(&g, buyer, next(&g, MerchantId::new), 1, 0, None)).await.expect("order");
-    shard.transition(o.id, Transition::Pay, write_ids(&g)).await.expect("pay");
+    shard.transition(o.id, Transition::Pay, None, write_ids(&g)).await.expect("pay");
     let pending: Vec<_> =
         shard.outbox_pending(100).await.expect("outbox").into_iter().filter(|e| e.aggregate_id == o.id.get()).collect();
     let types: Vec<&str> = pending.iter().map(|e| e.event_type.as_str()).collect();
@@ -329,7 +334,7 @@ pub async fn orders_are_listed_newest_first_per_buyer_and_merchant(t: &TestStore
             place(t, &g, new_order(&g, buyer, if i % 2 == 0 { m1 } else { m2 }, 1, 0, None)).await.expect("o").id,
         );
     }
-    shard.transition(placed[4], Transition::Pay, write_ids(&g)).await.expect("pay");
+    shard.transition(placed[4], Transition::Pay, None, write_ids(&g)).await.expect("pay");
 
     let mine = OrderFilter { buyer: Some(buyer), ..Default::default() };
     let page1 = shard.orders(mine, None, PageLimit::try_from(3).expect("l")).await.expect("p1");
@@ -342,6 +347,21 @@ pub async fn orders_are_listed_newest_first_per_buyer_and_merchant(t: &TestStore
     let m1_paid = OrderFilter { merchant: Some(m1), state: Some(OrderState::Paid), ..Default::default() };
     let paid = shard.orders(m1_paid, None, PageLimit::default()).await.expect("paid");
     assert_eq!(paid.iter().map(|o| o.id).collect::<Vec<_>>(), vec![placed[0]]);
+}
+
+/// A payment is recorded once per provider id and moves by compare-and-set.
+pub async fn payments_are_recorded_once_and_move_by_compare_and_set(t: &TestStore) {
+    let g = ids();
+    let buyer = next(&g, UserId::new);
+    let shard = t.shards.for_buyer(buyer);
+    let o = place(t, &g, new_order(&g, buyer, next(&g, MerchantId::new), 2, 0, None)).await.expect("order");
+    assert!(shard.create_payment("pay-1", o.id, o.payable).await.expect("create"));
+    assert!(!shard.create_payment("pay-1", o.id, o.payable).await.expect("again"));
+    let p = shard.payment("pay-1").await.expect("read").expect("exists");
+    assert_eq!((p.order_id, p.amount, p.state), (o.id, o.payable, PaymentState::Created));
+    assert!(shard.set_payment_state("pay-1", PaymentState::Created, PaymentState::Succeeded).await.expect("cas"));
+    assert!(!shard.set_payment_state("pay-1", PaymentState::Created, PaymentState::Succeeded).await.expect("cas"));
+    assert!(shard.payment("nope").await.expect("read").is_none());
 }
 
 /// Points added under one reference are applied once, however often the add is retried.
