@@ -14,13 +14,13 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::http::{self, Problem};
-use crate::{AppState, auth, catalog, health};
+use crate::{AppState, auth, catalog, health, trade};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Flashback", description = "High-concurrency cashback commerce platform."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "catalog"), (name = "operations"))
+    tags((name = "auth"), (name = "catalog"), (name = "trade"), (name = "operations"))
 )]
 struct ApiDoc;
 
@@ -72,7 +72,13 @@ impl App {
         let state = AppState::build(config).await?;
         let mut background = vec![auth::spawn_limiter_pruning(&state)];
         background.push(state.products.listen_for_invalidations(state.shutdown.clone()).await?);
+        background.extend(trade::spawn_background(&state));
         let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
+        let mut own = listener.local_addr()?;
+        if own.ip().is_unspecified() {
+            own.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        state.trade.simulator.set_notify_url(format!("http://{own}/api/v1/payments/notify"));
         Ok(Self { state, listener, background })
     }
 
@@ -111,6 +117,7 @@ impl App {
             task.abort();
         }
         state.store.close().await;
+        state.shards.close().await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -50,6 +50,16 @@ pub enum Command {
     User(UserCommand),
     /// Load the demo data set (idempotent) and exit.
     Demo,
+    /// Check invariants against the live store; exits non-zero on any violation.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Stock, reservations, order states and points.
+    Trade,
 }
 
 /// `serve` flags.
@@ -132,6 +142,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             state.store.close().await;
             Ok(())
+        }
+        Command::Audit(AuditCommand::Trade) => {
+            let state = AppState::build(config).await?;
+            let report = crate::trade::audit::audit(&state).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            state.store.close().await;
+            state.shards.close().await;
+            if report.violations.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{} violation(s) found", report.violations.len()))
+            }
         }
         Command::Demo => {
             let state = AppState::build(config).await?;

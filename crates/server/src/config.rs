@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections; `FLASHBACK_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog"];
+const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog", "trade"];
 
 /// Everything an instance is configured with. `Debug` never shows a secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +37,39 @@ pub struct Config {
     pub http: HttpConfig,
     /// The product cache.
     pub catalog: CatalogConfig,
+    /// Orders, shards, payments and points.
+    pub trade: TradeConfig,
+}
+
+/// Orders, shards, payments and points.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TradeConfig {
+    /// Embedded: how many SQLite order shards (`orders-<i>.db`); must divide 1024.
+    pub shards: u16,
+    /// Scaled out: one MySQL URL per order shard, in order; overrides `shards`.
+    #[serde(serialize_with = "secret_list::serialize")]
+    pub shard_urls: Vec<SecretString>,
+    /// How long an order may stay unpaid before it expires.
+    #[serde(rename = "payment_timeout_ms", with = "millis")]
+    pub payment_timeout: Duration,
+    /// How often expired orders and orphaned reservations are swept.
+    #[serde(rename = "sweep_interval_ms", with = "millis")]
+    pub sweep_interval: Duration,
+    /// A held reservation whose order does not exist this long after it was made is an orphan
+    /// (a saga that died midway) and is released.
+    #[serde(rename = "orphan_after_ms", with = "millis")]
+    pub orphan_after: Duration,
+    /// HMAC key shared with the payment provider for its notifications (at least 32 bytes).
+    /// Absent: generated once into `data_dir/payment.key` (the built-in simulator reads it too).
+    #[serde(serialize_with = "secret_opt::serialize")]
+    pub payment_secret: Option<SecretString>,
+    /// How long after a payment is created the built-in simulated provider reports it paid;
+    /// 0 leaves payment to `POST /api/v1/payments/simulated/{id}/complete`.
+    #[serde(rename = "simulated_payment_delay_ms", with = "millis")]
+    pub simulated_payment_delay: Duration,
+    /// Points awarded per 100 minor units paid, when an order completes.
+    pub points_per_100_minor: u32,
 }
 
 /// Log output format.
@@ -156,6 +189,22 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             catalog: CatalogConfig::default(),
+            trade: TradeConfig::default(),
+        }
+    }
+}
+
+impl Default for TradeConfig {
+    fn default() -> Self {
+        Self {
+            shards: 4,
+            shard_urls: Vec::new(),
+            payment_timeout: Duration::from_secs(15 * 60),
+            sweep_interval: Duration::from_secs(1),
+            orphan_after: Duration::from_secs(60),
+            payment_secret: None,
+            simulated_payment_delay: Duration::ZERO,
+            points_per_100_minor: 1,
         }
     }
 }
@@ -298,6 +347,30 @@ impl Config {
         if self.http.request_timeout.is_zero() {
             return fail("http.request_timeout_ms: must be at least 1");
         }
+        let t = &self.trade;
+        let shard_count = if t.shard_urls.is_empty() { usize::from(t.shards) } else { t.shard_urls.len() };
+        if shard_count == 0 || shard_count > 1024 || 1024 % shard_count != 0 {
+            return fail("trade.shards / trade.shard_urls: the shard count must divide 1024 (1, 2, 4, ... 1024)");
+        }
+        if t.shard_urls
+            .iter()
+            .any(|u| !u.expose_secret().starts_with("mysql://") && !u.expose_secret().starts_with("mariadb://"))
+        {
+            return fail("trade.shard_urls: each must start with mysql:// or mariadb://");
+        }
+        let mysql_store = self.store.url.as_ref().is_some_and(|u| !u.expose_secret().starts_with("sqlite:"));
+        if !t.shard_urls.is_empty() && !mysql_store {
+            return fail("trade.shard_urls: needs a MySQL store.url too; embedded mode uses trade.shards");
+        }
+        if t.shard_urls.is_empty() && mysql_store {
+            return fail("trade.shard_urls: a MySQL store.url needs one MySQL URL per order shard");
+        }
+        if t.payment_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
+            return fail("trade.payment_secret: must be at least 32 bytes");
+        }
+        if t.payment_timeout < Duration::from_secs(1) || t.sweep_interval.is_zero() || t.orphan_after.is_zero() {
+            return fail("trade.payment_timeout_ms / sweep_interval_ms / orphan_after_ms: out of range");
+        }
         if self.catalog.cache_l1_ttl.is_zero() || self.catalog.cache_negative_ttl.is_zero() {
             return fail("catalog.cache_*_ttl_ms: must be at least 1");
         }
@@ -331,6 +404,21 @@ mod secret_opt {
             Some(_) => s.serialize_some("<redacted>"),
             None => s.serialize_none(),
         }
+    }
+}
+
+/// A list of secrets is written out as placeholders.
+mod secret_list {
+    use secrecy::SecretString;
+    use serde::Serializer;
+    use serde::ser::SerializeSeq;
+
+    pub fn serialize<S: Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for _ in v {
+            seq.serialize_element("<redacted>")?;
+        }
+        seq.end()
     }
 }
 

@@ -83,5 +83,62 @@ pub async fn load(state: &AppState) -> anyhow::Result<()> {
         }
     }
     tracing::info!(products_created = created, "demo data loaded");
+    demo_orders(state, merchant.id).await
+}
+
+/// Orders of alice's in every state, each placed under its own idempotency key so that a
+/// second load finds them instead of placing more.
+async fn demo_orders(state: &AppState, merchant: flashback_core::MerchantId) -> anyhow::Result<()> {
+    use flashback_core::{IdempotencyKey, OrderState, PageLimit, Points, Quantity, Transition};
+    use flashback_store::{PaymentState, ProductFilter};
+
+    use crate::auth::Caller;
+    use crate::trade::lifecycle::apply;
+    use crate::trade::place::place;
+    use crate::trade::views::{LineRequest, PlaceOrder};
+
+    let alice = state.store.credentials(&Username::parse("alice")?).await?.context("demo account alice")?.user;
+    let shard = state.shards.for_buyer(alice.id);
+    let grant = state.ids.write_ids().entry;
+    shard.add_points(grant, alice.id, Points::new(2_000)?, "grant", "demo:grant:alice").await?;
+    let filter = ProductFilter { merchant_id: Some(merchant), ..Default::default() };
+    let products = state.store.products(filter, None, PageLimit::try_from(100)?).await?;
+    let caller = Caller { id: alice.id, role: Role::User, merchant: None };
+    let steps: &[(&str, &[Transition])] = &[
+        ("pending", &[]),
+        ("paid", &[Transition::Pay]),
+        ("shipped", &[Transition::Pay, Transition::Ship]),
+        ("completed", &[Transition::Pay, Transition::Ship, Transition::Complete]),
+        ("cancelled", &[Transition::Cancel]),
+        ("refunded", &[Transition::Pay, Transition::Refund]),
+    ];
+    for (i, (name, path)) in steps.iter().enumerate() {
+        let product = products.get(i % products.len().max(1)).context("demo products")?;
+        let body = PlaceOrder {
+            lines: vec![LineRequest { product_id: product.id, quantity: Quantity::new(1)? }],
+            points: Points::new(if *name == "cancelled" { 100 } else { 0 })?,
+        };
+        let key = IdempotencyKey::parse(&format!("demo-{name}"))?;
+        let (order, replayed) =
+            place(state, caller, key, body).await.map_err(|e| anyhow::anyhow!("demo order {name}: {e}"))?;
+        if replayed {
+            continue;
+        }
+        for t in path.iter() {
+            let from = (*t == Transition::Refund).then_some(OrderState::Paid);
+            if *t == Transition::Pay {
+                let payment = format!("demo_{}", order.id);
+                shard.create_payment(&payment, order.id, order.payable).await?;
+                shard.set_payment_state(&payment, PaymentState::Created, PaymentState::Succeeded).await?;
+            }
+            apply(state, order.id, *t, from).await.map_err(|e| anyhow::anyhow!("demo order {name}: {e}"))?;
+            if *t == Transition::Refund {
+                crate::trade::payments::refund_succeeded_payments(state, order.id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("demo order {name}: {e}"))?;
+            }
+        }
+    }
+    tracing::info!("demo orders in every state are present");
     Ok(())
 }

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod state;
 pub mod telemetry;
+pub mod trade;
 
 pub use app::App;
 pub use config::Config;

@@ -5,9 +5,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use flashback_core::{CategoryId, IdGenerator, MerchantId, ProductId, UserId};
+use flashback_core::{CategoryId, IdGenerator, MerchantId, OrderId, ProductId, UserId};
 use flashback_infra::{CacheSettings, RedisHandle};
-use flashback_store::{Store, StoreOptions};
+use flashback_store::{ShardOptions, Shards, Store, StoreOptions, WriteIds};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -21,8 +21,12 @@ use crate::metrics::Metrics;
 pub struct AppState {
     /// The configuration the instance started with.
     pub config: Arc<Config>,
-    /// The relational store.
+    /// The relational store (catalog, accounts, stock).
     pub store: Arc<dyn Store>,
+    /// The order shards.
+    pub shards: Shards,
+    /// Payments, injected faults and the trade core's keys.
+    pub trade: Arc<crate::trade::TradeRuntime>,
     /// Redis, when configured.
     pub redis: Option<RedisHandle>,
     /// Id generation.
@@ -64,6 +68,17 @@ impl Ids {
         CategoryId::new(self.raw()).unwrap_or_else(|_| unreachable!("generated ids are positive"))
     }
 
+    /// A new order id for `buyer` (carries the buyer's gene).
+    pub fn order(&self, buyer: UserId) -> OrderId {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        self.0.next_order_at(u64::try_from(now).unwrap_or(u64::MAX), buyer)
+    }
+
+    /// Ids for the outbox event and points entry of one write.
+    pub fn write_ids(&self) -> WriteIds {
+        WriteIds { event: self.raw(), entry: self.raw() }
+    }
+
     /// A new product id.
     pub fn product(&self) -> ProductId {
         ProductId::new(self.raw()).unwrap_or_else(|_| unreachable!("generated ids are positive"))
@@ -82,6 +97,15 @@ impl AppState {
         let store = flashback_store::open(&store_options)
             .await
             .with_context(|| format!("opening the store ({:?})", store_options))?;
+        let shard_options = ShardOptions {
+            count: config.trade.shards,
+            urls: config.trade.shard_urls.iter().map(|u| u.expose_secret().to_owned()).collect(),
+            store: store_options.clone(),
+        };
+        let shards = flashback_store::open_shards(&shard_options)
+            .await
+            .with_context(|| format!("opening the order shards ({shard_options:?})"))?;
+        let trade = Arc::new(crate::trade::TradeRuntime::new(&config.trade, &config.data_dir)?);
         let redis = match &config.cache.redis_url {
             Some(url) => Some(
                 RedisHandle::connect(url.expose_secret(), &config.cache.redis_prefix, config.cache.redis_timeout)
@@ -119,6 +143,8 @@ impl AppState {
         Ok(Self {
             config: Arc::new(config),
             store,
+            shards,
+            trade,
             redis,
             ids,
             auth,

@@ -38,8 +38,7 @@ pub use shards::{ShardOptions, Shards, open_shards};
 pub use sqlite::{SqliteShard, SqliteStore};
 pub use trade::{
     Created, NewOrder, Order, OrderFilter, OrderLine, OrderShard, OutboxEvent, Payment, PaymentState, Reservation,
-    ReservationState,
-    ReserveError, ReservedLine, StockStore, StockSummary, WriteIds, order_event_payload,
+    ReservationState, ReserveError, ReservedLine, StockStore, StockSummary, WriteIds, order_event_payload,
 };
 
 /// Shorthand for storage results.

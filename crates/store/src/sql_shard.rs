@@ -118,6 +118,7 @@ macro_rules! impl_order_shard {
                 event_id: i64,
                 event_type: &str,
                 order: &$crate::Order,
+                previous: Option<flashback_core::OrderState>,
             ) -> $crate::StoreResult<()> {
                 let now = $crate::now_ms();
                 sqlx::query(
@@ -126,7 +127,7 @@ macro_rules! impl_order_shard {
                 .bind(event_id)
                 .bind(event_type)
                 .bind(order.id.get())
-                .bind($crate::order_event_payload(event_id, event_type, order, now))
+                .bind($crate::order_event_payload(event_id, event_type, order, previous, now))
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
@@ -295,7 +296,7 @@ macro_rules! impl_order_shard {
                     let reference = format!("redeem:{}", o.id);
                     Self::move_points(&mut tx, ids.entry, o.buyer, -o.points_used.get(), "redeem", &reference).await?;
                 }
-                Self::write_event(&mut tx, ids.event, "order.created", o).await?;
+                Self::write_event(&mut tx, ids.event, "order.created", o, None).await?;
                 tx.commit().await?;
                 Ok($crate::Created::New(new.order))
             }
@@ -370,7 +371,8 @@ macro_rules! impl_order_shard {
                     let reference = format!("return:{}", order.id);
                     Self::move_points(&mut tx, ids.entry, order.buyer, order.points_used.get(), "return", &reference).await?;
                 }
-                Self::write_event(&mut tx, ids.event, t.event(), &order).await?;
+                let previous = if sources.len() == 1 { sources.first().copied() } else { None };
+                Self::write_event(&mut tx, ids.event, t.event(), &order, previous).await?;
                 tx.commit().await?;
                 Ok(order)
             }
@@ -462,6 +464,20 @@ macro_rules! impl_order_shard {
                         other => Err(other),
                     },
                 }
+            }
+
+            async fn order_payments(
+                &self,
+                order: flashback_core::OrderId,
+            ) -> $crate::StoreResult<Vec<$crate::Payment>> {
+                let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
+                    "SELECT payment_id, order_id, amount_minor, state FROM payments WHERE order_id = ? \
+                     ORDER BY created_at_ms, payment_id",
+                )
+                .bind(order.get())
+                .fetch_all(self.writer())
+                .await?;
+                rows.into_iter().map(|(id, o, amount, state)| $crate::Payment::from_row(id, o, amount, &state)).collect()
             }
 
             async fn payment(&self, payment_id: &str) -> $crate::StoreResult<Option<$crate::Payment>> {

@@ -243,8 +243,13 @@ pub trait OrderShard: Send + Sync + std::fmt::Debug {
     /// [`StoreError::ConditionFailed`]`("state")` if the order is in a state `t` does not leave.
     /// With `from`, only from that state. Cancellation and refund return the points the order
     /// redeemed.
-    async fn transition(&self, id: OrderId, t: Transition, from: Option<OrderState>, ids: WriteIds)
-    -> StoreResult<Order>;
+    async fn transition(
+        &self,
+        id: OrderId,
+        t: Transition,
+        from: Option<OrderState>,
+        ids: WriteIds,
+    ) -> StoreResult<Order>;
     /// Unpaid orders whose deadline is before `now_ms`.
     async fn expired(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<OrderId>>;
 
@@ -264,6 +269,8 @@ pub trait OrderShard: Send + Sync + std::fmt::Debug {
 
     /// Records a payment the provider created for an order; false if the id is known.
     async fn create_payment(&self, payment_id: &str, order: OrderId, amount: Money) -> StoreResult<bool>;
+    /// Every payment of an order, oldest first.
+    async fn order_payments(&self, order: OrderId) -> StoreResult<Vec<Payment>>;
     /// A payment by the provider's id.
     async fn payment(&self, payment_id: &str) -> StoreResult<Option<Payment>>;
     /// Moves a payment from one state to another (compare-and-set); false if it was not in `from`.
@@ -330,7 +337,13 @@ impl Payment {
 }
 
 /// The JSON body of an order event (schema in docs/EVENTS.md).
-pub fn order_event_payload(event_id: i64, event_type: &str, order: &Order, at_ms: i64) -> String {
+pub fn order_event_payload(
+    event_id: i64,
+    event_type: &str,
+    order: &Order,
+    previous: Option<OrderState>,
+    at_ms: i64,
+) -> String {
     let lines: Vec<serde_json::Value> = order
         .lines
         .iter()
@@ -347,6 +360,7 @@ pub fn order_event_payload(event_id: i64, event_type: &str, order: &Order, at_ms
         "id": event_id.to_string(),
         "type": event_type,
         "occurred_at_ms": at_ms,
+        "previous_state": previous.map(OrderState::as_str),
         "order": {
             "id": order.id.to_string(),
             "buyer_id": order.buyer.to_string(),

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 pub use limit::LoginLimiter;
 pub use password::PasswordHasherPool;
-pub use token::{Caller, TokenKeys};
+pub use token::{Caller, TokenKeys, write_private};
 
 use crate::AppState;
 use crate::http::Problem;

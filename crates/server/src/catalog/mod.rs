@@ -4,7 +4,7 @@
 mod categories;
 mod error;
 mod products;
-mod views;
+pub mod views;
 
 use flashback_core::ProductId;
 use flashback_infra::ReadThroughCache;

@@ -210,6 +210,7 @@ impl Backends {
     pub fn config(&self, dir: &std::path::Path) -> Config {
         let mut c = test_config(dir);
         c.store.url = self.mysql.options.url.clone().map(SecretString::from);
+        c.trade.shard_urls = self.mysql.shard_options.urls.iter().cloned().map(SecretString::from).collect();
         c.cache.redis_url = Some(SecretString::from(self.redis_url.clone()));
         c.cache.redis_prefix = self.redis_prefix.clone();
         c

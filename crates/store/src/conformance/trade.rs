@@ -9,7 +9,8 @@ use flashback_core::{
 use super::{ids, next, product, shop, user};
 use crate::testing::TestStore;
 use crate::{
-    Created, NewOrder, Order, OrderFilter, OrderLine, PaymentState, ReservationState, ReserveError, StoreError, WriteIds,
+    Created, NewOrder, Order, OrderFilter, OrderLine, PaymentState, ReservationState, ReserveError, StoreError,
+    WriteIds,
 };
 
 fn now_ms() -> u64 {

@@ -1,0 +1,95 @@
+//! The trade core: orders sharded by buyer, stock reserved by saga, points, payments, expiry,
+//! order queries across shards, and the outbox that carries order events onwards.
+
+pub mod audit;
+pub mod error;
+pub mod faults;
+pub mod lifecycle;
+pub mod outbox;
+pub mod payments;
+pub mod place;
+pub mod queries;
+pub mod sweeper;
+pub mod views;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::TradeError;
+
+use crate::AppState;
+use crate::config::TradeConfig;
+
+/// What the trade core needs at run time besides the stores.
+#[derive(Debug)]
+pub struct TradeRuntime {
+    /// The payment provider.
+    pub provider: Arc<dyn payments::PaymentProvider>,
+    /// The built-in simulated provider (the provider in this build).
+    pub simulator: Arc<payments::SimulatedProvider>,
+    /// The key notifications are signed with.
+    pub payment_key: Vec<u8>,
+    /// Injected crashes, for recovery tests.
+    pub faults: faults::Faults,
+}
+
+impl TradeRuntime {
+    /// Builds the runtime: the payment key from config or `data_dir/payment.key`.
+    pub fn new(config: &TradeConfig, data_dir: &Path) -> anyhow::Result<Self> {
+        let payment_key = match &config.payment_secret {
+            Some(s) => s.expose_secret().as_bytes().to_vec(),
+            None => key_file(data_dir, "payment.key")?,
+        };
+        let simulator = Arc::new(payments::SimulatedProvider::new(payment_key.clone(), config.simulated_payment_delay));
+        Ok(Self { provider: simulator.clone(), simulator, payment_key, faults: faults::Faults::default() })
+    }
+}
+
+/// A 32-byte random key kept in `data_dir/name`, made on first use.
+pub fn key_file(data_dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    let path = data_dir.join(name);
+    if let Ok(existing) = std::fs::read(&path)
+        && existing.len() >= 32
+    {
+        return Ok(existing);
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    crate::auth::write_private(&path, &key)?;
+    tracing::info!(path = %path.display(), "generated a key; configure it to share it across instances");
+    Ok(key)
+}
+
+/// The wall clock in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The trade routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(place::place_order, queries::my_orders))
+        .routes(routes!(queries::get_order))
+        .routes(routes!(lifecycle::cancel))
+        .routes(routes!(lifecycle::ship))
+        .routes(routes!(lifecycle::complete))
+        .routes(routes!(lifecycle::refund))
+        .routes(routes!(payments::create_payment))
+        .routes(routes!(payments::notify))
+        .routes(routes!(payments::simulated_complete))
+        .routes(routes!(queries::merchant_orders))
+        .routes(routes!(queries::all_orders))
+        .routes(routes!(queries::my_points))
+}
+
+/// Starts the sweeper and the outbox dispatcher.
+pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![sweeper::spawn(state), outbox::spawn(state, std::time::Duration::from_millis(100))]
+}

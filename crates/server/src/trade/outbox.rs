@@ -1,0 +1,167 @@
+//! The embedded outbox dispatcher: delivers each shard's events, oldest first, to in-process
+//! subscribers, and marks them dispatched once every interested subscriber has handled them.
+//!
+//! Delivery is at least once; subscribers make their effects idempotent (compare-and-set on
+//! reservations, points keyed by a reference), so a redelivery after a crash changes nothing.
+//! An event whose subscriber keeps failing stays pending and is retried every tick; it is
+//! logged at error level from its fifth failure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flashback_core::{OrderId, Points, UserId};
+use flashback_store::{OrderShard, OutboxEvent};
+use serde_json::Value;
+
+use super::TradeError;
+use crate::AppState;
+
+/// Something that reacts to domain events.
+#[async_trait]
+pub trait Subscriber: Send + Sync {
+    /// A stable name (used as the consumer id).
+    fn name(&self) -> &'static str;
+    /// Whether it handles events of this type.
+    fn wants(&self, event_type: &str) -> bool;
+    /// Applies the event; must be idempotent.
+    async fn handle(&self, state: &AppState, event: &OutboxEvent, body: &Value) -> Result<(), TradeError>;
+}
+
+fn order_id(body: &Value) -> Result<OrderId, TradeError> {
+    body["order"]["id"]
+        .as_str()
+        .and_then(|s| OrderId::parse(s).ok())
+        .ok_or_else(|| TradeError::Unexpected(anyhow::anyhow!("event without order id")))
+}
+
+/// Finishes the stock side of each order change (the guarantee behind the synchronous step
+/// that usually did it already).
+#[derive(Debug)]
+pub struct StockSteps;
+
+#[async_trait]
+impl Subscriber for StockSteps {
+    fn name(&self) -> &'static str {
+        "stock"
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(event_type, "order.paid" | "order.cancelled" | "order.refunded")
+    }
+
+    async fn handle(&self, state: &AppState, event: &OutboxEvent, body: &Value) -> Result<(), TradeError> {
+        let id = order_id(body)?;
+        match event.event_type.as_str() {
+            "order.paid" => {
+                state.store.settle(id).await?;
+            }
+            "order.cancelled" => {
+                state.store.release(id, false).await?;
+            }
+            // Refunded before shipping: the goods go back on sale; after shipping they do not.
+            "order.refunded" if body["previous_state"] == "paid" => {
+                state.store.release(id, true).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Awards points when an order completes, once per order. Never on the order's path: a failure
+/// here delays only the points.
+#[derive(Debug)]
+pub struct PointsAward;
+
+#[async_trait]
+impl Subscriber for PointsAward {
+    fn name(&self) -> &'static str {
+        "points"
+    }
+
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == "order.completed"
+    }
+
+    async fn handle(&self, state: &AppState, _event: &OutboxEvent, body: &Value) -> Result<(), TradeError> {
+        let id = order_id(body)?;
+        let buyer = body["order"]["buyer_id"]
+            .as_str()
+            .and_then(|s| UserId::parse(s).ok())
+            .ok_or_else(|| TradeError::Unexpected(anyhow::anyhow!("event without buyer")))?;
+        let paid = body["order"]["payable_minor"].as_i64().unwrap_or(0);
+        let award = paid / 100 * i64::from(state.config.trade.points_per_100_minor);
+        if award > 0 {
+            let points = Points::new(award).map_err(|e| TradeError::Unexpected(e.into()))?;
+            let entry = state.ids.write_ids().entry;
+            state.shards.for_buyer(buyer).add_points(entry, buyer, points, "award", &format!("award:{id}")).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The built-in subscribers.
+pub fn subscribers() -> Vec<Arc<dyn Subscriber>> {
+    vec![Arc::new(StockSteps), Arc::new(PointsAward)]
+}
+
+/// Delivers one batch from one shard; returns how many events were marked dispatched.
+pub async fn dispatch_once(
+    state: &AppState,
+    shard: &Arc<dyn OrderShard>,
+    subscribers: &[Arc<dyn Subscriber>],
+    failures: &mut HashMap<i64, u32>,
+) -> Result<usize, TradeError> {
+    let events = shard.outbox_pending(200).await?;
+    let mut done = Vec::with_capacity(events.len());
+    for event in &events {
+        let body: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
+        let mut ok = true;
+        for sub in subscribers.iter().filter(|s| s.wants(&event.event_type)) {
+            if let Err(e) = sub.handle(state, event, &body).await {
+                ok = false;
+                let n = failures.entry(event.id).or_insert(0);
+                *n += 1;
+                if *n >= 5 {
+                    tracing::error!(event.id = event.id, subscriber = sub.name(), failures = *n, error = %e, "event keeps failing");
+                } else {
+                    tracing::warn!(event.id = event.id, subscriber = sub.name(), error = %e, "event failed; will retry");
+                }
+            }
+        }
+        if ok {
+            failures.remove(&event.id);
+            done.push(event.id);
+        }
+    }
+    shard.mark_dispatched(&done).await?;
+    Ok(done.len())
+}
+
+/// Dispatches every shard's outbox until shutdown, polling each `interval` (and at once after
+/// a full batch).
+pub fn spawn(state: &AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let subscribers = subscribers();
+        let mut failures = HashMap::new();
+        loop {
+            let mut busy = false;
+            for shard in state.shards.all() {
+                match dispatch_once(&state, shard, &subscribers, &mut failures).await {
+                    Ok(n) => busy |= n >= 200,
+                    Err(e) => tracing::warn!(error = %e, "outbox dispatch failed; will retry"),
+                }
+            }
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = state.shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    })
+}
