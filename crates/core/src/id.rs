@@ -160,7 +160,8 @@ impl Sequencer {
 ///
 /// - Ordinary ids: 41 bits of milliseconds since [`ID_EPOCH_MS`] | 6 bits node | 16 bits sequence.
 /// - Order ids: 41 bits of milliseconds | 6 bits node | 6 bits sequence | 10 bits *gene*, the
-///   buyer id modulo 1024, so the buyer's shard can be read off the order id (see [`OrderId`]).
+///   buyer's gene (a 10-bit hash of the user id), so the buyer's shard can be read off the
+///   order id (see [`OrderId::gene_of`]).
 ///
 /// 41 bits of milliseconds keep the top bit clear until 2094.
 #[derive(Debug)]
@@ -202,12 +203,21 @@ fn to_i64(raw: u64) -> i64 {
 }
 
 impl OrderId {
-    /// The buyer gene of a user: `user_id mod 1024`. Orders carry their buyer's gene.
+    /// The buyer gene of a user: the low 10 bits of a mix (the 64-bit finaliser of MurmurHash3)
+    /// of the user id. Ids are time-ordered and their own low bits are a per-millisecond
+    /// sequence that is mostly zero, so the id itself would put nearly every buyer on shard 0;
+    /// the mix spreads them evenly. Orders carry their buyer's gene.
     pub fn gene_of(buyer: UserId) -> u16 {
-        u16::try_from(buyer.get().rem_euclid(i64::from(GENES))).unwrap_or(0)
+        let mut x = buyer.get().cast_unsigned();
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^= x >> 33;
+        u16::try_from(x & u64::from(GENES - 1)).unwrap_or(0)
     }
 
-    /// The gene this order id carries: its buyer's `user_id mod 1024`.
+    /// The gene this order id carries: its buyer's gene (see [`OrderId::gene_of`]).
     pub fn gene(self) -> u16 {
         u16::try_from(self.0 & i64::from(GENES - 1)).unwrap_or(0)
     }
@@ -251,10 +261,23 @@ mod tests {
             // 5,000 orders within two milliseconds: the 64-per-millisecond sequence borrows ahead.
             let id = g.next_order_at(ID_EPOCH_MS + 10 + u64::from(i >= 2_500), buyer);
             assert_eq!(id.gene(), OrderId::gene_of(buyer));
-            assert_eq!(i64::from(id.gene()), buyer.get() % 1024);
             assert!(id.get() > prev, "order ids increase");
             assert!(seen.insert(id));
             prev = id.get();
+        }
+    }
+
+    #[test]
+    fn genes_of_real_user_ids_spread_evenly_over_shards() {
+        // Users registering one per millisecond: their ids' low bits are all zero.
+        let g = IdGenerator::new(3).unwrap();
+        let mut per_shard = [0u32; 4];
+        for i in 0..4_000u64 {
+            let user = UserId::new(g.next_at(ID_EPOCH_MS + 1_000 + i)).unwrap();
+            per_shard[usize::from(OrderId::gene_of(user) % 4)] += 1;
+        }
+        for n in per_shard {
+            assert!((800..1200).contains(&n), "uneven spread: {per_shard:?}");
         }
     }
 

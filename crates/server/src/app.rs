@@ -35,8 +35,11 @@ impl Modify for BearerAuth {
 
 /// The complete router (every route, the OpenAPI document and the middleware stack).
 pub fn router(state: AppState) -> Router {
-    let (api, mut openapi) =
-        OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(auth::routes()).merge(catalog::routes()).split_for_parts();
+    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::routes())
+        .merge(catalog::routes())
+        .merge(trade::routes())
+        .split_for_parts();
     let (ops, ops_doc) = OpenApiRouter::new().merge(health::routes()).split_for_parts();
     openapi.merge(ops_doc);
     let openapi_json = openapi.to_pretty_json().unwrap_or_default();

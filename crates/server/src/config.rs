@@ -368,6 +368,11 @@ impl Config {
         if t.payment_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
             return fail("trade.payment_secret: must be at least 32 bytes");
         }
+        if t.orphan_after <= self.http.request_timeout {
+            return fail(
+                "trade.orphan_after_ms: must be longer than http.request_timeout_ms, or a slow saga's stock could be released under it",
+            );
+        }
         if t.payment_timeout < Duration::from_secs(1) || t.sweep_interval.is_zero() || t.orphan_after.is_zero() {
             return fail("trade.payment_timeout_ms / sweep_interval_ms / orphan_after_ms: out of range");
         }

@@ -26,7 +26,7 @@ impl std::fmt::Debug for ShardOptions {
     }
 }
 
-/// Every order shard, in order. A buyer's orders live on shard `(buyer_id mod 1024) mod n`;
+/// Every order shard, in order. A buyer's orders live on shard `gene(buyer) mod n`;
 /// because order ids carry that gene, an order is found from its id alone. The shard count
 /// must divide 1024, so growing by doubling moves each gene to one of two known shards.
 #[derive(Debug, Clone)]

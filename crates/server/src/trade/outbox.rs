@@ -140,6 +140,24 @@ pub async fn dispatch_once(
     Ok(done.len())
 }
 
+/// Dispatches until every shard's outbox is empty (or an event keeps failing); returns how
+/// many events were delivered. For tests and tools that need the queue drained now.
+pub async fn drain(state: &AppState) -> Result<usize, TradeError> {
+    let subscribers = subscribers();
+    let mut failures = HashMap::new();
+    let mut total = 0;
+    loop {
+        let mut delivered = 0;
+        for shard in state.shards.all() {
+            delivered += dispatch_once(state, shard, &subscribers, &mut failures).await?;
+        }
+        total += delivered;
+        if delivered == 0 {
+            return Ok(total);
+        }
+    }
+}
+
 /// Dispatches every shard's outbox until shutdown, polling each `interval` (and at once after
 /// a full batch).
 pub fn spawn(state: &AppState, interval: Duration) -> tokio::task::JoinHandle<()> {

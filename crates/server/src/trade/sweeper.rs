@@ -22,8 +22,17 @@ pub struct SweepReport {
     pub payments_finished: u32,
 }
 
-/// Runs one sweep over every shard.
+/// Runs one sweep over every shard, treating reservations older than
+/// `trade.orphan_after_ms` as orphans.
 pub async fn sweep_once(state: &AppState) -> Result<SweepReport, TradeError> {
+    sweep(state, state.config.trade.orphan_after).await
+}
+
+/// Runs one sweep, treating held reservations older than `orphan_after` as orphans. Only
+/// safe with an age longer than any saga can run (the request timeout bounds it), which is
+/// why configuration enforces `orphan_after_ms` > `http.request_timeout_ms`; tests that have
+/// stopped every saga pass zero.
+pub async fn sweep(state: &AppState, orphan_after: std::time::Duration) -> Result<SweepReport, TradeError> {
     let mut report = SweepReport::default();
     let now = now_ms();
     for shard in state.shards.all() {
@@ -35,7 +44,7 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, TradeError> {
             }
         }
     }
-    let orphan_after = i64::try_from(state.config.trade.orphan_after.as_millis()).unwrap_or(i64::MAX);
+    let orphan_after = i64::try_from(orphan_after.as_millis()).unwrap_or(i64::MAX);
     for id in state.store.held_orders(now.saturating_sub(orphan_after), 500).await? {
         match state.shards.for_order(id).order(id).await?.map(|o| o.state) {
             None => {

@@ -63,6 +63,18 @@ async fn the_openapi_document_describes_every_route() {
         ("/api/v1/products/{id}/status", "put"),
         ("/api/v1/products/{id}/inventory", "put"),
         ("/api/v1/products/{id}/inventory/adjustments", "post"),
+        ("/api/v1/orders", "post"),
+        ("/api/v1/orders", "get"),
+        ("/api/v1/orders/{id}", "get"),
+        ("/api/v1/orders/{id}/cancel", "post"),
+        ("/api/v1/orders/{id}/ship", "post"),
+        ("/api/v1/orders/{id}/complete", "post"),
+        ("/api/v1/orders/{id}/refund", "post"),
+        ("/api/v1/orders/{id}/payments", "post"),
+        ("/api/v1/payments/notify", "post"),
+        ("/api/v1/merchant/orders", "get"),
+        ("/api/v1/admin/orders", "get"),
+        ("/api/v1/me/points", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is documented");
     }

@@ -143,7 +143,7 @@ impl TestApp {
 
     /// Creates a category as a fresh admin and returns its id.
     pub async fn category(&self, name: &str) -> String {
-        let admin = self.token_for(&format!("adm-{}", name.to_ascii_lowercase()), Role::Admin).await;
+        let admin = self.token_for(&format!("adm-{}", name.to_ascii_lowercase().replace(" ", "-")), Role::Admin).await;
         let res = self.post("/api/v1/categories", Some(&admin), &json!({"name": name})).await;
         assert_eq!(res.status(), StatusCode::CREATED);
         res.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_owned()

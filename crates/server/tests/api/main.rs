@@ -12,3 +12,4 @@ mod cli;
 mod health;
 mod protections;
 mod scaled_out;
+mod trade;

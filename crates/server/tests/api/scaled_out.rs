@@ -101,3 +101,53 @@ async fn with_mysql_unreachable_the_last_copy_is_served_stale() {
     assert_eq!(app.get("/readyz").await.status(), StatusCode::SERVICE_UNAVAILABLE);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn orders_land_on_their_buyers_mariadb_shard_and_merge_back_in_listings() {
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let (one, two) = two_instances(&b).await;
+    let cat = one.category("Sharded").await;
+    let m = one.token_for("shardshop", Role::Merchant).await;
+    let p = one.product(&m, &cat, "SH1", 50).await;
+    let product = p["id"].as_str().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let buyer = one.token_for(&format!("shardbuyer{i}"), Role::User).await;
+        // Alternate instances: the shards, not the instance, hold the orders.
+        let app = if i % 2 == 0 { &one } else { &two };
+        let res = app
+            .client
+            .post(app.url("/api/v1/orders"))
+            .bearer_auth(&buyer)
+            .header("idempotency-key", "s")
+            .json(&json!({"lines": [{"product_id": product, "quantity": 2}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let id: flashback_core::OrderId = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+        ids.push(id);
+    }
+    let mut per_shard = [0, 0];
+    for (i, shard) in one.state.shards.all().iter().enumerate() {
+        for id in &ids {
+            if shard.order(*id).await.unwrap().is_some() {
+                per_shard[i] += 1;
+                assert_eq!(usize::from(id.gene()) % 2, i, "an order lives on the shard its id names");
+            }
+        }
+    }
+    assert_eq!(per_shard[0] + per_shard[1], 8);
+    assert!(per_shard[0] > 0 && per_shard[1] > 0, "both shard databases hold orders: {per_shard:?}");
+    let listed: Value = two.get_as("/api/v1/merchant/orders?limit=100", &m).await.json().await.unwrap();
+    let mut expected: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    expected.reverse();
+    let got: Vec<String> =
+        listed["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(got, expected);
+    let report = flashback_server::trade::audit::audit(&one.state).await.unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.stock[product], (34, 16, 0));
+    one.shutdown().await;
+    two.shutdown().await;
+}

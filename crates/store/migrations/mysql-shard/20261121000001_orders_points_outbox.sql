@@ -1,4 +1,4 @@
--- One order shard: the orders of the buyers whose gene (user id mod 1024) maps here, their
+-- One order shard: the orders of the buyers whose gene (a 10-bit hash of the user id) maps here, their
 -- points, the idempotency keys of their requests, and this shard's outbox of events.
 
 CREATE TABLE orders (
