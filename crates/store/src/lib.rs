@@ -37,8 +37,8 @@ pub use mysql::{MySqlShard, MySqlStore};
 pub use shards::{ShardOptions, Shards, open_shards};
 pub use sqlite::{SqliteShard, SqliteStore};
 pub use trade::{
-    Created, NewOrder, Order, OrderFilter, OrderLine, OrderShard, OutboxEvent, Payment, PaymentState, Reservation,
-    ReservationState, ReserveError, ReservedLine, StockStore, StockSummary, WriteIds, order_event_payload,
+    Created, NewOrder, Order, OrderFilter, OrderLine, OrderShard, OutboxEvent, Payment, PaymentState, Read,
+    Reservation, ReservationState, ReserveError, ReservedLine, StockStore, StockSummary, WriteIds, order_event_payload,
 };
 
 /// Shorthand for storage results.

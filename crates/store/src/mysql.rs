@@ -97,6 +97,10 @@ impl MySqlShard {
         &self.pool
     }
 
+    fn has_replica(&self) -> bool {
+        false
+    }
+
     async fn run_migrations(&self) -> StoreResult<()> {
         migrate(&self.pool, &SHARD_MIGRATOR).await
     }

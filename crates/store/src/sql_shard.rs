@@ -106,6 +106,37 @@ macro_rules! impl_order_shard {
                 $crate::sql_shard::assemble(rows, lines)
             }
 
+            async fn list_orders(
+                pool: &sqlx::Pool<$db>,
+                filter: $crate::OrderFilter,
+                after: Option<flashback_core::Cursor>,
+                limit: flashback_core::PageLimit,
+            ) -> $crate::StoreResult<Vec<$crate::Order>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id FROM orders WHERE 1 = 1");
+                if let Some(b) = filter.buyer {
+                    q.push(" AND buyer_id = ").push_bind(b.get());
+                }
+                if let Some(m) = filter.merchant {
+                    q.push(" AND merchant_id = ").push_bind(m.get());
+                }
+                if let Some(s) = filter.state {
+                    q.push(" AND state = ").push_bind(s.as_str());
+                }
+                if let Some(from) = filter.from_ms {
+                    q.push(" AND created_at_ms >= ").push_bind(from);
+                }
+                if let Some(to) = filter.to_ms {
+                    q.push(" AND created_at_ms < ").push_bind(to);
+                }
+                if let Some(c) = after {
+                    q.push(" AND id < ").push_bind(c.before_id);
+                }
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit.get()));
+                let mut conn = pool.acquire().await?;
+                let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *conn).await?;
+                Self::load_orders(&mut conn, &ids).await
+            }
+
             async fn load_order(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 id: i64,
@@ -302,7 +333,7 @@ macro_rules! impl_order_shard {
             }
 
             async fn order(&self, id: flashback_core::OrderId) -> $crate::StoreResult<Option<$crate::Order>> {
-                let mut conn = self.reader().acquire().await?;
+                let mut conn = self.writer().acquire().await?;
                 Self::load_order(&mut conn, id.get()).await
             }
 
@@ -311,30 +342,17 @@ macro_rules! impl_order_shard {
                 filter: $crate::OrderFilter,
                 after: Option<flashback_core::Cursor>,
                 limit: flashback_core::PageLimit,
+                read: $crate::Read,
             ) -> $crate::StoreResult<Vec<$crate::Order>> {
-                let mut q = sqlx::QueryBuilder::<$db>::new("SELECT id FROM orders WHERE 1 = 1");
-                if let Some(b) = filter.buyer {
-                    q.push(" AND buyer_id = ").push_bind(b.get());
+                if read == $crate::Read::ReplicaOk && self.has_replica() {
+                    match Self::list_orders(self.reader(), filter, after, limit).await {
+                        Err(e) if e.is_unavailable() => {
+                            tracing::warn!(error = %e, "order replica unavailable; reading the primary");
+                        }
+                        other => return other,
+                    }
                 }
-                if let Some(m) = filter.merchant {
-                    q.push(" AND merchant_id = ").push_bind(m.get());
-                }
-                if let Some(s) = filter.state {
-                    q.push(" AND state = ").push_bind(s.as_str());
-                }
-                if let Some(from) = filter.from_ms {
-                    q.push(" AND created_at_ms >= ").push_bind(from);
-                }
-                if let Some(to) = filter.to_ms {
-                    q.push(" AND created_at_ms < ").push_bind(to);
-                }
-                if let Some(c) = after {
-                    q.push(" AND id < ").push_bind(c.before_id);
-                }
-                q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit.get()));
-                let mut conn = self.reader().acquire().await?;
-                let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *conn).await?;
-                Self::load_orders(&mut conn, &ids).await
+                Self::list_orders(self.writer(), filter, after, limit).await
             }
 
             async fn transition(

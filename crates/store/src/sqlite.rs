@@ -142,6 +142,10 @@ impl SqliteShard {
         &self.pools.reader
     }
 
+    fn has_replica(&self) -> bool {
+        false
+    }
+
     async fn run_migrations(&self) -> StoreResult<()> {
         self.pools.migrate(&SHARD_MIGRATOR).await
     }

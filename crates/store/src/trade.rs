@@ -216,6 +216,16 @@ pub struct OrderFilter {
     pub to_ms: Option<i64>,
 }
 
+/// Where a read may be served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The primary: sees every committed write (a buyer reading their own orders).
+    Primary,
+    /// A replica if the shard has one, falling back to the primary when the replica fails;
+    /// may lag (merchant and back-office lists).
+    ReplicaOk,
+}
+
 /// One order shard: orders, points, idempotency keys and the outbox of its buyers.
 #[async_trait]
 pub trait OrderShard: Send + Sync + std::fmt::Debug {
@@ -234,10 +244,16 @@ pub trait OrderShard: Send + Sync + std::fmt::Debug {
     /// the balance) and its `order.created` event in one transaction.
     /// [`StoreError::ConditionFailed`]`("points")` when the balance is short.
     async fn create_order(&self, new: NewOrder, ids: WriteIds) -> StoreResult<Created>;
-    /// One order.
+    /// One order, from the primary.
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>>;
     /// Orders matching `filter`, newest first, with ids below the cursor's.
-    async fn orders(&self, filter: OrderFilter, after: Option<Cursor>, limit: PageLimit) -> StoreResult<Vec<Order>>;
+    async fn orders(
+        &self,
+        filter: OrderFilter,
+        after: Option<Cursor>,
+        limit: PageLimit,
+        read: Read,
+    ) -> StoreResult<Vec<Order>>;
     /// Moves the order by `t` if its state allows (compare-and-set on the state), returning
     /// points on cancellation and writing the transition's event, all in one transaction.
     /// [`StoreError::ConditionFailed`]`("state")` if the order is in a state `t` does not leave.

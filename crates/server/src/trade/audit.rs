@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use flashback_core::{Cursor, OrderState, PageLimit, ProductId};
-use flashback_store::{Order, OrderFilter, ReservationState};
+use flashback_store::{Order, OrderFilter, Read, ReservationState};
 use serde::Serialize;
 
 use super::{TradeError, now_ms};
@@ -37,7 +37,7 @@ async fn all_orders(state: &AppState) -> Result<Vec<Order>, TradeError> {
     for shard in state.shards.all() {
         let mut cursor = None;
         loop {
-            let page = shard.orders(OrderFilter::default(), cursor, limit).await?;
+            let page = shard.orders(OrderFilter::default(), cursor, limit, Read::Primary).await?;
             let Some(last) = page.last() else { break };
             cursor = Some(Cursor { before_id: last.id.get() });
             out.extend(page);

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use flashback_core::{Cursor, PageLimit, Role};
-use flashback_store::{Order, OrderFilter};
+use flashback_store::{Order, OrderFilter, Read};
 use futures::future::try_join_all;
 
 use super::TradeError;
@@ -64,7 +64,8 @@ pub async fn across_shards(
     cursor: Option<Cursor>,
     limit: PageLimit,
 ) -> Result<OrderPage, TradeError> {
-    let pages = try_join_all(state.shards.all().iter().map(|s| s.orders(filter, cursor, limit))).await?;
+    let pages =
+        try_join_all(state.shards.all().iter().map(|s| s.orders(filter, cursor, limit, Read::ReplicaOk))).await?;
     Ok(page(pages.into_iter().flatten().collect(), limit))
 }
 
@@ -78,7 +79,13 @@ pub async fn my_orders(
 ) -> Result<axum::Json<OrderPage>, Problem> {
     let (mut filter, cursor, limit) = parse(&q)?;
     filter.buyer = Some(caller.id);
-    let rows = state.shards.for_buyer(caller.id).orders(filter, cursor, limit).await.map_err(TradeError::from)?;
+    // A buyer always sees their own new orders: read the primary.
+    let rows = state
+        .shards
+        .for_buyer(caller.id)
+        .orders(filter, cursor, limit, Read::Primary)
+        .await
+        .map_err(TradeError::from)?;
     Ok(axum::Json(page(rows, limit)))
 }
 

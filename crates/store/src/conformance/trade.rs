@@ -213,7 +213,12 @@ pub async fn an_idempotency_key_returns_the_first_order(t: &TestStore) {
     }
     let (found, _) = shard.idempotent(buyer, "key-1").await.expect("lookup").expect("found");
     assert_eq!(found.id, first.id);
-    let mine = shard.orders(OrderFilter { buyer: Some(buyer), ..Default::default() }, None, PageLimit::default());
+    let mine = shard.orders(
+        OrderFilter { buyer: Some(buyer), ..Default::default() },
+        None,
+        PageLimit::default(),
+        crate::Read::ReplicaOk,
+    );
     assert_eq!(mine.await.expect("list").len(), 1);
 }
 
@@ -338,15 +343,16 @@ pub async fn orders_are_listed_newest_first_per_buyer_and_merchant(t: &TestStore
     shard.transition(placed[4], Transition::Pay, None, write_ids(&g)).await.expect("pay");
 
     let mine = OrderFilter { buyer: Some(buyer), ..Default::default() };
-    let page1 = shard.orders(mine, None, PageLimit::try_from(3).expect("l")).await.expect("p1");
+    let page1 = shard.orders(mine, None, PageLimit::try_from(3).expect("l"), crate::Read::Primary).await.expect("p1");
     let cursor = flashback_core::Cursor { before_id: page1.last().expect("last").id.get() };
-    let page2 = shard.orders(mine, Some(cursor), PageLimit::try_from(3).expect("l")).await.expect("p2");
+    let page2 =
+        shard.orders(mine, Some(cursor), PageLimit::try_from(3).expect("l"), crate::Read::Primary).await.expect("p2");
     let seen: Vec<OrderId> = page1.iter().chain(page2.iter()).map(|o| o.id).collect();
     placed.reverse();
     assert_eq!(seen, placed, "newest first, each once");
 
     let m1_paid = OrderFilter { merchant: Some(m1), state: Some(OrderState::Paid), ..Default::default() };
-    let paid = shard.orders(m1_paid, None, PageLimit::default()).await.expect("paid");
+    let paid = shard.orders(m1_paid, None, PageLimit::default(), crate::Read::Primary).await.expect("paid");
     assert_eq!(paid.iter().map(|o| o.id).collect::<Vec<_>>(), vec![placed[0]]);
 }
 
