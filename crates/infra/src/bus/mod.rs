@@ -1,0 +1,23 @@
+//! The scaled-out event bus on RabbitMQ: the outbox relay and event consumers.
+//!
+//! The relay ([`RabbitBus::relay_once`], [`RabbitBus::spawn_relay`]) reads each order shard's
+//! outbox and publishes the events, persistent and with publisher confirms, to the durable
+//! topic exchange `<prefix>.events` with the event type as routing key; only confirmed events
+//! are marked dispatched. Consumers ([`RabbitBus::consume`]) read durable queues bound to that
+//! exchange, ack after their handler succeeds, retry failures with an attempt header, and send
+//! what keeps failing to `<prefix>.dead-letters`. Delivery is at least once end to end; handlers
+//! dedupe by event id ([`apply_once`]). The embedded dispatcher in the server plays the same part
+//! in process when no broker is configured.
+
+mod connection;
+mod consumer;
+mod dedupe;
+mod error;
+mod message;
+mod relay;
+
+pub use connection::{BusSettings, RabbitBus};
+pub use consumer::Subscription;
+pub use dedupe::apply_once;
+pub use error::{BusError, BusResult};
+pub use message::{AGGREGATE_HEADER, ATTEMPT_HEADER, Delivery};
