@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections; `FLASHBACK_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog", "trade"];
+const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog", "trade", "events"];
 
 /// Everything an instance is configured with. `Debug` never shows a secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +39,30 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// Orders, shards, payments and points.
     pub trade: TradeConfig,
+    /// Where domain events go beyond this process.
+    pub events: EventsConfig,
+}
+
+/// Where domain events go beyond this process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// `amqp://user:pass@host:5672/vhost`: relay the outbox to RabbitMQ and consume from it.
+    /// Absent: the in-process dispatcher delivers events.
+    #[serde(serialize_with = "secret_opt::serialize")]
+    pub amqp_url: Option<SecretString>,
+    /// Prefix of the exchanges and queues (`<prefix>.events`, `<prefix>.dead-letters`, …).
+    pub exchange_prefix: String,
+    /// Unacknowledged deliveries one consumer holds at once.
+    pub prefetch: u16,
+    /// Attempts before a failing event goes to the dead-letter queue.
+    pub max_attempts: u32,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { amqp_url: None, exchange_prefix: "flashback".into(), prefetch: 32, max_attempts: 5 }
+    }
 }
 
 /// Orders, shards, payments and points.
@@ -50,6 +74,10 @@ pub struct TradeConfig {
     /// Scaled out: one MySQL URL per order shard, in order; overrides `shards`.
     #[serde(serialize_with = "secret_list::serialize")]
     pub shard_urls: Vec<SecretString>,
+    /// Scaled out: per shard (same order as `shard_urls`), the URL of a read replica of that
+    /// shard's database, or "" for none. Merchant and back-office lists read replicas.
+    #[serde(serialize_with = "secret_list::serialize")]
+    pub replica_urls: Vec<SecretString>,
     /// How long an order may stay unpaid before it expires.
     #[serde(rename = "payment_timeout_ms", with = "millis")]
     pub payment_timeout: Duration,
@@ -190,6 +218,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             catalog: CatalogConfig::default(),
             trade: TradeConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -199,6 +228,7 @@ impl Default for TradeConfig {
         Self {
             shards: 4,
             shard_urls: Vec::new(),
+            replica_urls: Vec::new(),
             payment_timeout: Duration::from_secs(15 * 60),
             sweep_interval: Duration::from_secs(1),
             orphan_after: Duration::from_secs(60),
@@ -323,6 +353,14 @@ impl Config {
         {
             return fail("cache.redis_url: must start with redis:// or rediss://");
         }
+        if let Some(url) = &self.events.amqp_url
+            && !(url.expose_secret().starts_with("amqp://") || url.expose_secret().starts_with("amqps://"))
+        {
+            return fail("events.amqp_url: must start with amqp:// or amqps://");
+        }
+        if self.events.prefetch == 0 || self.events.max_attempts == 0 {
+            return fail("events.prefetch / events.max_attempts: must be at least 1");
+        }
         if self.node_id.is_some_and(|n| n > flashback_core::id::MAX_NODE) {
             return fail("node_id: must be 0 to 63");
         }
@@ -364,6 +402,11 @@ impl Config {
         }
         if t.shard_urls.is_empty() && mysql_store {
             return fail("trade.shard_urls: a MySQL store.url needs one MySQL URL per order shard");
+        }
+        if !t.replica_urls.is_empty() && t.replica_urls.len() != t.shard_urls.len() {
+            return fail(
+                "trade.replica_urls: one entry per trade.shard_urls entry (\"\" for a shard without a replica)",
+            );
         }
         if t.payment_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
             return fail("trade.payment_secret: must be at least 32 bytes");

@@ -74,6 +74,14 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(redis) = &state.redis {
         checks.push(check("redis", "l2 cache".into(), redis.ping()).await);
     }
+    if let Some(bus) = &state.bus {
+        let up = bus.is_connected();
+        checks.push(Check {
+            name: "rabbitmq",
+            status: if up { "up" } else { "down" },
+            detail: if up { "events".into() } else { "not connected".into() },
+        });
+    }
     let accepting = state.accepting.load(Ordering::Relaxed);
     let all_up = checks.iter().all(|c| c.status == "up");
     let (code, status) = match (accepting, all_up) {

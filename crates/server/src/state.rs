@@ -29,6 +29,8 @@ pub struct AppState {
     pub trade: Arc<crate::trade::TradeRuntime>,
     /// Redis, when configured.
     pub redis: Option<RedisHandle>,
+    /// RabbitMQ, when configured (`events.amqp_url`).
+    pub bus: Option<flashback_infra::bus::RabbitBus>,
     /// Id generation.
     pub ids: Arc<Ids>,
     /// Tokens, hashing, login limits.
@@ -100,6 +102,12 @@ impl AppState {
         let shard_options = ShardOptions {
             count: config.trade.shards,
             urls: config.trade.shard_urls.iter().map(|u| u.expose_secret().to_owned()).collect(),
+            replica_urls: config
+                .trade
+                .replica_urls
+                .iter()
+                .map(|u| Some(u.expose_secret().to_owned()).filter(|u| !u.is_empty()))
+                .collect(),
             store: store_options.clone(),
         };
         let shards = flashback_store::open_shards(&shard_options)
@@ -111,6 +119,14 @@ impl AppState {
                 RedisHandle::connect(url.expose_secret(), &config.cache.redis_prefix, config.cache.redis_timeout)
                     .await
                     .context("connecting to redis (cache.redis_url)")?,
+            ),
+            None => None,
+        };
+        let bus = match &config.events.amqp_url {
+            Some(url) => Some(
+                flashback_infra::bus::RabbitBus::connect(url.expose_secret(), &config.events.exchange_prefix)
+                    .await
+                    .context("connecting to RabbitMQ (events.amqp_url)")?,
             ),
             None => None,
         };
@@ -146,6 +162,7 @@ impl AppState {
             shards,
             trade,
             redis,
+            bus,
             ids,
             auth,
             products,

@@ -18,6 +18,8 @@ mod trade;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 #[cfg(feature = "conformance")]
+pub mod replica_harness;
+#[cfg(feature = "conformance")]
 pub mod testing;
 
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! The scaled-out backend: MySQL-compatible servers (tested on MariaDB), one pool per database.
-//! The catalog store is one database; each order shard is another.
+//! The catalog store is one database; each order shard is another, optionally with a read replica.
 
 use std::str::FromStr;
 
@@ -13,14 +13,23 @@ use crate::{Store, StoreError, StoreOptions, StoreResult};
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/mysql");
 static SHARD_MIGRATOR: Migrator = sqlx::migrate!("migrations/mysql-shard");
 
-async fn connect(url: &str, options: &StoreOptions) -> StoreResult<MySqlPool> {
+fn connect_options(url: &str) -> StoreResult<MySqlConnectOptions> {
     let url = url.replacen("mariadb://", "mysql://", 1);
-    let connect = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4");
-    Ok(MySqlPoolOptions::new()
-        .max_connections(options.max_connections.max(1))
-        .acquire_timeout(options.acquire_timeout)
-        .connect_with(connect)
-        .await?)
+    Ok(MySqlConnectOptions::from_str(&url)?.charset("utf8mb4"))
+}
+
+fn pool_options(options: &StoreOptions) -> MySqlPoolOptions {
+    MySqlPoolOptions::new().max_connections(options.max_connections.max(1)).acquire_timeout(options.acquire_timeout)
+}
+
+async fn connect(url: &str, options: &StoreOptions) -> StoreResult<MySqlPool> {
+    Ok(pool_options(options).connect_with(connect_options(url)?).await?)
+}
+
+/// A pool that opens its first connection when a query needs it, so a server that is down at
+/// start does not stop the instance; until it answers, acquiring fails as unavailable.
+fn connect_lazy(url: &str, options: &StoreOptions) -> StoreResult<MySqlPool> {
+    Ok(pool_options(options).connect_lazy_with(connect_options(url)?))
 }
 
 async fn migrate(pool: &MySqlPool, migrator: &Migrator) -> StoreResult<()> {
@@ -75,18 +84,37 @@ impl Store for MySqlStore {
     }
 }
 
-/// One order shard in its own MySQL or MariaDB database.
+/// One order shard in its own MySQL or MariaDB database, with an optional read replica.
+///
+/// Writes, single-order reads and migrations always use the primary. Listings that accept lag
+/// ([`crate::Read::ReplicaOk`]) go to the replica when there is one, and fall back to the
+/// primary when it is unavailable.
 #[derive(Debug, Clone)]
 pub struct MySqlShard {
     pool: MySqlPool,
+    replica: Option<MySqlPool>,
+    /// Unix ms until which the replica is considered down and skipped (a circuit breaker, so
+    /// a dead replica costs one acquire timeout per [`REPLICA_RETRY_MS`], not one per read).
+    replica_down_until: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// After a replica read fails as unavailable, reads go straight to the primary this long.
+pub const REPLICA_RETRY_MS: i64 = 5_000;
+/// How long a read waits for a replica connection before falling back to the primary.
+const REPLICA_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl MySqlShard {
     const BACKEND: &'static str = "mysql";
 
-    /// Connects to the shard database the URL names.
-    pub async fn connect(url: &str, options: &StoreOptions) -> StoreResult<Self> {
-        Ok(Self { pool: connect(url, options).await? })
+    /// Connects to the shard database `url` names, and lazily to its read replica `replica`
+    /// (the same database on a server replicating from the primary), if given. A replica that
+    /// is down at start is not an error: reads meant for it go to the primary until it answers.
+    pub async fn connect(url: &str, replica: Option<&str>, options: &StoreOptions) -> StoreResult<Self> {
+        let pool = connect(url, options).await?;
+        let replica_options =
+            StoreOptions { acquire_timeout: options.acquire_timeout.min(REPLICA_ACQUIRE_TIMEOUT), ..options.clone() };
+        let replica = replica.map(|r| connect_lazy(r, &replica_options)).transpose()?;
+        Ok(Self { pool, replica, replica_down_until: Default::default() })
     }
 
     pub(crate) fn writer(&self) -> &Pool<MySql> {
@@ -94,19 +122,28 @@ impl MySqlShard {
     }
 
     pub(crate) fn reader(&self) -> &Pool<MySql> {
-        &self.pool
+        self.replica.as_ref().unwrap_or(&self.pool)
     }
 
     fn has_replica(&self) -> bool {
-        false
+        self.replica.is_some() && crate::now_ms() >= self.replica_down_until.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn replica_failed(&self) {
+        let until = crate::now_ms() + REPLICA_RETRY_MS;
+        self.replica_down_until.store(until, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn run_migrations(&self) -> StoreResult<()> {
+        // Only ever on the primary: the replica receives the schema changes by replication.
         migrate(&self.pool, &SHARD_MIGRATOR).await
     }
 
     async fn close_pools(&self) {
         self.pool.close().await;
+        if let Some(replica) = &self.replica {
+            replica.close().await;
+        }
     }
 }
 

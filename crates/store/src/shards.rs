@@ -15,6 +15,10 @@ pub struct ShardOptions {
     pub count: u16,
     /// Scaled out: one MySQL URL per shard, in shard order; when non-empty, `count` is ignored.
     pub urls: Vec<String>,
+    /// Scaled out: per shard, in the order of `urls`, the MySQL URL of a read replica of that
+    /// shard's database, or `None`; empty when no shard has one. Lag-tolerant listings read
+    /// there, falling back to the primary when the replica is unavailable.
+    pub replica_urls: Vec<Option<String>>,
     /// Pool settings (and the data directory for SQLite files).
     pub store: StoreOptions,
 }
@@ -22,7 +26,13 @@ pub struct ShardOptions {
 impl std::fmt::Debug for ShardOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let urls: Vec<String> = self.urls.iter().map(|u| crate::redact_url(u)).collect();
-        f.debug_struct("ShardOptions").field("count", &self.count).field("urls", &urls).finish()
+        let replica_urls: Vec<Option<String>> =
+            self.replica_urls.iter().map(|u| u.as_deref().map(crate::redact_url)).collect();
+        f.debug_struct("ShardOptions")
+            .field("count", &self.count)
+            .field("urls", &urls)
+            .field("replica_urls", &replica_urls)
+            .finish()
     }
 }
 
@@ -77,8 +87,27 @@ fn check_count(n: usize) -> StoreResult<()> {
     Ok(())
 }
 
+fn is_mysql_url(url: &str) -> bool {
+    url.starts_with("mysql://") || url.starts_with("mariadb://")
+}
+
+/// Replica URLs are all or nothing per list: none, or one entry (possibly `None`) per shard URL.
+fn check_replica_urls(options: &ShardOptions) -> StoreResult<()> {
+    let (n, m) = (options.replica_urls.len(), options.urls.len());
+    if n != 0 && n != m {
+        return Err(StoreError::Config(format!(
+            "trade.replica_urls: {n} entries for {m} shard URLs; give none, or one per entry of trade.shard_urls"
+        )));
+    }
+    if options.replica_urls.iter().flatten().any(|u| !is_mysql_url(u)) {
+        return Err(StoreError::Config("trade.replica_urls: each must start with mysql:// or mariadb://".into()));
+    }
+    Ok(())
+}
+
 /// Opens (and migrates) every shard the options name.
 pub async fn open_shards(options: &ShardOptions) -> StoreResult<Shards> {
+    check_replica_urls(options)?;
     let mut shards: Vec<Arc<dyn OrderShard>> = Vec::new();
     if options.urls.is_empty() {
         check_count(usize::from(options.count))?;
@@ -88,11 +117,12 @@ pub async fn open_shards(options: &ShardOptions) -> StoreResult<Shards> {
         }
     } else {
         check_count(options.urls.len())?;
-        for url in &options.urls {
-            if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+        for (i, url) in options.urls.iter().enumerate() {
+            if !is_mysql_url(url) {
                 return Err(StoreError::Config("trade.shard_urls: each must start with mysql:// or mariadb://".into()));
             }
-            shards.push(Arc::new(MySqlShard::connect(url, &options.store).await?));
+            let replica = options.replica_urls.get(i).and_then(Option::as_deref);
+            shards.push(Arc::new(MySqlShard::connect(url, replica, &options.store).await?));
         }
     }
     for s in &shards {
@@ -113,5 +143,41 @@ mod tests {
         for bad in [0, 3, 6, 1000, 2048] {
             assert!(check_count(bad).is_err());
         }
+    }
+
+    fn options(urls: &[&str], replica_urls: &[Option<&str>]) -> ShardOptions {
+        ShardOptions {
+            count: 1,
+            urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            replica_urls: replica_urls.iter().map(|u| u.map(str::to_owned)).collect(),
+            store: StoreOptions {
+                url: None,
+                data_dir: std::env::temp_dir(),
+                max_connections: 1,
+                acquire_timeout: std::time::Duration::from_secs(1),
+            },
+        }
+    }
+
+    #[test]
+    fn replica_urls_are_none_or_one_per_shard_and_must_be_mysql_urls() {
+        let (a, b) = ("mysql://h/a", "mysql://h/b");
+        assert!(check_replica_urls(&options(&[a, b], &[])).is_ok());
+        assert!(check_replica_urls(&options(&[a, b], &[Some("mariadb://r/a"), None])).is_ok());
+        for bad in [
+            options(&[a, b], &[Some("mysql://r/a")]),
+            options(&[], &[Some("mysql://r/a")]),
+            options(&[a], &[Some("sqlite:replica.db")]),
+        ] {
+            let err = check_replica_urls(&bad).expect_err("rejected").to_string();
+            assert!(err.contains("trade.replica_urls"), "{err}");
+        }
+    }
+
+    #[test]
+    fn replica_urls_are_redacted_in_debug_output() {
+        let shown = format!("{:?}", options(&["mysql://u:secret@h/a"], &[Some("mysql://u:hidden@r/a")]));
+        assert!(!shown.contains("secret") && !shown.contains("hidden"), "{shown}");
+        assert!(shown.contains("replica_urls"), "{shown}");
     }
 }

@@ -347,7 +347,8 @@ macro_rules! impl_order_shard {
                 if read == $crate::Read::ReplicaOk && self.has_replica() {
                     match Self::list_orders(self.reader(), filter, after, limit).await {
                         Err(e) if e.is_unavailable() => {
-                            tracing::warn!(error = %e, "order replica unavailable; reading the primary");
+                            tracing::warn!(error = %e, "order replica unavailable; reading the primary for a while");
+                            self.replica_failed();
                         }
                         other => return other,
                     }
@@ -560,6 +561,16 @@ macro_rules! impl_order_shard {
                 q.push(")");
                 q.build().execute(self.writer()).await?;
                 Ok(())
+            }
+
+            async fn was_processed(&self, consumer: &str, event_id: i64) -> $crate::StoreResult<bool> {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT event_id FROM processed_messages WHERE consumer = ? AND event_id = ?")
+                        .bind(consumer)
+                        .bind(event_id)
+                        .fetch_optional(self.writer())
+                        .await?;
+                Ok(found.is_some())
             }
 
             async fn record_processed(&self, consumer: &str, event_id: i64) -> $crate::StoreResult<bool> {

@@ -146,6 +146,8 @@ impl SqliteShard {
         false
     }
 
+    fn replica_failed(&self) {}
+
     async fn run_migrations(&self) -> StoreResult<()> {
         self.pools.migrate(&SHARD_MIGRATOR).await
     }

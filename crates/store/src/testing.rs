@@ -53,7 +53,8 @@ pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("temporary directory");
     let options = test_options(None, dir.path().to_owned());
     let store = crate::open(&options).await.expect("open sqlite test store");
-    let shard_options = ShardOptions { count: TEST_SHARDS, urls: Vec::new(), store: options.clone() };
+    let shard_options =
+        ShardOptions { count: TEST_SHARDS, urls: Vec::new(), replica_urls: Vec::new(), store: options.clone() };
     let shards = crate::open_shards(&shard_options).await.expect("open sqlite shards");
     TestStore { store, options, shards, shard_options, _guard: Guard::Dir(dir) }
 }
@@ -92,6 +93,7 @@ pub async fn mysql(suite: &str) -> Option<TestStore> {
     let shard_options = ShardOptions {
         count: TEST_SHARDS,
         urls: databases[1..].iter().map(|db| format!("{server_url}/{db}")).collect(),
+        replica_urls: Vec::new(),
         store: options.clone(),
     };
     let shards = crate::open_shards(&shard_options).await.expect("open mysql shards");

@@ -296,6 +296,8 @@ pub trait OrderShard: Send + Sync + std::fmt::Debug {
     async fn outbox_pending(&self, limit: u32) -> StoreResult<Vec<OutboxEvent>>;
     /// Marks events dispatched.
     async fn mark_dispatched(&self, ids: &[i64]) -> StoreResult<()>;
+    /// Whether `consumer` has recorded `event_id` as processed.
+    async fn was_processed(&self, consumer: &str, event_id: i64) -> StoreResult<bool>;
     /// Records that `consumer` processed `event_id`; false if it already had.
     async fn record_processed(&self, consumer: &str, event_id: i64) -> StoreResult<bool>;
 }

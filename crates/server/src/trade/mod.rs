@@ -2,6 +2,7 @@
 //! order queries across shards, and the outbox that carries order events onwards.
 
 pub mod audit;
+pub mod bus;
 pub mod error;
 pub mod faults;
 pub mod lifecycle;
@@ -89,7 +90,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(queries::my_points))
 }
 
-/// Starts the sweeper and the outbox dispatcher.
+/// Starts the sweeper and the event delivery: RabbitMQ when configured, else in process.
 pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    vec![sweeper::spawn(state), outbox::spawn(state, std::time::Duration::from_millis(100))]
+    let mut tasks = vec![sweeper::spawn(state)];
+    match &state.bus {
+        Some(rabbit) => tasks.extend(bus::spawn(state, rabbit)),
+        None => tasks.push(outbox::spawn(state, std::time::Duration::from_millis(100))),
+    }
+    tasks
 }

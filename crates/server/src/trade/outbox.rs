@@ -23,8 +23,12 @@ use crate::AppState;
 pub trait Subscriber: Send + Sync {
     /// A stable name (used as the consumer id).
     fn name(&self) -> &'static str;
+    /// The event types it handles (also its queue's routing keys on RabbitMQ).
+    fn event_types(&self) -> &'static [&'static str];
     /// Whether it handles events of this type.
-    fn wants(&self, event_type: &str) -> bool;
+    fn wants(&self, event_type: &str) -> bool {
+        self.event_types().contains(&event_type)
+    }
     /// Applies the event; must be idempotent.
     async fn handle(&self, state: &AppState, event: &OutboxEvent, body: &Value) -> Result<(), TradeError>;
 }
@@ -47,8 +51,8 @@ impl Subscriber for StockSteps {
         "stock"
     }
 
-    fn wants(&self, event_type: &str) -> bool {
-        matches!(event_type, "order.paid" | "order.cancelled" | "order.refunded")
+    fn event_types(&self) -> &'static [&'static str] {
+        &["order.paid", "order.cancelled", "order.refunded"]
     }
 
     async fn handle(&self, state: &AppState, event: &OutboxEvent, body: &Value) -> Result<(), TradeError> {
@@ -81,8 +85,8 @@ impl Subscriber for PointsAward {
         "points"
     }
 
-    fn wants(&self, event_type: &str) -> bool {
-        event_type == "order.completed"
+    fn event_types(&self) -> &'static [&'static str] {
+        &["order.completed"]
     }
 
     async fn handle(&self, state: &AppState, _event: &OutboxEvent, body: &Value) -> Result<(), TradeError> {

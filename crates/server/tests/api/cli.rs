@@ -99,44 +99,146 @@ fn invalid_configuration_stops_start_up_naming_the_key() {
     assert!(text.contains("auth.token_secret") && !text.contains("short\""), "{text}");
 }
 
+/// A `flashback serve` process on a free port of its own.
+struct Server {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashback"));
+        cmd.arg("serve").args(extra).arg("--data-dir").arg(dir);
+        cmd.env("FLASHBACK_LISTEN", format!("127.0.0.1:{port}"))
+            .env("FLASHBACK_AUTH_ARGON2_MEMORY_KIB", "64")
+            .env("FLASHBACK_AUTH_ARGON2_ITERATIONS", "1")
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while client.get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, base }
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success());
+    }
+
+    async fn wait(&mut self) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "server did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn serve_answers_on_the_given_address_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashback"))
-        .args(["serve", "--demo", "--log-format", "json", "--data-dir"])
-        .arg(dir.path())
-        .env("FLASHBACK_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FLASHBACK_AUTH_ARGON2_MEMORY_KIB", "64")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Server::start(dir.path(), &["--demo", "--log-format", "json"], &[]).await;
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     for path in ["/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/products"] {
-        assert_eq!(client.get(format!("{base}{path}")).send().await.unwrap().status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            client.get(format!("{}{path}", server.base)).send().await.unwrap().status(),
+            StatusCode::OK,
+            "{path}"
+        );
     }
     assert!(dir.path().join("flashback.db").exists(), "SQLite file under the data dir");
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    server.signal("-TERM");
+    let status = server.wait().await;
     assert!(status.success(), "exit status {status}");
     let mut logs = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut logs).unwrap();
     let last = logs.lines().last().unwrap_or_default();
     let line: Value = serde_json::from_str(last).unwrap_or_else(|_| panic!("json log line: {last}"));
     assert_eq!(line["message"], "stopped");
+}
+
+fn audit(dir: &std::path::Path) -> (bool, Value) {
+    let out = flashback(dir, &["audit", "trade"]);
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+}
+
+/// Units of a product as `available + held + sold`, from an audit report.
+fn units(report: &Value, product: &str) -> i64 {
+    report["stock"][product].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).sum()
+}
+
+#[tokio::test]
+async fn killing_the_process_mid_order_leaks_and_oversells_nothing_once_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sagas are cut off after 1 s, so reservations older than 1.5 s without an order are orphans.
+    let env = [("FLASHBACK_HTTP_REQUEST_TIMEOUT_MS", "1000"), ("FLASHBACK_TRADE_ORPHAN_AFTER_MS", "1500")];
+    let mut server = Server::start(dir.path(), &["--demo"], &env).await;
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .json(&serde_json::json!({"username": "bob", "password": "bob-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let products: Value =
+        client.get(format!("{}/api/v1/products?limit=1", server.base)).send().await.unwrap().json().await.unwrap();
+    let product = products["items"][0]["id"].as_str().unwrap().to_owned();
+    let (ok, before) = audit(dir.path());
+    assert!(ok, "clean before: {before}");
+
+    // A stream of orders, and a SIGKILL in the middle of it.
+    let mut orders = Vec::new();
+    for i in 0..60 {
+        let (client, base, token, product) = (client.clone(), server.base.clone(), token.clone(), product.clone());
+        orders.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(i * 3)).await;
+            client
+                .post(format!("{base}/api/v1/orders"))
+                .bearer_auth(&token)
+                .header("idempotency-key", format!("kill-{i}"))
+                .json(&serde_json::json!({"lines": [{"product_id": product, "quantity": 1}]}))
+                .send()
+                .await
+                .map(|r| r.status())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(90)).await;
+    server.signal("-KILL");
+    server.wait().await;
+    let mut answered = 0;
+    for o in orders {
+        if matches!(o.await.unwrap(), Ok(s) if s == StatusCode::CREATED) {
+            answered += 1;
+        }
+    }
+
+    // Restart on the same files; the sweeper releases whatever the kill orphaned.
+    let mut server = Server::start(dir.path(), &[], &env).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    server.signal("-TERM");
+    assert!(server.wait().await.success());
+
+    let (ok, after) = audit(dir.path());
+    assert!(ok, "violations after the kill and sweep: {after}");
+    assert_eq!(units(&after, &product), units(&before, &product), "no unit created or lost");
+    let placed = after["by_state"]["pending_payment"].as_u64().unwrap()
+        - before["by_state"]["pending_payment"].as_u64().unwrap();
+    assert!(placed >= answered, "every order a client heard about exists ({placed} >= {answered})");
+    let held = after["stock"][&product][1].as_i64().unwrap() - before["stock"][&product][1].as_i64().unwrap();
+    assert_eq!(u64::try_from(held).unwrap(), placed, "exactly the surviving orders hold stock");
 }

@@ -14,6 +14,8 @@ use tokio::sync::oneshot;
 
 /// The Redis server for backend suites, e.g. `redis://127.0.0.1:6379`.
 pub const REDIS_URL_VAR: &str = "FLASHBACK_TEST_REDIS_URL";
+/// The RabbitMQ broker for backend suites, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+pub const AMQP_URL_VAR: &str = "FLASHBACK_TEST_AMQP_URL";
 
 /// A running instance.
 pub struct TestApp {
@@ -190,6 +192,8 @@ pub struct Backends {
     pub mysql: TestStore,
     pub redis_url: String,
     pub redis_prefix: String,
+    /// The broker, when `FLASHBACK_TEST_AMQP_URL` is set; exchanges use `redis_prefix` too.
+    pub amqp_url: Option<String>,
 }
 
 impl Backends {
@@ -203,7 +207,8 @@ impl Backends {
         };
         let mysql = flashback_store::testing::mysql(suite).await?;
         let redis_prefix = format!("fbt-{}", uuid::Uuid::new_v4().simple());
-        Some(Self { mysql, redis_url, redis_prefix })
+        let amqp_url = std::env::var(AMQP_URL_VAR).ok().filter(|u| !u.trim().is_empty());
+        Some(Self { mysql, redis_url, redis_prefix, amqp_url })
     }
 
     /// A configuration pointing at these backends.
@@ -213,6 +218,14 @@ impl Backends {
         c.trade.shard_urls = self.mysql.shard_options.urls.iter().cloned().map(SecretString::from).collect();
         c.cache.redis_url = Some(SecretString::from(self.redis_url.clone()));
         c.cache.redis_prefix = self.redis_prefix.clone();
+        c
+    }
+
+    /// The same, with events going through RabbitMQ.
+    pub fn config_with_bus(&self, dir: &std::path::Path) -> Config {
+        let mut c = self.config(dir);
+        c.events.amqp_url = self.amqp_url.clone().map(SecretString::from);
+        c.events.exchange_prefix = self.redis_prefix.clone();
         c
     }
 

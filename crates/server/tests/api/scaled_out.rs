@@ -151,3 +151,73 @@ async fn orders_land_on_their_buyers_mariadb_shard_and_merge_back_in_listings() 
     one.shutdown().await;
     two.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_rabbitmq_order_events_reach_their_consumers_once_across_instances() {
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let Some(amqp) = b.amqp_url.clone() else {
+        flashback_store::testing::note_skipped("RabbitMQ API", crate::helpers::AMQP_URL_VAR);
+        return;
+    };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = TestApp::start(b.config_with_bus(d1.path()), d1).await;
+    let two = TestApp::start(b.config_with_bus(d2.path()), d2).await;
+    let ready: Value = one.get("/readyz").await.json().await.unwrap();
+    assert_eq!(ready["checks"][2]["name"], "rabbitmq");
+    assert_eq!(ready["status"], "ready");
+
+    let cat = one.category("Bused").await;
+    let m = one.token_for("busshop", Role::Merchant).await;
+    let p = one.product(&m, &cat, "BUS1", 10).await;
+    let buyer = one.token_for("busbuyer", Role::User).await;
+    let res = one
+        .client
+        .post(one.url("/api/v1/orders"))
+        .bearer_auth(&buyer)
+        .header("idempotency-key", "bus-1")
+        .json(&json!({"lines": [{"product_id": p["id"], "quantity": 3}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let pay: Value =
+        one.post(&format!("/api/v1/orders/{id}/payments"), Some(&buyer), &json!({})).await.json().await.unwrap();
+    assert_eq!(two.post(pay["pay_url"].as_str().unwrap(), None, &json!({})).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(two.post(&format!("/api/v1/orders/{id}/ship"), Some(&m), &json!({})).await.status(), StatusCode::OK);
+    assert_eq!(
+        one.post(&format!("/api/v1/orders/{id}/complete"), Some(&buyer), &json!({})).await.status(),
+        StatusCode::OK
+    );
+
+    // 3 × 1999 paid → 59 points, awarded by whichever instance consumed order.completed, once.
+    let started = Instant::now();
+    loop {
+        let points: Value = two.get_as("/api/v1/me/points", &buyer).await.json().await.unwrap();
+        if points["balance"] == 59 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "points never arrived: {points}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let order: flashback_core::OrderId = id.parse().unwrap();
+    let shard = one.state.shards.for_order(order);
+    let started = Instant::now();
+    while !shard.outbox_pending(100).await.unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the outbox never drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let points: Value = one.get_as("/api/v1/me/points", &buyer).await.json().await.unwrap();
+    assert_eq!(points["balance"], 59, "awarded once, not once per instance");
+    let report = flashback_server::trade::audit::audit(&one.state).await.unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.stock[p["id"].as_str().unwrap()], (7, 0, 3));
+
+    one.shutdown().await;
+    two.shutdown().await;
+    let bus = flashback_infra::bus::RabbitBus::connect(&amqp, &b.redis_prefix).await.unwrap();
+    assert_eq!(bus.message_count(&bus.dead_letter_queue()).await.unwrap(), 0, "nothing dead-lettered");
+    bus.delete_topology(&["stock", "points"]).await.unwrap();
+    bus.close().await.unwrap();
+}

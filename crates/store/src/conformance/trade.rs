@@ -321,7 +321,9 @@ pub async fn the_outbox_keeps_events_until_dispatched_and_consumers_record_once(
     let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
     shard.mark_dispatched(&ids).await.expect("mark");
     assert!(shard.outbox_pending(100).await.expect("outbox").iter().all(|e| !ids.contains(&e.id)));
+    assert!(!shard.was_processed("points", ids[0]).await.expect("not yet"));
     assert!(shard.record_processed("points", ids[0]).await.expect("first"));
+    assert!(shard.was_processed("points", ids[0]).await.expect("now"));
     assert!(!shard.record_processed("points", ids[0]).await.expect("second"));
     assert!(shard.record_processed("analytics", ids[0]).await.expect("another consumer"));
 }
