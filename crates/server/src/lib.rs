@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod state;
 pub mod telemetry;

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 pub use limit::LoginLimiter;
 pub use password::PasswordHasherPool;
-pub use token::{Caller, TokenKeys, write_private};
+pub use token::{Caller, TokenKeys};
 
 use crate::AppState;
 use crate::http::Problem;

@@ -10,7 +10,6 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use flashback_core::{MerchantId, Role, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +45,7 @@ impl TokenKeys {
     pub fn load(secret: Option<&SecretString>, data_dir: &Path, ttl: Duration) -> anyhow::Result<Self> {
         let bytes = match secret {
             Some(s) => s.expose_secret().as_bytes().to_vec(),
-            None => generated_key(data_dir)?,
+            None => crate::keys::key_file(data_dir, "token.key", "auth.token_secret")?,
         };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
@@ -90,36 +89,6 @@ impl TokenKeys {
             },
         })
     }
-}
-
-fn generated_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let path = data_dir.join("token.key");
-    if let Ok(existing) = std::fs::read(&path)
-        && existing.len() >= 32
-    {
-        return Ok(existing);
-    }
-    std::fs::create_dir_all(data_dir)?;
-    let mut key = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut key);
-    write_private(&path, &key)?;
-    tracing::info!(path = %path.display(), "generated a token signing key; set auth.token_secret to share one across instances");
-    Ok(key)
-}
-
-#[cfg(unix)]
-/// Writes a file only its owner can read.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-/// Writes a file (no permission bits on this platform).
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
 
 /// The authenticated caller of a request, from its bearer token.

@@ -16,7 +16,6 @@ pub mod views;
 use std::path::Path;
 use std::sync::Arc;
 
-use rand::RngCore;
 use secrecy::ExposeSecret;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -44,27 +43,11 @@ impl TradeRuntime {
     pub fn new(config: &TradeConfig, data_dir: &Path) -> anyhow::Result<Self> {
         let payment_key = match &config.payment_secret {
             Some(s) => s.expose_secret().as_bytes().to_vec(),
-            None => key_file(data_dir, "payment.key")?,
+            None => crate::keys::key_file(data_dir, "payment.key", "trade.payment_secret")?,
         };
         let simulator = Arc::new(payments::SimulatedProvider::new(payment_key.clone(), config.simulated_payment_delay));
         Ok(Self { provider: simulator.clone(), simulator, payment_key, faults: faults::Faults::default() })
     }
-}
-
-/// A 32-byte random key kept in `data_dir/name`, made on first use.
-pub fn key_file(data_dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
-    let path = data_dir.join(name);
-    if let Ok(existing) = std::fs::read(&path)
-        && existing.len() >= 32
-    {
-        return Ok(existing);
-    }
-    std::fs::create_dir_all(data_dir)?;
-    let mut key = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut key);
-    crate::auth::write_private(&path, &key)?;
-    tracing::info!(path = %path.display(), "generated a key; configure it to share it across instances");
-    Ok(key)
 }
 
 /// The wall clock in Unix milliseconds.
