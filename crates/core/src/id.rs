@@ -126,6 +126,10 @@ id_type!(
     /// An order. Its low 10 bits are its buyer's gene, which names the buyer's shard.
     OrderId, "order_id"
 );
+id_type!(
+    /// A flash sale.
+    SaleId, "sale_id"
+);
 
 /// Hands out (millisecond, sequence) pairs that only ever increase: within one millisecond
 /// the sequence counts up; past its last value it borrows the next millisecond; a clock that

@@ -12,7 +12,7 @@ pub mod trade;
 pub mod user;
 
 pub use catalog::{Description, ImageUrl, Images, ProductStatus, Region, Regions, Sku, Stock, Title};
-pub use id::{CategoryId, IdGenerator, MerchantId, OrderId, ProductId, UserId};
+pub use id::{CategoryId, IdGenerator, MerchantId, OrderId, ProductId, SaleId, UserId};
 pub use money::Money;
 pub use page::{Cursor, PageLimit};
 pub use trade::{IdempotencyKey, OrderState, Points, Quantity, Transition};

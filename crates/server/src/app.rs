@@ -14,13 +14,13 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::http::{self, Problem};
-use crate::{AppState, auth, catalog, health, trade};
+use crate::{AppState, auth, catalog, flash_sale, health, trade};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Flashback", description = "High-concurrency cashback commerce platform."),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "catalog"), (name = "trade"), (name = "operations"))
+    tags((name = "auth"), (name = "catalog"), (name = "trade"), (name = "flash-sales"), (name = "operations"))
 )]
 struct ApiDoc;
 
@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(catalog::routes())
         .merge(trade::routes())
+        .merge(flash_sale::routes())
         .split_for_parts();
     let (ops, ops_doc) = OpenApiRouter::new().merge(health::routes()).split_for_parts();
     openapi.merge(ops_doc);

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod flash_sale;
 pub mod health;
 pub mod http;
 pub mod keys;

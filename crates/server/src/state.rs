@@ -37,6 +37,8 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     /// Product detail cache.
     pub products: ProductCache,
+    /// Public flash-sale views, cached briefly.
+    pub sale_views: crate::flash_sale::SaleViews,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the instance begins shutting down; background tasks watch it.
@@ -79,6 +81,11 @@ impl Ids {
     /// Ids for the outbox event and points entry of one write.
     pub fn write_ids(&self) -> WriteIds {
         WriteIds { event: self.raw(), entry: self.raw() }
+    }
+
+    /// A new flash-sale id.
+    pub fn sale(&self) -> flashback_core::SaleId {
+        flashback_core::SaleId::new(self.raw()).unwrap_or_else(|_| unreachable!("generated ids are positive"))
     }
 
     /// A new product id.
@@ -166,6 +173,7 @@ impl AppState {
             ids,
             auth,
             products,
+            sale_views: crate::flash_sale::view_cache(),
             metrics,
             shutdown: CancellationToken::new(),
             accepting: Arc::new(AtomicBool::new(true)),

@@ -6,10 +6,12 @@
 //! owns its migrations, which [`Store::migrate`] applies at start and on `flashback migrate`.
 
 mod error;
+mod flash;
 mod model;
 mod mysql;
 mod shards;
 mod sql;
+mod sql_flash;
 mod sql_shard;
 mod sql_stock;
 mod sqlite;
@@ -32,6 +34,7 @@ use flashback_core::{
 };
 
 pub use error::StoreError;
+pub use flash::{FlashSale, FlashSaleStore, NewFlashSale, SaleState};
 pub use model::{
     Category, Inventory, Merchant, NewProduct, NewUser, Product, ProductFilter, ProductPatch, User, UserCredentials,
 };
@@ -106,7 +109,7 @@ pub trait CatalogStore: Send + Sync {
 
 /// Everything a Flashback instance stores, plus the operations on the store itself.
 #[async_trait]
-pub trait Store: UserStore + CatalogStore + StockStore + std::fmt::Debug {
+pub trait Store: UserStore + CatalogStore + StockStore + FlashSaleStore + std::fmt::Debug {
     /// `"sqlite"` or `"mysql"`, for logs and health output.
     fn backend(&self) -> &'static str;
     /// Applies this backend's pending migrations.

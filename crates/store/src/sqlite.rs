@@ -97,6 +97,7 @@ impl SqliteStore {
 
 crate::sql::impl_sql_store!(SqliteStore, Sqlite);
 crate::sql_stock::impl_stock_store!(SqliteStore, Sqlite);
+crate::sql_flash::impl_flash_store!(SqliteStore, Sqlite);
 
 #[async_trait]
 impl Store for SqliteStore {

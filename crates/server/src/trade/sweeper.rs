@@ -82,6 +82,9 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
                     if let Err(e) = sweep_once(&state).await {
                         tracing::warn!(error = %e, "sweep failed; will retry");
                     }
+                    if let Err(e) = crate::flash_sale::end_due_sales(&state).await {
+                        tracing::warn!(error = %e, "ending flash sales failed; will retry");
+                    }
                 }
             }
         }

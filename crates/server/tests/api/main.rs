@@ -9,6 +9,7 @@ mod auth;
 mod cache;
 mod catalog;
 mod cli;
+mod flash_sale;
 mod health;
 mod protections;
 mod scaled_out;

@@ -43,6 +43,7 @@ macro_rules! conformance_suite {
             orders_are_listed_newest_first_per_buyer_and_merchant
             points_are_added_once_per_reference
             payments_are_recorded_once_and_move_by_compare_and_set
+            a_flash_sale_carves_its_stock_and_ending_it_returns_the_unsold_once
         );
     };
     (@cases $make:path; $($case:ident)*) => {

@@ -385,3 +385,58 @@ pub async fn points_are_added_once_per_reference(t: &TestStore) {
     assert_eq!(shard.points(user).await.expect("p").get(), 140);
     assert!(shard.points_mismatches().await.expect("audit").is_empty());
 }
+
+/// A sale's stock is carved out of its product's inventory by one conditional write, and its
+/// unsold units go back exactly once when it ends.
+pub async fn a_flash_sale_carves_its_stock_and_ending_it_returns_the_unsold_once(t: &TestStore) {
+    use crate::{NewFlashSale, SaleState};
+    let g = ids();
+    let store = &t.store;
+    let (m, c) = shop(store, &g, "flashy").await;
+    let (other, _) = shop(store, &g, "notflashy").await;
+    let p = store.create_product(product(&g, m, c, "FLASH", 10)).await.expect("p").id;
+    let now = i64::try_from(now_ms()).expect("fits");
+    let sale = |stock: i64, merchant: MerchantId| NewFlashSale {
+        id: next(&g, flashback_core::SaleId::new),
+        merchant_id: merchant,
+        product_id: p,
+        sale_price: Money::from_minor(999).expect("money"),
+        stock,
+        per_user_limit: 1,
+        starts_at_ms: now - 1_000,
+        ends_at_ms: now + 60_000,
+        require_token: false,
+    };
+    let created = store.create_sale(sale(4, m)).await.expect("sale");
+    assert_eq!(available(t, p).await, 6, "carved out");
+    assert_eq!(store.flash_sale(created.id).await.expect("read").expect("exists"), created);
+    let too_big = store.create_sale(sale(7, m)).await;
+    assert!(matches!(too_big, Err(StoreError::ConditionFailed("stock"))), "{too_big:?}");
+    let not_theirs = store.create_sale(sale(1, other)).await;
+    assert!(matches!(not_theirs, Err(StoreError::NotFound("product"))), "{not_theirs:?}");
+    assert_eq!(available(t, p).await, 6, "failed creations carve nothing");
+    assert_eq!(store.sale_taken_units(created.id).await.expect("taken"), 0);
+
+    assert_eq!(store.end_sale(created.id, now).await.expect("end"), None, "not over yet");
+    assert!(store.sales_due_to_end(now, 10).await.expect("due").is_empty());
+    let later = now + 61_000;
+    assert_eq!(store.sales_due_to_end(later, 10).await.expect("due"), vec![created.id]);
+    let ends: Vec<_> = (0..4)
+        .map(|_| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.end_sale(created.id, later).await })
+        })
+        .collect();
+    let mut returned = Vec::new();
+    for e in ends {
+        if let Some(units) = e.await.expect("task").expect("end") {
+            returned.push(units);
+        }
+    }
+    assert_eq!(returned, vec![4], "ended once");
+    assert_eq!(available(t, p).await, 10);
+    let ended = store.flash_sale(created.id).await.expect("read").expect("exists");
+    assert_eq!((ended.state, ended.returned_units), (SaleState::Ended, 4));
+    let open = store.flash_sales(Some(SaleState::Open), None, PageLimit::default()).await.expect("list");
+    assert!(open.iter().all(|s| s.id != created.id));
+}

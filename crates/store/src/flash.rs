@@ -1,0 +1,114 @@
+//! Flash sales as stored: the sale (with the stock carved out of its product) and the
+//! reservations that are the durable record of every accepted purchase.
+
+use async_trait::async_trait;
+use flashback_core::{Cursor, MerchantId, Money, PageLimit, ProductId, SaleId};
+use serde::{Deserialize, Serialize};
+
+use crate::{StoreError, StoreResult};
+
+/// Whether a sale still sells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    /// Created and not yet ended (it may not have started).
+    Open,
+    /// Ended; its unsold units went back to the product's inventory.
+    Ended,
+}
+
+impl SaleState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleState::Open => "open",
+            SaleState::Ended => "ended",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "open" => Ok(SaleState::Open),
+            "ended" => Ok(SaleState::Ended),
+            other => Err(StoreError::Corrupt { table: "flash_sales", reason: format!("unknown state {other}") }),
+        }
+    }
+}
+
+/// A flash sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlashSale {
+    /// Its id.
+    pub id: SaleId,
+    /// The merchant running it.
+    pub merchant_id: MerchantId,
+    /// The product (SKU) on sale.
+    pub product_id: ProductId,
+    /// The price during the sale.
+    pub sale_price: Money,
+    /// Units carved out of the product's inventory for the sale.
+    pub stock: i64,
+    /// Units a single buyer may take.
+    pub per_user_limit: i64,
+    /// Selling starts, Unix ms.
+    pub starts_at_ms: i64,
+    /// Selling ends, Unix ms.
+    pub ends_at_ms: i64,
+    /// Whether buyers need a purchase token issued shortly before the start.
+    pub require_token: bool,
+    /// Open or ended.
+    pub state: SaleState,
+    /// Units returned to inventory when it ended.
+    pub returned_units: i64,
+    /// Created, Unix ms.
+    pub created_at_ms: i64,
+}
+
+/// A sale to create; its `stock` is taken from the product's available inventory.
+#[derive(Debug, Clone)]
+pub struct NewFlashSale {
+    /// Its id, made by the caller.
+    pub id: SaleId,
+    /// The merchant running it (the product's merchant).
+    pub merchant_id: MerchantId,
+    /// The product on sale.
+    pub product_id: ProductId,
+    /// The sale price.
+    pub sale_price: Money,
+    /// Units to carve out, at least 1.
+    pub stock: i64,
+    /// Units per buyer, at least 1.
+    pub per_user_limit: i64,
+    /// Start, Unix ms.
+    pub starts_at_ms: i64,
+    /// End, Unix ms, after the start.
+    pub ends_at_ms: i64,
+    /// Purchase tokens required.
+    pub require_token: bool,
+}
+
+/// Flash sales in the catalog store.
+#[async_trait]
+pub trait FlashSaleStore: Send + Sync {
+    /// Creates the sale and carves its stock out of the product's inventory in one transaction
+    /// ([`StoreError::ConditionFailed`]`("stock")` if the product has fewer units available;
+    /// [`StoreError::NotFound`]`("product")` if the product is not the merchant's).
+    async fn create_sale(&self, new: NewFlashSale) -> StoreResult<FlashSale>;
+    /// One sale.
+    async fn flash_sale(&self, id: SaleId) -> StoreResult<Option<FlashSale>>;
+    /// Sales newest first, optionally only those in `state`.
+    async fn flash_sales(
+        &self,
+        state: Option<SaleState>,
+        after: Option<Cursor>,
+        limit: PageLimit,
+    ) -> StoreResult<Vec<FlashSale>>;
+    /// Units of the sale held by reservations that were not released (reserved or ordered).
+    async fn sale_taken_units(&self, id: SaleId) -> StoreResult<i64>;
+    /// Open sales whose end is before `now_ms`.
+    async fn sales_due_to_end(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<SaleId>>;
+    /// Ends an open sale whose end has passed and returns its unsold units to the product's
+    /// inventory, once (compare-and-set on the state). Returns the units returned, or `None` if
+    /// it was not open or not yet over.
+    async fn end_sale(&self, id: SaleId, now_ms: i64) -> StoreResult<Option<i64>>;
+}

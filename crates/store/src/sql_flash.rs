@@ -1,0 +1,215 @@
+//! Flash sales, written once for both backends (see `sql.rs` for why a macro).
+
+use flashback_core::{MerchantId, Money, ProductId, SaleId};
+
+use crate::{FlashSale, SaleState, StoreError};
+
+pub(crate) const SALE_COLUMNS: &str = "id, merchant_id, product_id, sale_price_minor, stock, per_user_limit, \
+     starts_at_ms, ends_at_ms, require_token, state, returned_units, created_at_ms";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SaleRow {
+    pub id: i64,
+    pub merchant_id: i64,
+    pub product_id: i64,
+    pub sale_price_minor: i64,
+    pub stock: i64,
+    pub per_user_limit: i64,
+    pub starts_at_ms: i64,
+    pub ends_at_ms: i64,
+    pub require_token: i64,
+    pub state: String,
+    pub returned_units: i64,
+    pub created_at_ms: i64,
+}
+
+impl TryFrom<SaleRow> for FlashSale {
+    type Error = StoreError;
+    fn try_from(r: SaleRow) -> Result<Self, StoreError> {
+        let bad = |e: flashback_core::ParseError| StoreError::Corrupt { table: "flash_sales", reason: e.to_string() };
+        Ok(FlashSale {
+            id: SaleId::new(r.id).map_err(bad)?,
+            merchant_id: MerchantId::new(r.merchant_id).map_err(bad)?,
+            product_id: ProductId::new(r.product_id).map_err(bad)?,
+            sale_price: Money::from_minor(r.sale_price_minor).map_err(bad)?,
+            stock: r.stock,
+            per_user_limit: r.per_user_limit,
+            starts_at_ms: r.starts_at_ms,
+            ends_at_ms: r.ends_at_ms,
+            require_token: r.require_token != 0,
+            state: SaleState::parse(&r.state)?,
+            returned_units: r.returned_units,
+            created_at_ms: r.created_at_ms,
+        })
+    }
+}
+
+/// Implements [`crate::FlashSaleStore`] for a catalog store type with `writer()`/`reader()`.
+macro_rules! impl_flash_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::FlashSaleStore for $store {
+            async fn create_sale(&self, new: $crate::NewFlashSale) -> $crate::StoreResult<$crate::FlashSale> {
+                let now = $crate::now_ms();
+                let mut tx = self.writer().begin().await?;
+                let carved = sqlx::query(
+                    "UPDATE inventory SET available = available - ?, version = version + 1, updated_at_ms = ? \
+                     WHERE product_id = ? AND available >= ? \
+                     AND product_id IN (SELECT id FROM products WHERE merchant_id = ?)",
+                )
+                .bind(new.stock)
+                .bind(now)
+                .bind(new.product_id.get())
+                .bind(new.stock)
+                .bind(new.merchant_id.get())
+                .execute(&mut *tx)
+                .await?;
+                if carved.rows_affected() != 1 {
+                    let owned: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM products WHERE id = ? AND merchant_id = ?")
+                            .bind(new.product_id.get())
+                            .bind(new.merchant_id.get())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    return Err(match owned {
+                        Some(_) => $crate::StoreError::ConditionFailed("stock"),
+                        None => $crate::StoreError::NotFound("product"),
+                    });
+                }
+                sqlx::query(
+                    "INSERT INTO flash_sales (id, merchant_id, product_id, sale_price_minor, stock, remaining, \
+                     per_user_limit, starts_at_ms, ends_at_ms, require_token, state, returned_units, created_at_ms) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', 0, ?)",
+                )
+                .bind(new.id.get())
+                .bind(new.merchant_id.get())
+                .bind(new.product_id.get())
+                .bind(new.sale_price.minor())
+                .bind(new.stock)
+                .bind(new.stock)
+                .bind(new.per_user_limit)
+                .bind(new.starts_at_ms)
+                .bind(new.ends_at_ms)
+                .bind(i64::from(new.require_token))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok($crate::FlashSale {
+                    id: new.id,
+                    merchant_id: new.merchant_id,
+                    product_id: new.product_id,
+                    sale_price: new.sale_price,
+                    stock: new.stock,
+                    per_user_limit: new.per_user_limit,
+                    starts_at_ms: new.starts_at_ms,
+                    ends_at_ms: new.ends_at_ms,
+                    require_token: new.require_token,
+                    state: $crate::SaleState::Open,
+                    returned_units: 0,
+                    created_at_ms: now,
+                })
+            }
+
+            async fn flash_sale(&self, id: flashback_core::SaleId) -> $crate::StoreResult<Option<$crate::FlashSale>> {
+                let sql = format!("SELECT {} FROM flash_sales WHERE id = ?", $crate::sql_flash::SALE_COLUMNS);
+                let row: Option<$crate::sql_flash::SaleRow> =
+                    sqlx::query_as(&sql).bind(id.get()).fetch_optional(self.writer()).await?;
+                row.map($crate::FlashSale::try_from).transpose()
+            }
+
+            async fn flash_sales(
+                &self,
+                state: Option<$crate::SaleState>,
+                after: Option<flashback_core::Cursor>,
+                limit: flashback_core::PageLimit,
+            ) -> $crate::StoreResult<Vec<$crate::FlashSale>> {
+                let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM flash_sales WHERE 1 = 1",
+                    $crate::sql_flash::SALE_COLUMNS
+                ));
+                if let Some(s) = state {
+                    q.push(" AND state = ").push_bind(s.as_str());
+                }
+                if let Some(c) = after {
+                    q.push(" AND id < ").push_bind(c.before_id);
+                }
+                q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit.get()));
+                let rows: Vec<$crate::sql_flash::SaleRow> = q.build_query_as().fetch_all(self.reader()).await?;
+                rows.into_iter().map($crate::FlashSale::try_from).collect()
+            }
+
+            async fn sale_taken_units(&self, id: flashback_core::SaleId) -> $crate::StoreResult<i64> {
+                let taken: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM flash_reservations \
+                     WHERE sale_id = ? AND state <> 'released'",
+                )
+                .bind(id.get())
+                .fetch_one(self.writer())
+                .await?;
+                Ok(taken)
+            }
+
+            async fn sales_due_to_end(
+                &self,
+                now_ms: i64,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<flashback_core::SaleId>> {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM flash_sales WHERE state = 'open' AND ends_at_ms <= ? ORDER BY ends_at_ms LIMIT ?",
+                )
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(self.writer())
+                .await?;
+                ids.into_iter()
+                    .map(|id| {
+                        flashback_core::SaleId::new(id)
+                            .map_err(|e| $crate::StoreError::Corrupt { table: "flash_sales", reason: e.to_string() })
+                    })
+                    .collect()
+            }
+
+            async fn end_sale(&self, id: flashback_core::SaleId, now_ms: i64) -> $crate::StoreResult<Option<i64>> {
+                let mut tx = self.writer().begin().await?;
+                let taken: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM flash_reservations \
+                     WHERE sale_id = ? AND state <> 'released'",
+                )
+                .bind(id.get())
+                .fetch_one(&mut *tx)
+                .await?;
+                let ended = sqlx::query(
+                    "UPDATE flash_sales SET state = 'ended', returned_units = stock - ? \
+                     WHERE id = ? AND state = 'open' AND ends_at_ms <= ?",
+                )
+                .bind(taken)
+                .bind(id.get())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if ended.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let (product, returned): (i64, i64) =
+                    sqlx::query_as("SELECT product_id, returned_units FROM flash_sales WHERE id = ?")
+                        .bind(id.get())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                sqlx::query(
+                    "UPDATE inventory SET available = available + ?, version = version + 1, updated_at_ms = ? \
+                     WHERE product_id = ?",
+                )
+                .bind(returned)
+                .bind(now_ms)
+                .bind(product)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(returned))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_flash_store;
