@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections; `FLASHBACK_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog", "trade", "events"];
+const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog", "trade", "events", "flash_sale"];
 
 /// Everything an instance is configured with. `Debug` never shows a secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +41,54 @@ pub struct Config {
     pub trade: TradeConfig,
     /// Where domain events go beyond this process.
     pub events: EventsConfig,
+    /// Flash sales: the reserve engine and the admission funnel.
+    pub flash_sale: FlashSaleConfig,
+}
+
+/// The flash-sale reserve engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashEngine {
+    /// In process, durable by group commit (embedded, one instance).
+    Memory,
+    /// One conditional-update transaction per attempt (small sales; the baseline).
+    Sql,
+}
+
+/// Flash sales: the reserve engine and the admission funnel (rates per instance).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlashSaleConfig {
+    /// `memory` or `sql`.
+    pub engine: FlashEngine,
+    /// Purchase attempts per second this instance admits in all.
+    pub global_per_sec: u32,
+    /// Purchase attempts per second this instance admits for one sale.
+    pub per_sale_per_sec: u32,
+    /// Purchase attempts per second one buyer may make.
+    pub per_user_per_sec: u32,
+    /// Purchase attempts per second one client IP may make.
+    pub per_ip_per_sec: u32,
+    /// How long before a sale's start purchase tokens are issued (sales that require them).
+    #[serde(rename = "token_window_ms", with = "millis")]
+    pub token_window: Duration,
+    /// HMAC key for purchase tokens, at least 32 bytes; absent: `data_dir/flash.key`.
+    #[serde(serialize_with = "secret_opt::serialize")]
+    pub token_secret: Option<SecretString>,
+}
+
+impl Default for FlashSaleConfig {
+    fn default() -> Self {
+        Self {
+            engine: FlashEngine::Memory,
+            global_per_sec: 100_000,
+            per_sale_per_sec: 50_000,
+            per_user_per_sec: 5,
+            per_ip_per_sec: 200,
+            token_window: Duration::from_secs(300),
+            token_secret: None,
+        }
+    }
 }
 
 /// Where domain events go beyond this process.
@@ -219,6 +267,7 @@ impl Default for Config {
             catalog: CatalogConfig::default(),
             trade: TradeConfig::default(),
             events: EventsConfig::default(),
+            flash_sale: FlashSaleConfig::default(),
         }
     }
 }
@@ -360,6 +409,20 @@ impl Config {
         }
         if self.events.prefetch == 0 || self.events.max_attempts == 0 {
             return fail("events.prefetch / events.max_attempts: must be at least 1");
+        }
+        let f = &self.flash_sale;
+        if f.global_per_sec == 0 || f.per_sale_per_sec == 0 || f.per_user_per_sec == 0 || f.per_ip_per_sec == 0 {
+            return fail("flash_sale.*_per_sec: must be at least 1");
+        }
+        if f.token_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
+            return fail("flash_sale.token_secret: must be at least 32 bytes");
+        }
+        if f.engine == FlashEngine::Memory
+            && self.store.url.as_ref().is_some_and(|u| !u.expose_secret().starts_with("sqlite:"))
+        {
+            return fail(
+                "flash_sale.engine: memory keeps stock in one process; with a MySQL store (several instances) use sql",
+            );
         }
         if self.node_id.is_some_and(|n| n > flashback_core::id::MAX_NODE) {
             return fail("node_id: must be 0 to 63");

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub shed: Family<ReasonLabel, Counter>,
     /// Login attempts refused, by reason.
     pub login_rejected: Family<ReasonLabel, Counter>,
+    /// Flash-sale purchase attempts by outcome (`accepted` or the reason refused).
+    pub flash_admission: Family<ReasonLabel, Counter>,
     /// Cache counters, shared with the caches.
     pub cache: CacheMetrics,
 }
@@ -68,8 +70,14 @@ impl Metrics {
         registry.register("flashback_http_shed", "Requests refused with 503 to protect the server", shed.clone());
         let login_rejected = Family::<ReasonLabel, Counter>::default();
         registry.register("flashback_auth_login_rejected", "Refused logins by reason", login_rejected.clone());
+        let flash_admission = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "flashback_flash_admission",
+            "Flash-sale purchase attempts by outcome: accepted, or the reason refused",
+            flash_admission.clone(),
+        );
         let cache = CacheMetrics::register(&mut registry);
-        Self { registry, requests, latency, in_flight, shed, login_rejected, cache }
+        Self { registry, requests, latency, in_flight, shed, login_rejected, flash_admission, cache }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -39,6 +39,8 @@ pub struct AppState {
     pub products: ProductCache,
     /// Public flash-sale views, cached briefly.
     pub sale_views: crate::flash_sale::SaleViews,
+    /// The flash-sale funnel and engine.
+    pub flash: Arc<crate::flash_sale::purchase::FlashRuntime>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the instance begins shutting down; background tasks watch it.
@@ -137,6 +139,21 @@ impl AppState {
             ),
             None => None,
         };
+        let flash = {
+            use crate::flash_sale::engine::{Engine, MemoryEngine, SqlEngine};
+            let key = match &config.flash_sale.token_secret {
+                Some(s) => s.expose_secret().as_bytes().to_vec(),
+                None => crate::keys::key_file(&config.data_dir, "flash.key", "flash_sale.token_secret")?,
+            };
+            let (engine, memory): (Arc<dyn Engine>, _) = match config.flash_sale.engine {
+                crate::config::FlashEngine::Memory => {
+                    let m = MemoryEngine::start(Arc::clone(&store));
+                    (m.clone(), Some(m))
+                }
+                crate::config::FlashEngine::Sql => (Arc::new(SqlEngine::new(Arc::clone(&store))), None),
+            };
+            Arc::new(crate::flash_sale::purchase::FlashRuntime::new(&config.flash_sale, engine, memory, key))
+        };
         let node = config.node_id.unwrap_or_else(|| rand::random_range(0..=flashback_core::id::MAX_NODE));
         let ids = Arc::new(Ids(IdGenerator::new(node)?));
         let metrics = Arc::new(Metrics::new());
@@ -174,6 +191,7 @@ impl AppState {
             auth,
             products,
             sale_views: crate::flash_sale::view_cache(),
+            flash,
             metrics,
             shutdown: CancellationToken::new(),
             accepting: Arc::new(AtomicBool::new(true)),

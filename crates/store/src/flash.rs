@@ -2,7 +2,7 @@
 //! reservations that are the durable record of every accepted purchase.
 
 use async_trait::async_trait;
-use flashback_core::{Cursor, MerchantId, Money, PageLimit, ProductId, SaleId};
+use flashback_core::{Cursor, MerchantId, Money, OrderId, PageLimit, ProductId, SaleId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::{StoreError, StoreResult};
@@ -87,6 +87,77 @@ pub struct NewFlashSale {
     pub require_token: bool,
 }
 
+/// Where an accepted purchase is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    /// Accepted and durable; its order is being created.
+    Reserved,
+    /// Its order exists.
+    Ordered,
+    /// Given back to the sale (its order expired unpaid, or was cancelled).
+    Released,
+}
+
+impl ReservationStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Reserved => "reserved",
+            ReservationStatus::Ordered => "ordered",
+            ReservationStatus::Released => "released",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> StoreResult<Self> {
+        match s {
+            "reserved" => Ok(ReservationStatus::Reserved),
+            "ordered" => Ok(ReservationStatus::Ordered),
+            "released" => Ok(ReservationStatus::Released),
+            other => Err(StoreError::Corrupt { table: "flash_reservations", reason: format!("unknown state {other}") }),
+        }
+    }
+}
+
+/// An accepted flash-sale purchase: the durable record engines recover from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlashReservation {
+    /// Its id (the client's ticket id).
+    pub id: i64,
+    /// The sale.
+    pub sale_id: SaleId,
+    /// The buyer.
+    pub user_id: UserId,
+    /// Units.
+    pub quantity: i64,
+    /// Where it is.
+    pub status: ReservationStatus,
+    /// Its order, once created.
+    pub order_id: Option<OrderId>,
+    /// Accepted, Unix ms.
+    pub created_at_ms: i64,
+}
+
+/// Why the `sql` engine's reserve step refused; nothing was taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlReserveRefusal {
+    /// No units left (or the sale is closed).
+    #[error("sold out")]
+    SoldOut,
+    /// The buyer would exceed the per-user limit.
+    #[error("limit reached")]
+    LimitReached,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for SqlReserveRefusal {
+    fn from(e: sqlx::Error) -> Self {
+        SqlReserveRefusal::Store(e.into())
+    }
+}
+
 /// Flash sales in the catalog store.
 #[async_trait]
 pub trait FlashSaleStore: Send + Sync {
@@ -107,6 +178,22 @@ pub trait FlashSaleStore: Send + Sync {
     async fn sale_taken_units(&self, id: SaleId) -> StoreResult<i64>;
     /// Open sales whose end is before `now_ms`.
     async fn sales_due_to_end(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<SaleId>>;
+    /// Writes accepted reservations, all in one transaction (group commit).
+    async fn insert_reservations(&self, rows: &[FlashReservation]) -> StoreResult<()>;
+    /// One reservation.
+    async fn flash_reservation(&self, id: i64) -> StoreResult<Option<FlashReservation>>;
+    /// Units per buyer held by the sale's reservations that were not released.
+    async fn sale_book(&self, id: SaleId) -> StoreResult<Vec<(UserId, i64)>>;
+    /// The `sql` engine's reserve step, in one transaction: a conditional decrement of the
+    /// sale's `remaining` (only while open and inside its window), the buyer's total checked
+    /// under that row lock, and the reservation row.
+    async fn sql_reserve(
+        &self,
+        reservation: &FlashReservation,
+        per_user_limit: i64,
+        now_ms: i64,
+    ) -> Result<(), SqlReserveRefusal>;
+
     /// Ends an open sale whose end has passed and returns its unsold units to the product's
     /// inventory, once (compare-and-set on the state). Returns the units returned, or `None` if
     /// it was not open or not yet over.

@@ -34,7 +34,9 @@ use flashback_core::{
 };
 
 pub use error::StoreError;
-pub use flash::{FlashSale, FlashSaleStore, NewFlashSale, SaleState};
+pub use flash::{
+    FlashReservation, FlashSale, FlashSaleStore, NewFlashSale, ReservationStatus, SaleState, SqlReserveRefusal,
+};
 pub use model::{
     Category, Inventory, Merchant, NewProduct, NewUser, Product, ProductFilter, ProductPatch, User, UserCredentials,
 };

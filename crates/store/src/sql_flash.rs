@@ -44,6 +44,22 @@ impl TryFrom<SaleRow> for FlashSale {
     }
 }
 
+pub(crate) fn reservation(
+    (id, sale, user, quantity, state, order, created): (i64, i64, i64, i64, String, Option<i64>, i64),
+) -> Result<crate::FlashReservation, StoreError> {
+    let bad =
+        |e: flashback_core::ParseError| StoreError::Corrupt { table: "flash_reservations", reason: e.to_string() };
+    Ok(crate::FlashReservation {
+        id,
+        sale_id: SaleId::new(sale).map_err(bad)?,
+        user_id: flashback_core::UserId::new(user).map_err(bad)?,
+        quantity,
+        status: crate::ReservationStatus::parse(&state)?,
+        order_id: order.map(flashback_core::OrderId::new).transpose().map_err(bad)?,
+        created_at_ms: created,
+    })
+}
+
 /// Implements [`crate::FlashSaleStore`] for a catalog store type with `writer()`/`reader()`.
 macro_rules! impl_flash_store {
     ($store:ty, $db:ty) => {
@@ -168,6 +184,110 @@ macro_rules! impl_flash_store {
                             .map_err(|e| $crate::StoreError::Corrupt { table: "flash_sales", reason: e.to_string() })
                     })
                     .collect()
+            }
+
+            async fn insert_reservations(&self, rows: &[$crate::FlashReservation]) -> $crate::StoreResult<()> {
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.writer().begin().await?;
+                // Bounded statements: SQLite allows at most 32,766 parameters per statement.
+                for chunk in rows.chunks(1_000) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, updated_at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.id)
+                            .push_bind(r.sale_id.get())
+                            .push_bind(r.user_id.get())
+                            .push_bind(r.quantity)
+                            .push_bind(r.status.as_str())
+                            .push_bind(r.order_id.map(flashback_core::OrderId::get))
+                            .push_bind(r.created_at_ms)
+                            .push_bind(r.created_at_ms);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn flash_reservation(&self, id: i64) -> $crate::StoreResult<Option<$crate::FlashReservation>> {
+                let row: Option<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations WHERE id = ?",
+                )
+                .bind(id)
+                .fetch_optional(self.writer())
+                .await?;
+                row.map($crate::sql_flash::reservation).transpose()
+            }
+
+            async fn sale_book(
+                &self,
+                id: flashback_core::SaleId,
+            ) -> $crate::StoreResult<Vec<(flashback_core::UserId, i64)>> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT user_id, CAST(SUM(quantity) AS SIGNED) FROM flash_reservations                      WHERE sale_id = ? AND state <> 'released' GROUP BY user_id",
+                )
+                .bind(id.get())
+                .fetch_all(self.writer())
+                .await?;
+                rows.into_iter()
+                    .map(|(u, n)| {
+                        let user = flashback_core::UserId::new(u).map_err(|e| $crate::StoreError::Corrupt {
+                            table: "flash_reservations",
+                            reason: e.to_string(),
+                        })?;
+                        Ok((user, n))
+                    })
+                    .collect()
+            }
+
+            async fn sql_reserve(
+                &self,
+                r: &$crate::FlashReservation,
+                per_user_limit: i64,
+                now_ms: i64,
+            ) -> Result<(), $crate::SqlReserveRefusal> {
+                let mut tx = self.writer().begin().await?;
+                let taken = sqlx::query(
+                    "UPDATE flash_sales SET remaining = remaining - ? WHERE id = ? AND state = 'open'                      AND remaining >= ? AND starts_at_ms <= ? AND ends_at_ms > ?",
+                )
+                .bind(r.quantity)
+                .bind(r.sale_id.get())
+                .bind(r.quantity)
+                .bind(now_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if taken.rows_affected() != 1 {
+                    return Err($crate::SqlReserveRefusal::SoldOut);
+                }
+                // Every reserve of this sale holds the sale row's lock from here to commit, so
+                // this sum cannot change under us.
+                let held: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM flash_reservations                      WHERE sale_id = ? AND user_id = ? AND state <> 'released'",
+                )
+                .bind(r.sale_id.get())
+                .bind(r.user_id.get())
+                .fetch_one(&mut *tx)
+                .await?;
+                if held + r.quantity > per_user_limit {
+                    return Err($crate::SqlReserveRefusal::LimitReached);
+                }
+                sqlx::query(
+                    "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, updated_at_ms)                      VALUES (?, ?, ?, ?, 'reserved', NULL, ?, ?)",
+                )
+                .bind(r.id)
+                .bind(r.sale_id.get())
+                .bind(r.user_id.get())
+                .bind(r.quantity)
+                .bind(r.created_at_ms)
+                .bind(r.created_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn end_sale(&self, id: flashback_core::SaleId, now_ms: i64) -> $crate::StoreResult<Option<i64>> {

@@ -3,6 +3,8 @@
 //!
 //! The purchase path (admission funnel, engines, asynchronous orders) builds on this.
 
+pub mod engine;
+pub mod purchase;
 pub mod views;
 
 use std::time::Duration;
@@ -37,7 +39,12 @@ pub fn view_cache() -> SaleViews {
 
 /// The flash-sale routes.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_sale, list_sales)).routes(routes!(get_sale))
+    OpenApiRouter::new()
+        .routes(routes!(create_sale, list_sales))
+        .routes(routes!(get_sale))
+        .routes(routes!(purchase::purchase))
+        .routes(routes!(purchase::token))
+        .routes(routes!(purchase::ticket))
 }
 
 fn invalid(detail: impl Into<String>) -> Problem {
@@ -157,7 +164,10 @@ pub async fn get_sale(State(state): State<AppState>, Path(id): Path<String>) -> 
 
 /// Ends every open sale past its end, returning unsold units to inventory; returns how many.
 pub async fn end_due_sales(state: &AppState) -> Result<u32, StoreError> {
-    let now = now_ms();
+    // A purchase accepted just before the end may still be on its way to durable storage; a
+    // request cannot outlive the request timeout, so wait that long past the end.
+    let grace = i64::try_from(state.config.http.request_timeout.as_millis()).unwrap_or(i64::MAX);
+    let now = now_ms().saturating_sub(grace);
     let mut ended = 0;
     for id in state.store.sales_due_to_end(now, 100).await? {
         if let Some(units) = state.store.end_sale(id, now).await? {

@@ -114,7 +114,12 @@ async fn bad_sales_get_stable_codes_and_carve_nothing() {
 
 #[tokio::test]
 async fn an_ended_sale_returns_its_unsold_units_to_the_product() {
-    let app = TestApp::spawn_with(|c| c.trade.sweep_interval = Duration::from_millis(50)).await;
+    let app = TestApp::spawn_with(|c| {
+        c.trade.sweep_interval = Duration::from_millis(50);
+        // Sales end once no purchase can still be in flight: the request timeout past their end.
+        c.http.request_timeout = Duration::from_millis(300);
+    })
+    .await;
     let m = app.token_for("flashender", Role::Merchant).await;
     let p = product(&app, &m, 10).await;
     let created: Value = app.post("/api/v1/flash-sales", Some(&m), &sale(&p, 7, 800)).await.json().await.unwrap();

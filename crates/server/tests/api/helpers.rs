@@ -24,7 +24,7 @@ pub struct TestApp {
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 /// Cheap settings for tests: fast hashing, quiet logs, a fixed token key.
@@ -81,7 +81,7 @@ impl TestApp {
         let task = tokio::spawn(app.run_until(async move {
             let _ = stopped.await;
         }));
-        Self { addr, client: reqwest::Client::new(), state, stop: Some(stop), task: Some(task), _dir: dir }
+        Self { addr, client: reqwest::Client::new(), state, stop: Some(stop), task: Some(task), dir: Some(dir) }
     }
 
     /// Begins a graceful shutdown and waits for it to finish.
@@ -96,6 +96,13 @@ impl TestApp {
                 .expect("serve task")
                 .expect("serve result");
         }
+    }
+
+    /// Shuts down gracefully and hands back the data directory, to start again on it.
+    pub async fn shutdown_keeping_data(mut self) -> tempfile::TempDir {
+        let dir = self.dir.take().expect("data dir");
+        self.shutdown().await;
+        dir
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -218,6 +225,7 @@ impl Backends {
         c.trade.shard_urls = self.mysql.shard_options.urls.iter().cloned().map(SecretString::from).collect();
         c.cache.redis_url = Some(SecretString::from(self.redis_url.clone()));
         c.cache.redis_prefix = self.redis_prefix.clone();
+        c.flash_sale.engine = flashback_server::config::FlashEngine::Sql;
         c
     }
 

@@ -9,6 +9,7 @@ mod auth;
 mod cache;
 mod catalog;
 mod cli;
+mod flash_purchase;
 mod flash_sale;
 mod health;
 mod protections;

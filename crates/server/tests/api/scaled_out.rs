@@ -221,3 +221,11 @@ async fn with_rabbitmq_order_events_reach_their_consumers_once_across_instances(
     bus.delete_topology(&["stock", "points"]).await.unwrap();
     bus.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_sql_flash_engine_never_oversells_across_two_instances_on_mariadb() {
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let (one, two) = two_instances(&b).await;
+    let (one, two) = (std::sync::Arc::new(one), std::sync::Arc::new(two));
+    crate::flash_purchase::crowd(vec![std::sync::Arc::clone(&one), std::sync::Arc::clone(&two)]).await;
+}

@@ -1,0 +1,216 @@
+//! The flash-sale purchase path on each engine: the admission funnel, the atomic reserve step
+//! (never oversell, never over the per-user limit, duplicates refused before stock is touched),
+//! tickets, and recovery after a restart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashback_core::Role;
+use flashback_server::config::{Config, FlashEngine};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_problem, test_config};
+
+fn now_ms() -> i64 {
+    flashback_server::trade::now_ms()
+}
+
+/// A sale of `stock` units, `limit` per buyer, open now (or starting in `starts_in_ms`).
+async fn sale(app: &TestApp, stock: i64, limit: i64, starts_in_ms: i64, require_token: bool) -> String {
+    let m = app.token_for(&format!("fm{}", now_ms() % 1_000_000), Role::Merchant).await;
+    let cat = app.category(&format!("Sale {}", now_ms())).await;
+    let p = app.product(&m, &cat, "HOT-SALE", 1_000).await;
+    let body = json!({
+        "product_id": p["id"], "sale_price_minor": 100, "stock": stock, "per_user_limit": limit,
+        "starts_at": now_ms() + starts_in_ms, "ends_at": now_ms() + 600_000, "require_token": require_token
+    });
+    let res = app.post("/api/v1/flash-sales", Some(&m), &body).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+async fn buy(app: &TestApp, token: &str, sale: &str) -> reqwest::Response {
+    app.client.post(app.url(&format!("/api/v1/flash-sales/{sale}/purchase"))).bearer_auth(token).send().await.unwrap()
+}
+
+fn engine(e: FlashEngine) -> impl FnOnce(&mut Config) {
+    move |c| c.flash_sale.engine = e
+}
+
+async fn taken(app: &TestApp, sale: &str) -> i64 {
+    app.state.store.sale_taken_units(sale.parse().unwrap()).await.unwrap()
+}
+
+async fn crowd_never_oversells_or_exceeds_the_limit(e: FlashEngine) {
+    crowd(vec![Arc::new(TestApp::spawn_with(engine(e)).await)]).await;
+}
+
+/// 25 buyers × 3 attempts at a sale of 10 (2 per buyer), spread over `apps` (instances sharing
+/// one store): exactly 10 accepted, nobody above 2, exactly 10 durable.
+pub async fn crowd(apps: Vec<Arc<TestApp>>) {
+    let first = Arc::clone(&apps[0]);
+    let id = sale(&first, 10, 2, -1_000, false).await;
+    let mut buyers = Vec::new();
+    for i in 0..25 {
+        buyers.push(first.token_for(&format!("crowd{i}"), Role::User).await);
+    }
+    let mut tasks = Vec::new();
+    for (i, token) in buyers.iter().enumerate() {
+        for k in 0..3 {
+            let (app, token, id) = (Arc::clone(&apps[(i + k) % apps.len()]), token.clone(), id.clone());
+            tasks.push(tokio::spawn(async move { (i, buy(&app, &token, &id).await.status()) }));
+        }
+    }
+    let mut per_buyer: HashMap<usize, i64> = HashMap::new();
+    for t in tasks {
+        let (i, status) = t.await.unwrap();
+        match status {
+            StatusCode::ACCEPTED => *per_buyer.entry(i).or_default() += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(per_buyer.values().sum::<i64>(), 10, "exactly the sale's stock is accepted");
+    assert!(per_buyer.values().all(|n| *n <= 2), "nobody above the limit: {per_buyer:?}");
+    assert_eq!(taken(&first, &id).await, 10, "and exactly that is durable");
+    let mut accepted = 0.0;
+    for app in &apps {
+        accepted += app.metric(r#"flashback_flash_admission_total{reason="accepted"}"#).await;
+    }
+    assert_eq!(accepted, 10.0);
+}
+
+#[tokio::test]
+async fn a_crowd_never_oversells_or_exceeds_the_limit_on_the_memory_engine() {
+    crowd_never_oversells_or_exceeds_the_limit(FlashEngine::Memory).await;
+}
+
+#[tokio::test]
+async fn a_crowd_never_oversells_or_exceeds_the_limit_on_the_sql_engine() {
+    crowd_never_oversells_or_exceeds_the_limit(FlashEngine::Sql).await;
+}
+
+async fn duplicates_are_refused_before_stock(e: FlashEngine) {
+    let app = TestApp::spawn_with(engine(e)).await;
+    let id = sale(&app, 2, 1, -1_000, false).await;
+    let a = app.token_for("dupa", Role::User).await;
+    let b = app.token_for("dupb", Role::User).await;
+    let c = app.token_for("dupc", Role::User).await;
+    let res = buy(&app, &a, &id).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let ticket: Value = res.json().await.unwrap();
+    assert_eq!(ticket["status"], "queued");
+    assert_problem(buy(&app, &a, &id).await, StatusCode::CONFLICT, "limit_reached").await;
+    assert_eq!(taken(&app, &id).await, 1, "the duplicate took nothing");
+    assert_eq!(buy(&app, &b, &id).await.status(), StatusCode::ACCEPTED, "so the last unit is still there");
+    assert_problem(buy(&app, &c, &id).await, StatusCode::CONFLICT, "sold_out").await;
+
+    let t = ticket["ticket_id"].as_str().unwrap();
+    let mine: Value = app.get_as(&format!("/api/v1/flash-sales/tickets/{t}"), &a).await.json().await.unwrap();
+    assert_eq!((mine["status"].as_str(), mine["quantity"].as_i64()), (Some("queued"), Some(1)));
+    assert_problem(
+        app.get_as(&format!("/api/v1/flash-sales/tickets/{t}"), &b).await,
+        StatusCode::NOT_FOUND,
+        "ticket_not_found",
+    )
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_purchase_is_refused_before_stock_is_touched_on_the_memory_engine() {
+    duplicates_are_refused_before_stock(FlashEngine::Memory).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_purchase_is_refused_before_stock_is_touched_on_the_sql_engine() {
+    duplicates_are_refused_before_stock(FlashEngine::Sql).await;
+}
+
+#[tokio::test]
+async fn the_funnel_refuses_with_stable_codes_and_counts_each_reason() {
+    let app = TestApp::spawn_with(|c| {
+        c.flash_sale.per_user_per_sec = 2;
+        c.flash_sale.token_window = Duration::from_secs(3600);
+    })
+    .await;
+    let buyer = app.token_for("funnelbuyer", Role::User).await;
+    let later = sale(&app, 5, 5, 60_000, false).await;
+    let res = buy(&app, &buyer, &later).await;
+    assert!(res.headers().contains_key("retry-after"));
+    assert_problem(res, StatusCode::CONFLICT, "sale_not_started").await;
+
+    let open = sale(&app, 5, 5, -1_000, false).await;
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/flash-sales/{open}/purchase")))
+        .bearer_auth(&buyer)
+        .json(&json!({"quantity": 6}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    let res = buy(&app, &buyer, &open).await;
+    assert_problem(res, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let res = app.client.post(app.url(&format!("/api/v1/flash-sales/{open}/purchase"))).send().await.unwrap();
+    assert_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
+    assert_problem(buy(&app, &buyer, "12345").await, StatusCode::NOT_FOUND, "sale_not_found").await;
+
+    let guarded = sale(&app, 5, 1, 1_000, true).await;
+    assert_problem(
+        app.post(&format!("/api/v1/flash-sales/{open}/token"), Some(&buyer), &json!({})).await,
+        StatusCode::CONFLICT,
+        "token_not_required",
+    )
+    .await;
+    let token: Value =
+        app.post(&format!("/api/v1/flash-sales/{guarded}/token"), Some(&buyer), &json!({})).await.json().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the sale starts
+    assert_problem(buy(&app, &buyer, &guarded).await, StatusCode::FORBIDDEN, "purchase_token_required").await;
+    let other = app.token_for("funnelother", Role::User).await;
+    let stolen = app
+        .client
+        .post(app.url(&format!("/api/v1/flash-sales/{guarded}/purchase")))
+        .bearer_auth(&other)
+        .header("x-purchase-token", token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(stolen, StatusCode::FORBIDDEN, "purchase_token_required").await;
+    let mine = app
+        .client
+        .post(app.url(&format!("/api/v1/flash-sales/{guarded}/purchase")))
+        .bearer_auth(&buyer)
+        .header("x-purchase-token", token["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), StatusCode::ACCEPTED);
+
+    for reason in ["not_started", "invalid", "rate_user", "token", "accepted"] {
+        let n = app.metric(&format!(r#"flashback_flash_admission_total{{reason="{reason}"}}"#)).await;
+        assert!(n >= 1.0, "{reason} counted");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_memory_engine_recovers_its_book_from_durable_reservations_after_a_restart() {
+    let app = TestApp::spawn().await;
+    let id = sale(&app, 3, 2, -1_000, false).await;
+    let a = app.token_for("recovera", Role::User).await;
+    let b = app.token_for("recoverb", Role::User).await;
+    assert_eq!(buy(&app, &a, &id).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(buy(&app, &a, &id).await.status(), StatusCode::ACCEPTED);
+    let dir = app.shutdown_keeping_data().await;
+    let again = TestApp::start(test_config(dir.path()), dir).await;
+    assert_problem(buy(&again, &a, &id).await, StatusCode::CONFLICT, "limit_reached").await;
+    assert_eq!(buy(&again, &b, &id).await.status(), StatusCode::ACCEPTED, "the third unit");
+    assert_problem(buy(&again, &b, &id).await, StatusCode::CONFLICT, "sold_out").await;
+    assert_eq!(taken(&again, &id).await, 3);
+    again.shutdown().await;
+}
