@@ -94,6 +94,7 @@ async fn place_orders(t: &TestStore, g: &IdGenerator, n: usize) {
             expires_at_ms: now + 60_000,
             created_at_ms: now,
             updated_at_ms: now,
+            flash_reservation: None,
         };
         let ids = WriteIds { event: g.next_at(now_ms()), entry: g.next_at(now_ms()) };
         let created = t.shards.for_buyer(buyer).create_order(NewOrder { order, idempotency: None }, ids).await;

@@ -60,6 +60,11 @@ pub enum Command {
 pub enum AuditCommand {
     /// Stock, reservations, order states and points.
     Trade,
+    /// One flash sale: units, per-user limits, one order or one release per reservation.
+    FlashSale {
+        /// The sale's id.
+        id: String,
+    },
 }
 
 /// `serve` flags.
@@ -146,6 +151,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Trade) => {
             let state = AppState::build(config).await?;
             let report = crate::trade::audit::audit(&state).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            state.store.close().await;
+            state.shards.close().await;
+            if report.violations.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{} violation(s) found", report.violations.len()))
+            }
+        }
+        Command::Audit(AuditCommand::FlashSale { id }) => {
+            let id = flashback_core::SaleId::parse(&id).context("sale id")?;
+            let state = AppState::build(config).await?;
+            let report = crate::flash_sale::audit::audit(&state, id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             state.store.close().await;
             state.shards.close().await;

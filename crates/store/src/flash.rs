@@ -194,6 +194,20 @@ pub trait FlashSaleStore: Send + Sync {
         now_ms: i64,
     ) -> Result<(), SqlReserveRefusal>;
 
+    /// Reservations still waiting for their order, oldest first.
+    async fn reservations_to_order(&self, limit: u32) -> StoreResult<Vec<FlashReservation>>;
+    /// Records the order made from a reservation (compare-and-set `reserved → ordered`);
+    /// false if it was not waiting.
+    async fn mark_reservation_ordered(&self, id: i64, order: OrderId) -> StoreResult<bool>;
+    /// Gives a reservation's units back, once (compare-and-set to `released`): to the sale
+    /// while it is open (the `sql` engine's counter included), else to the product's inventory
+    /// (counted in the sale's `returned_units`). Returns the reservation if this call released it.
+    async fn release_reservation(&self, id: i64) -> StoreResult<Option<FlashReservation>>;
+    /// Every reservation of a sale, for audits.
+    async fn sale_reservations(&self, id: SaleId) -> StoreResult<Vec<FlashReservation>>;
+    /// The `sql` engine's counter of units not reserved.
+    async fn sale_remaining_counter(&self, id: SaleId) -> StoreResult<i64>;
+
     /// Ends an open sale whose end has passed and returns its unsold units to the product's
     /// inventory, once (compare-and-set on the state). Returns the units returned, or `None` if
     /// it was not open or not yet over.

@@ -261,6 +261,7 @@ macro_rules! impl_flash_store {
                 .execute(&mut *tx)
                 .await?;
                 if taken.rows_affected() != 1 {
+                    tx.rollback().await?;
                     return Err($crate::SqlReserveRefusal::SoldOut);
                 }
                 // Every reserve of this sale holds the sale row's lock from here to commit, so
@@ -273,6 +274,8 @@ macro_rules! impl_flash_store {
                 .fetch_one(&mut *tx)
                 .await?;
                 if held + r.quantity > per_user_limit {
+                    // Undoes the decrement in the same transaction: it is never visible.
+                    tx.rollback().await?;
                     return Err($crate::SqlReserveRefusal::LimitReached);
                 }
                 sqlx::query(
@@ -288,6 +291,104 @@ macro_rules! impl_flash_store {
                 .await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn reservations_to_order(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::FlashReservation>> {
+                let rows: Vec<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations \
+                     WHERE state = 'reserved' ORDER BY id LIMIT ?",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(self.writer())
+                .await?;
+                rows.into_iter().map($crate::sql_flash::reservation).collect()
+            }
+
+            async fn mark_reservation_ordered(
+                &self,
+                id: i64,
+                order: flashback_core::OrderId,
+            ) -> $crate::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE flash_reservations SET state = 'ordered', order_id = ?, updated_at_ms = ? \
+                     WHERE id = ? AND state = 'reserved'",
+                )
+                .bind(order.get())
+                .bind($crate::now_ms())
+                .bind(id)
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn release_reservation(&self, id: i64) -> $crate::StoreResult<Option<$crate::FlashReservation>> {
+                let now = $crate::now_ms();
+                let mut tx = self.writer().begin().await?;
+                let row: Option<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations WHERE id = ?",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(r) = row.map($crate::sql_flash::reservation).transpose()? else { return Ok(None) };
+                let moved = sqlx::query(
+                    "UPDATE flash_reservations SET state = 'released', updated_at_ms = ? WHERE id = ? AND state <> 'released'",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if moved.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let to_sale = sqlx::query(
+                    "UPDATE flash_sales SET remaining = remaining + ? WHERE id = ? AND state = 'open'",
+                )
+                .bind(r.quantity)
+                .bind(r.sale_id.get())
+                .execute(&mut *tx)
+                .await?;
+                if to_sale.rows_affected() == 0 {
+                    // The sale has ended: the units go back to the product, counted as returned.
+                    sqlx::query("UPDATE flash_sales SET returned_units = returned_units + ? WHERE id = ?")
+                        .bind(r.quantity)
+                        .bind(r.sale_id.get())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE inventory SET available = available + ?, version = version + 1, updated_at_ms = ? \
+                         WHERE product_id = (SELECT product_id FROM flash_sales WHERE id = ?)",
+                    )
+                    .bind(r.quantity)
+                    .bind(now)
+                    .bind(r.sale_id.get())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Some(r))
+            }
+
+            async fn sale_reservations(
+                &self,
+                id: flashback_core::SaleId,
+            ) -> $crate::StoreResult<Vec<$crate::FlashReservation>> {
+                let rows: Vec<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations \
+                     WHERE sale_id = ? ORDER BY id",
+                )
+                .bind(id.get())
+                .fetch_all(self.writer())
+                .await?;
+                rows.into_iter().map($crate::sql_flash::reservation).collect()
+            }
+
+            async fn sale_remaining_counter(&self, id: flashback_core::SaleId) -> $crate::StoreResult<i64> {
+                let n: Option<i64> = sqlx::query_scalar("SELECT remaining FROM flash_sales WHERE id = ?")
+                    .bind(id.get())
+                    .fetch_optional(self.writer())
+                    .await?;
+                n.ok_or($crate::StoreError::NotFound("flash sale"))
             }
 
             async fn end_sale(&self, id: flashback_core::SaleId, now_ms: i64) -> $crate::StoreResult<Option<i64>> {

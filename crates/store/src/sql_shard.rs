@@ -5,7 +5,7 @@ use flashback_core::{MerchantId, Money, OrderId, OrderState, Points, ProductId, 
 use crate::{Order, OrderLine, StoreError};
 
 pub(crate) const ORDER_COLUMNS: &str = "id, buyer_id, merchant_id, state, total_minor, points_used, payable_minor, \
-     expires_at_ms, created_at_ms, updated_at_ms";
+     expires_at_ms, created_at_ms, updated_at_ms, flash_reservation_id";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct OrderRow {
@@ -19,6 +19,7 @@ pub(crate) struct OrderRow {
     pub expires_at_ms: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    pub flash_reservation_id: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -65,6 +66,7 @@ pub(crate) fn assemble(orders: Vec<OrderRow>, lines: Vec<LineRow>) -> Result<Vec
                 expires_at_ms: o.expires_at_ms,
                 created_at_ms: o.created_at_ms,
                 updated_at_ms: o.updated_at_ms,
+                flash_reservation: o.flash_reservation_id,
             })
         })
         .collect()
@@ -294,7 +296,8 @@ macro_rules! impl_order_shard {
                 }
                 sqlx::query(
                     "INSERT INTO orders (id, buyer_id, merchant_id, state, total_minor, points_used, payable_minor, \
-                     expires_at_ms, created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     expires_at_ms, created_at_ms, updated_at_ms, flash_reservation_id) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(o.id.get())
                 .bind(o.buyer.get())
@@ -306,6 +309,7 @@ macro_rules! impl_order_shard {
                 .bind(o.expires_at_ms)
                 .bind(o.created_at_ms)
                 .bind(o.updated_at_ms)
+                .bind(o.flash_reservation)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::error::on_write(e, "order", "order"))?;

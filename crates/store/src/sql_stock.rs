@@ -43,6 +43,7 @@ macro_rules! impl_stock_store {
                     .ok_or($crate::ReserveError::UnknownProduct(product))?;
                     let status: String = row.try_get("status")?;
                     if status != flashback_core::ProductStatus::OnShelf.as_str() {
+                        tx.rollback().await?;
                         return Err($crate::ReserveError::OffShelf(product));
                     }
                     let taken = sqlx::query(
@@ -56,6 +57,7 @@ macro_rules! impl_stock_store {
                     .execute(&mut *tx)
                     .await?;
                     if taken.rows_affected() != 1 {
+                        tx.rollback().await?;
                         return Err($crate::ReserveError::InsufficientStock(product));
                     }
                     sqlx::query(

@@ -150,6 +150,9 @@ pub struct Order {
     pub created_at_ms: i64,
     /// Last changed, Unix ms.
     pub updated_at_ms: i64,
+    /// The flash-sale reservation this order was made from, if any.
+    #[serde(default)]
+    pub flash_reservation: Option<i64>,
 }
 
 /// An order to write.
@@ -388,6 +391,7 @@ pub fn order_event_payload(
             "points_used": order.points_used.get(),
             "payable_minor": order.payable.minor(),
             "created_at_ms": order.created_at_ms,
+            "flash_reservation_id": order.flash_reservation.map(|r| r.to_string()),
             "lines": lines,
         }
     })

@@ -78,6 +78,7 @@ async fn place(shard: &Arc<dyn OrderShard>, g: &IdGenerator, buyer: UserId) -> O
         expires_at_ms: now + 60_000,
         created_at_ms: now,
         updated_at_ms: now,
+        flash_reservation: None,
     };
     let ids = WriteIds { event: g.next_at(now_ms()), entry: g.next_at(now_ms()) };
     match shard.create_order(NewOrder { order, idempotency: None }, ids).await.expect("create order") {

@@ -3,7 +3,9 @@
 //!
 //! The purchase path (admission funnel, engines, asynchronous orders) builds on this.
 
+pub mod audit;
 pub mod engine;
+pub mod orders;
 pub mod purchase;
 pub mod views;
 

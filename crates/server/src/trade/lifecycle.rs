@@ -38,11 +38,17 @@ pub async fn apply(
         (Transition::Cancel | Transition::Expire, _) => {
             state.trade.faults.check("cancel.after_order_cancelled")?;
             state.store.release(id, false).await?;
+            if let Some(r) = order.flash_reservation {
+                crate::flash_sale::orders::give_back(state, r).await?;
+            }
         }
         (Transition::Refund, Some(OrderState::Paid)) => {
             // Refunded before shipping: the goods never left, so they go back on sale.
             state.trade.faults.check("refund.after_order_refunded")?;
             state.store.release(id, true).await?;
+            if let Some(r) = order.flash_reservation {
+                crate::flash_sale::orders::give_back(state, r).await?;
+            }
         }
         _ => {}
     }

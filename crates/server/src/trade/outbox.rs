@@ -63,15 +63,24 @@ impl Subscriber for StockSteps {
             }
             "order.cancelled" => {
                 state.store.release(id, false).await?;
+                give_back_flash(state, body).await?;
             }
             // Refunded before shipping: the goods go back on sale; after shipping they do not.
             "order.refunded" if body["previous_state"] == "paid" => {
                 state.store.release(id, true).await?;
+                give_back_flash(state, body).await?;
             }
             _ => {}
         }
         Ok(())
     }
+}
+
+async fn give_back_flash(state: &AppState, body: &Value) -> Result<(), TradeError> {
+    if let Some(r) = body["order"]["flash_reservation_id"].as_str().and_then(|s| s.parse::<i64>().ok()) {
+        crate::flash_sale::orders::give_back(state, r).await?;
+    }
+    Ok(())
 }
 
 /// Awards points when an order completes, once per order. Never on the order's path: a failure

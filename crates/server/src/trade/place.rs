@@ -159,6 +159,7 @@ async fn write_order(
         expires_at_ms: now.saturating_add(timeout),
         created_at_ms: now,
         updated_at_ms: now,
+        flash_reservation: None,
     };
     let new = NewOrder { order, idempotency: Some((key.as_str().to_owned(), hash.clone())) };
     match state.shards.for_buyer(buyer).create_order(new, state.ids.write_ids()).await {

@@ -214,3 +214,104 @@ async fn the_memory_engine_recovers_its_book_from_durable_reservations_after_a_r
     assert_eq!(taken(&again, &id).await, 3);
     again.shutdown().await;
 }
+
+async fn wait_for_order(app: &TestApp, token: &str, ticket: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let t: Value = app.get_as(&format!("/api/v1/flash-sales/tickets/{ticket}"), token).await.json().await.unwrap();
+        if t["status"] == "ordered" {
+            return t["order_id"].as_str().unwrap().to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "ticket never ordered: {t}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn audit_clean(app: &TestApp, sale: &str) -> flashback_server::flash_sale::audit::FlashAudit {
+    let a = flashback_server::flash_sale::audit::audit(&app.state, sale.parse().unwrap()).await.unwrap();
+    assert!(a.violations.is_empty(), "{:?}", a.violations);
+    let t = flashback_server::trade::audit::audit(&app.state).await.unwrap();
+    assert!(t.violations.is_empty(), "{:?}", t.violations);
+    a
+}
+
+#[tokio::test]
+async fn each_accepted_purchase_becomes_one_order_at_the_sale_price_that_can_be_paid() {
+    let app = TestApp::spawn().await;
+    let id = sale(&app, 5, 2, -1_000, false).await;
+    let buyer = app.token_for("flashpayer", Role::User).await;
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/flash-sales/{id}/purchase")))
+        .bearer_auth(&buyer)
+        .json(&json!({"quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let ticket = res.json::<Value>().await.unwrap()["ticket_id"].as_str().unwrap().to_owned();
+    let order_id = wait_for_order(&app, &buyer, &ticket).await;
+    let order: Value = app.get_as(&format!("/api/v1/orders/{order_id}"), &buyer).await.json().await.unwrap();
+    assert_eq!((order["state"].as_str(), order["total_minor"].as_i64()), (Some("pending_payment"), Some(200)));
+    assert_eq!(order["lines"][0]["unit_price_minor"], 100, "the sale price, not the list price");
+    // Making orders again (a retry after a crash) finds the same order.
+    flashback_server::flash_sale::orders::create_orders_once(&app.state).await.unwrap();
+    let mine: Value = app.get_as("/api/v1/orders", &buyer).await.json().await.unwrap();
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1);
+
+    let payment: Value =
+        app.post(&format!("/api/v1/orders/{order_id}/payments"), Some(&buyer), &json!({})).await.json().await.unwrap();
+    assert_eq!(app.post(payment["pay_url"].as_str().unwrap(), None, &json!({})).await.status(), StatusCode::ACCEPTED);
+    let order: Value = app.get_as(&format!("/api/v1/orders/{order_id}"), &buyer).await.json().await.unwrap();
+    assert_eq!(order["state"], "paid");
+    let a = audit_clean(&app, &id).await;
+    assert_eq!((a.ordered, a.queued, a.released), (2, 0, 0));
+    app.shutdown().await;
+}
+
+async fn expiry_returns_the_unit_to_the_sale(e: FlashEngine) {
+    let app = TestApp::spawn_with(|c| {
+        c.flash_sale.engine = e;
+        c.trade.payment_timeout = Duration::from_secs(1);
+        c.trade.sweep_interval = Duration::from_millis(50);
+    })
+    .await;
+    let id = sale(&app, 1, 1, -1_000, false).await;
+    let first = app.token_for("latepayer", Role::User).await;
+    let second = app.token_for("nextbuyer", Role::User).await;
+    let res = buy(&app, &first, &id).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let ticket = res.json::<Value>().await.unwrap()["ticket_id"].as_str().unwrap().to_owned();
+    let order_id = wait_for_order(&app, &first, &ticket).await;
+    assert_problem(buy(&app, &second, &id).await, StatusCode::CONFLICT, "sold_out").await;
+
+    // Unpaid, the order expires and its unit goes back to the sale, once.
+    let started = std::time::Instant::now();
+    loop {
+        let t: Value = app.get_as(&format!("/api/v1/flash-sales/tickets/{ticket}"), &first).await.json().await.unwrap();
+        if t["status"] == "released" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never released: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let order: Value = app.get_as(&format!("/api/v1/orders/{order_id}"), &first).await.json().await.unwrap();
+    assert_eq!(order["state"], "cancelled");
+    assert_eq!(buy(&app, &second, &id).await.status(), StatusCode::ACCEPTED, "the unit sells again");
+    assert_problem(buy(&app, &first, &id).await, StatusCode::CONFLICT, "sold_out").await;
+    flashback_server::trade::outbox::drain(&app.state).await.unwrap();
+    let a = audit_clean(&app, &id).await;
+    assert_eq!(a.released, 1, "returned exactly once");
+    assert_eq!(a.queued + a.ordered, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unpaid_flash_order_expires_and_its_unit_sells_again_on_the_memory_engine() {
+    expiry_returns_the_unit_to_the_sale(FlashEngine::Memory).await;
+}
+
+#[tokio::test]
+async fn an_unpaid_flash_order_expires_and_its_unit_sells_again_on_the_sql_engine() {
+    expiry_returns_the_unit_to_the_sale(FlashEngine::Sql).await;
+}

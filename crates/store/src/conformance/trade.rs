@@ -59,6 +59,7 @@ fn new_order(
             expires_at_ms: now + 60_000,
             created_at_ms: now,
             updated_at_ms: now,
+            flash_reservation: None,
         },
         idempotency: key.map(|k| (k.to_owned(), format!("hash-of-{k}"))),
     }

@@ -1,0 +1,101 @@
+//! Orders from reservations, made asynchronously in batches: each waiting reservation becomes
+//! one order on its buyer's shard, at the sale price, with the normal payment deadline.
+//!
+//! Exactly one order per reservation: the order is written under the idempotency key
+//! `flash:<reservation id>`, so a retry after a crash finds the order it made instead of making
+//! another, and only then is the reservation marked `ordered` (compare-and-set).
+
+use flashback_core::{Money, OrderState, Quantity};
+use flashback_store::{Created, FlashReservation, NewOrder, Order, OrderLine};
+
+use crate::AppState;
+use crate::trade::{TradeError, now_ms};
+
+/// Reservations turned into orders per pass.
+pub const BATCH: u32 = 500;
+
+/// One pass: every waiting reservation (up to [`BATCH`]) becomes its order. Returns how many.
+pub async fn create_orders_once(state: &AppState) -> Result<usize, TradeError> {
+    let waiting = state.store.reservations_to_order(BATCH).await?;
+    let mut made = 0;
+    for r in &waiting {
+        match order_for(state, r).await {
+            Ok(()) => made += 1,
+            Err(e) => tracing::warn!(reservation.id = r.id, error = %e, "flash order not created yet; will retry"),
+        }
+    }
+    Ok(made)
+}
+
+async fn order_for(state: &AppState, r: &FlashReservation) -> Result<(), TradeError> {
+    let sale = state.store.flash_sale(r.sale_id).await?.ok_or(TradeError::Invalid("sale vanished".into()))?;
+    let product = state.store.product(sale.product_id).await?.ok_or(TradeError::Invalid("product vanished".into()))?;
+    let quantity = Quantity::new(r.quantity).map_err(|e| TradeError::Invalid(e.to_string()))?;
+    let total = sale.sale_price.checked_mul(r.quantity).ok_or_else(|| TradeError::Invalid("total too large".into()))?;
+    let now = now_ms();
+    let timeout = i64::try_from(state.config.trade.payment_timeout.as_millis()).unwrap_or(i64::MAX);
+    let order = Order {
+        id: state.ids.order(r.user_id),
+        buyer: r.user_id,
+        merchant: sale.merchant_id,
+        state: OrderState::PendingPayment,
+        lines: vec![OrderLine {
+            product_id: product.id,
+            sku: product.sku.clone(),
+            title: product.title.clone(),
+            quantity,
+            unit_price: sale.sale_price,
+        }],
+        total,
+        points_used: flashback_core::Points::ZERO,
+        payable: total.checked_sub(Money::ZERO).unwrap_or(total),
+        expires_at_ms: now.saturating_add(timeout),
+        created_at_ms: now,
+        updated_at_ms: now,
+        flash_reservation: Some(r.id),
+    };
+    let key = format!("flash:{}", r.id);
+    let new = NewOrder { order, idempotency: Some((key, "flash".into())) };
+    let order = match state.shards.for_buyer(r.user_id).create_order(new, state.ids.write_ids()).await? {
+        Created::New(o) | Created::Existing { order: o, .. } => o,
+    };
+    state.store.mark_reservation_ordered(r.id, order.id).await?;
+    Ok(())
+}
+
+/// Gives a flash order's units back to its sale (expired, cancelled, or refunded before
+/// shipping), once, and lets the sale sell them again at once.
+pub async fn give_back(state: &AppState, reservation: i64) -> Result<(), TradeError> {
+    if let Some(r) = state.store.release_reservation(reservation).await? {
+        if let Some(memory) = &state.flash.memory {
+            memory.give_back(r.sale_id, r.user_id, r.quantity);
+        }
+        state.flash.sold_out.invalidate(&r.sale_id).await;
+        state.sale_views.invalidate(&r.sale_id).await;
+        tracing::debug!(reservation.id = r.id, sale.id = %r.sale_id, units = r.quantity, "flash units returned");
+    }
+    Ok(())
+}
+
+/// Makes orders from reservations until shutdown: at once after a full batch, else every 50 ms.
+pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let busy = match create_orders_once(&state).await {
+                Ok(n) => n >= BATCH as usize,
+                Err(e) => {
+                    tracing::warn!(error = %e, "flash order pass failed; will retry");
+                    false
+                }
+            };
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = state.shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+        }
+    })
+}
