@@ -113,6 +113,10 @@ impl Server {
         cmd.env("FLASHBACK_LISTEN", format!("127.0.0.1:{port}"))
             .env("FLASHBACK_AUTH_ARGON2_MEMORY_KIB", "64")
             .env("FLASHBACK_AUTH_ARGON2_ITERATIONS", "1")
+            .env("FLASHBACK_AUTH_LOGIN_PER_IP_PER_MINUTE", "10000")
+            // Quiet: stderr is a pipe nobody reads in most tests, and a full pipe blocks the server.
+            .env("FLASHBACK_LOG_LEVEL", "warn")
+            .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
@@ -133,6 +137,7 @@ impl Server {
     }
 
     async fn wait(&mut self) -> std::process::ExitStatus {
+        // Bounded: a server that does not stop is killed when this panics (see Drop).
         let started = Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -144,10 +149,21 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failed test must not leave a server running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 #[tokio::test]
 async fn serve_answers_on_the_given_address_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--demo", "--log-format", "json"], &[]).await;
+    let mut server =
+        Server::start(dir.path(), &["--demo", "--log-format", "json"], &[("FLASHBACK_LOG_LEVEL", "info")]).await;
     let client = reqwest::Client::new();
     for path in ["/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/products"] {
         assert_eq!(
@@ -162,7 +178,8 @@ async fn serve_answers_on_the_given_address_and_exits_cleanly_on_sigterm() {
     let status = server.wait().await;
     assert!(status.success(), "exit status {status}");
     let mut logs = String::new();
-    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut logs).unwrap();
+    let mut stderr = server.child.stderr.take().unwrap();
+    std::io::Read::read_to_string(&mut stderr, &mut logs).unwrap();
     let last = logs.lines().last().unwrap_or_default();
     let line: Value = serde_json::from_str(last).unwrap_or_else(|_| panic!("json log line: {last}"));
     assert_eq!(line["message"], "stopped");
@@ -241,4 +258,110 @@ async fn killing_the_process_mid_order_leaks_and_oversells_nothing_once_swept() 
     assert!(placed >= answered, "every order a client heard about exists ({placed} >= {answered})");
     let held = after["stock"][&product][1].as_i64().unwrap() - before["stock"][&product][1].as_i64().unwrap();
     assert_eq!(u64::try_from(held).unwrap(), placed, "exactly the surviving orders hold stock");
+}
+
+#[tokio::test]
+async fn killing_the_process_mid_sale_loses_no_accepted_reservation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--demo"], &[]).await;
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+    let login = |name: &'static str, password: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let v: Value = client
+                .post(format!("{base}/api/v1/auth/login"))
+                .json(&serde_json::json!({"username": name, "password": password}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let merchant = login("merchant", "merchant-password").await;
+    let products: Value =
+        client.get(format!("{base}/api/v1/products?limit=1")).send().await.unwrap().json().await.unwrap();
+    let now = flashback_server::trade::now_ms();
+    let sale: Value = client
+        .post(format!("{base}/api/v1/flash-sales"))
+        .bearer_auth(&merchant)
+        .json(&serde_json::json!({"product_id": products["items"][0]["id"], "sale_price_minor": 1, "stock": 40,
+            "per_user_limit": 1, "starts_at": now - 1000, "ends_at": now + 600_000}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sale_id = sale["id"].as_str().unwrap().to_owned();
+    let mut tokens = Vec::new();
+    for i in 0..60 {
+        let name = format!("killbuyer{i}");
+        let body = serde_json::json!({"username": name, "password": "kill-buyer-pw"});
+        client.post(format!("{base}/api/v1/auth/register")).json(&body).send().await.unwrap();
+        let v: Value =
+            client.post(format!("{base}/api/v1/auth/login")).json(&body).send().await.unwrap().json().await.unwrap();
+        tokens.push(v["token"].as_str().unwrap().to_owned());
+    }
+
+    let mut attempts = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let (client, base, token, sale_id) = (client.clone(), base.clone(), token.clone(), sale_id.clone());
+        attempts.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(u64::try_from(i).unwrap() * 2)).await;
+            let res = client
+                .post(format!("{base}/api/v1/flash-sales/{sale_id}/purchase"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?;
+            if res.status() != StatusCode::ACCEPTED {
+                return None;
+            }
+            let v: Value = res.json().await.ok()?;
+            Some((token, v["ticket_id"].as_str()?.to_owned()))
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    server.signal("-KILL");
+    server.wait().await;
+    let mut accepted = Vec::new();
+    for a in attempts {
+        if let Some(t) = a.await.unwrap() {
+            accepted.push(t);
+        }
+    }
+
+    // After a restart every ticket a client was told about exists and gets its order.
+    let mut server = Server::start(dir.path(), &[], &[]).await;
+    for (token, ticket) in &accepted {
+        let started = Instant::now();
+        loop {
+            let res = client
+                .get(format!("{}/api/v1/flash-sales/tickets/{ticket}", server.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::OK, "accepted ticket {ticket} was lost");
+            let t: Value = res.json().await.unwrap();
+            if t["status"] == "ordered" {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "ticket {ticket} never ordered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    server.signal("-TERM");
+    assert!(server.wait().await.success());
+    let out = flashback(dir.path(), &["audit", "flash-sale", &sale_id]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(out.status.success(), "flash-sale audit: {report} {}", stderr(&out));
+    let held = report["queued"].as_i64().unwrap() + report["ordered"].as_i64().unwrap();
+    assert!(held >= i64::try_from(accepted.len()).unwrap() && held <= 40, "held {held}, accepted {}", accepted.len());
+    let (ok, trade) = audit(dir.path());
+    assert!(ok, "trade audit: {trade}");
 }
