@@ -19,19 +19,7 @@ fn connect_options(url: &str) -> StoreResult<MySqlConnectOptions> {
 }
 
 fn pool_options(options: &StoreOptions) -> MySqlPoolOptions {
-    MySqlPoolOptions::new()
-        .max_connections(options.max_connections.max(1))
-        .acquire_timeout(options.acquire_timeout)
-        // A transaction dropped on an early return (or a cancelled request) leaves its ROLLBACK
-        // queued on the connection until its next use, holding its row locks meanwhile; under
-        // contention every other connection can end up waiting on those locks. Flushing on
-        // release sends the rollback at once.
-        .after_release(|conn, _| {
-            Box::pin(async move {
-                use sqlx::Connection;
-                Ok(conn.ping().await.is_ok())
-            })
-        })
+    MySqlPoolOptions::new().max_connections(options.max_connections.max(1)).acquire_timeout(options.acquire_timeout)
 }
 
 async fn connect(url: &str, options: &StoreOptions) -> StoreResult<MySqlPool> {

@@ -77,7 +77,12 @@ async fn shutdown_finishes_requests_in_flight_then_stops_listening() {
     let in_flight = tokio::spawn(async move {
         client.post(url).json(&json!({"username": "late", "password": "some password"})).send().await
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Shut down only once the request is really being handled (the in-flight gauge says so).
+    let started = std::time::Instant::now();
+    while app.state.metrics.in_flight.get() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the request never arrived");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let addr = app.addr;
     app.shutdown().await;
     let res = in_flight.await.unwrap().expect("the request in flight got its answer");

@@ -22,7 +22,7 @@ fn source(res: &reqwest::Response) -> String {
     res.headers()["x-cache"].to_str().unwrap().to_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_dependencies_are_checked_for_readiness() {
     let Some(b) = Backends::get(SUITE).await else { return };
     let (one, two) = two_instances(&b).await;
@@ -35,7 +35,7 @@ async fn both_dependencies_are_checked_for_readiness() {
     two.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_products_through_redis_and_invalidate_each_other() {
     let Some(b) = Backends::get(SUITE).await else { return };
     let (one, two) = two_instances(&b).await;
@@ -72,7 +72,7 @@ async fn instances_share_products_through_redis_and_invalidate_each_other() {
     two.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_mysql_unreachable_the_last_copy_is_served_stale() {
     let Some(b) = Backends::get(SUITE).await else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -102,7 +102,7 @@ async fn with_mysql_unreachable_the_last_copy_is_served_stale() {
     app.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_land_on_their_buyers_mariadb_shard_and_merge_back_in_listings() {
     let Some(b) = Backends::get(SUITE).await else { return };
     let (one, two) = two_instances(&b).await;
@@ -152,7 +152,7 @@ async fn orders_land_on_their_buyers_mariadb_shard_and_merge_back_in_listings() 
     two.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_rabbitmq_order_events_reach_their_consumers_once_across_instances() {
     let Some(b) = Backends::get(SUITE).await else { return };
     let Some(amqp) = b.amqp_url.clone() else {
@@ -222,7 +222,7 @@ async fn with_rabbitmq_order_events_reach_their_consumers_once_across_instances(
     bus.close().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sql_flash_engine_never_oversells_across_two_instances_on_mariadb() {
     let Some(b) = Backends::get(SUITE).await else { return };
     let (one, two) = two_instances(&b).await;
