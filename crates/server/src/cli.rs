@@ -102,6 +102,21 @@ pub struct UserAddArgs {
     pub merchant_name: Option<String>,
 }
 
+/// Prints an audit report, closes the stores, and fails when it found violations.
+async fn finish_audit(
+    state: &AppState,
+    report: anyhow::Result<(serde_json::Result<serde_json::Value>, usize)>,
+) -> anyhow::Result<()> {
+    let outcome = report.and_then(|(json, violations)| {
+        println!("{}", serde_json::to_string_pretty(&json?)?);
+        anyhow::ensure!(violations == 0, "{violations} violation(s) found");
+        Ok(())
+    });
+    state.store.close().await;
+    state.shards.close().await;
+    outcome
+}
+
 /// Runs the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.global.config.as_deref())?;
@@ -150,28 +165,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Trade) => {
             let state = AppState::build(config).await?;
-            let report = crate::trade::audit::audit(&state).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            state.store.close().await;
-            state.shards.close().await;
-            if report.violations.is_empty() {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("{} violation(s) found", report.violations.len()))
-            }
+            let report = crate::trade::audit::audit(&state).await.map_err(|e| anyhow::anyhow!("{e}"));
+            finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
         }
         Command::Audit(AuditCommand::FlashSale { id }) => {
             let id = flashback_core::SaleId::parse(&id).context("sale id")?;
             let state = AppState::build(config).await?;
-            let report = crate::flash_sale::audit::audit(&state, id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            state.store.close().await;
-            state.shards.close().await;
-            if report.violations.is_empty() {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("{} violation(s) found", report.violations.len()))
-            }
+            let report = crate::flash_sale::audit::audit(&state, id).await.map_err(|e| anyhow::anyhow!("{e}"));
+            finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
         }
         Command::Demo => {
             let state = AppState::build(config).await?;
