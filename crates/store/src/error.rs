@@ -35,6 +35,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the database aborted the transaction to break a deadlock (or a lock wait ran
+    /// out); running the whole transaction again is the documented remedy.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Other(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|c| {
+                    c == "40001" || c == "1213" || c == "1205" || c == "HY000" && db.message().contains("Deadlock")
+                }) || db.message().contains("Deadlock found")
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the error means "try later, the store is down" rather than "this request is wrong".
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))

@@ -175,6 +175,26 @@ pub async fn open(options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
     Ok(store)
 }
 
+/// Runs a transaction again (up to three times) when the database aborted it to break a
+/// deadlock, as InnoDB asks; every attempt is a whole transaction, so nothing half-applies.
+pub(crate) async fn retry_deadlocks<T, F, Fut>(mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_retryable() && tries < 3 => {
+                tries += 1;
+                tracing::debug!(tries, "transaction aborted by a deadlock; retrying");
+                tokio::time::sleep(Duration::from_millis(5 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The wall clock in Unix milliseconds, as stored in `*_at_ms` columns.
 pub(crate) fn now_ms() -> i64 {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();

@@ -392,6 +392,13 @@ macro_rules! impl_flash_store {
             }
 
             async fn end_sale(&self, id: flashback_core::SaleId, now_ms: i64) -> $crate::StoreResult<Option<i64>> {
+                $crate::retry_deadlocks(|| self.end_sale_once(id, now_ms)).await
+            }
+        }
+
+        impl $store {
+            /// One attempt of [`crate::FlashSaleStore::end_sale`].
+            async fn end_sale_once(&self, id: flashback_core::SaleId, now_ms: i64) -> $crate::StoreResult<Option<i64>> {
                 let mut tx = self.writer().begin().await?;
                 let taken: i64 = sqlx::query_scalar(
                     "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM flash_reservations \

@@ -139,6 +139,47 @@ macro_rules! impl_order_shard {
                 Self::load_orders(&mut conn, &ids).await
             }
 
+            /// One attempt of [`crate::OrderShard::transition`].
+            async fn transition_once(
+                &self,
+                id: flashback_core::OrderId,
+                t: flashback_core::Transition,
+                from: Option<flashback_core::OrderState>,
+                ids: $crate::WriteIds,
+            ) -> $crate::StoreResult<$crate::Order> {
+                let mut sources = t.sources();
+                if let Some(from) = from {
+                    sources.retain(|s| *s == from);
+                }
+                let target = sources.first().and_then(|s| s.apply(t)).ok_or($crate::StoreError::ConditionFailed("state"))?;
+                let mut tx = self.writer().begin().await?;
+                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE orders SET state = ");
+                q.push_bind(target.as_str());
+                q.push(", updated_at_ms = ").push_bind($crate::now_ms());
+                q.push(" WHERE id = ").push_bind(id.get());
+                q.push(" AND state IN (");
+                let mut list = q.separated(", ");
+                for s in &sources {
+                    list.push_bind(s.as_str());
+                }
+                q.push(")");
+                let moved = q.build().execute(&mut *tx).await?;
+                let order = Self::load_order(&mut tx, id.get()).await?.ok_or($crate::StoreError::NotFound("order"))?;
+                if moved.rows_affected() != 1 {
+                    return Err($crate::StoreError::ConditionFailed("state"));
+                }
+                if matches!(target, flashback_core::OrderState::Cancelled | flashback_core::OrderState::Refunded)
+                    && order.points_used.get() > 0
+                {
+                    let reference = format!("return:{}", order.id);
+                    Self::move_points(&mut tx, ids.entry, order.buyer, order.points_used.get(), "return", &reference).await?;
+                }
+                let previous = if sources.len() == 1 { sources.first().copied() } else { None };
+                Self::write_event(&mut tx, ids.event, t.event(), &order, previous).await?;
+                tx.commit().await?;
+                Ok(order)
+            }
+
             async fn load_order(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 id: i64,
@@ -197,30 +238,36 @@ macro_rules! impl_order_shard {
                         other => return Err(other),
                     },
                 }
-                if delta > 0 {
-                    // The account row may not exist yet; a duplicate means it does.
-                    let created = sqlx::query("INSERT INTO points_accounts (user_id, balance, updated_at_ms) VALUES (?, 0, ?)")
+                // Update first: taking the row's exclusive lock straight away (an INSERT that
+                // hits the existing row would take a shared lock first, and two of those
+                // deadlock when both then update).
+                let update = || {
+                    sqlx::query(
+                        "UPDATE points_accounts SET balance = balance + ?, updated_at_ms = ? WHERE user_id = ? AND balance + ? >= 0",
+                    )
+                    .bind(delta)
+                    .bind(now)
+                    .bind(user.get())
+                    .bind(delta)
+                };
+                let mut moved = update().execute(&mut *conn).await?.rows_affected();
+                if moved == 0 && delta > 0 {
+                    let created = sqlx::query("INSERT INTO points_accounts (user_id, balance, updated_at_ms) VALUES (?, ?, ?)")
                         .bind(user.get())
+                        .bind(delta)
                         .bind(now)
                         .execute(&mut *conn)
                         .await;
-                    if let Err(e) = created {
-                        match $crate::error::on_write(e, "account", "user") {
-                            $crate::StoreError::Conflict(_) => {}
+                    moved = match created {
+                        Ok(done) => done.rows_affected(),
+                        // Created meanwhile by someone else: now the update finds it.
+                        Err(e) => match $crate::error::on_write(e, "account", "user") {
+                            $crate::StoreError::Conflict(_) => update().execute(&mut *conn).await?.rows_affected(),
                             other => return Err(other),
-                        }
-                    }
+                        },
+                    };
                 }
-                let moved = sqlx::query(
-                    "UPDATE points_accounts SET balance = balance + ?, updated_at_ms = ? WHERE user_id = ? AND balance + ? >= 0",
-                )
-                .bind(delta)
-                .bind(now)
-                .bind(user.get())
-                .bind(delta)
-                .execute(&mut *conn)
-                .await?;
-                if moved.rows_affected() != 1 {
+                if moved != 1 {
                     return Err($crate::StoreError::ConditionFailed("points"));
                 }
                 Ok(true)
@@ -367,37 +414,7 @@ macro_rules! impl_order_shard {
                 from: Option<flashback_core::OrderState>,
                 ids: $crate::WriteIds,
             ) -> $crate::StoreResult<$crate::Order> {
-                let mut sources = t.sources();
-                if let Some(from) = from {
-                    sources.retain(|s| *s == from);
-                }
-                let target = sources.first().and_then(|s| s.apply(t)).ok_or($crate::StoreError::ConditionFailed("state"))?;
-                let mut tx = self.writer().begin().await?;
-                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE orders SET state = ");
-                q.push_bind(target.as_str());
-                q.push(", updated_at_ms = ").push_bind($crate::now_ms());
-                q.push(" WHERE id = ").push_bind(id.get());
-                q.push(" AND state IN (");
-                let mut list = q.separated(", ");
-                for s in &sources {
-                    list.push_bind(s.as_str());
-                }
-                q.push(")");
-                let moved = q.build().execute(&mut *tx).await?;
-                let order = Self::load_order(&mut tx, id.get()).await?.ok_or($crate::StoreError::NotFound("order"))?;
-                if moved.rows_affected() != 1 {
-                    return Err($crate::StoreError::ConditionFailed("state"));
-                }
-                if matches!(target, flashback_core::OrderState::Cancelled | flashback_core::OrderState::Refunded)
-                    && order.points_used.get() > 0
-                {
-                    let reference = format!("return:{}", order.id);
-                    Self::move_points(&mut tx, ids.entry, order.buyer, order.points_used.get(), "return", &reference).await?;
-                }
-                let previous = if sources.len() == 1 { sources.first().copied() } else { None };
-                Self::write_event(&mut tx, ids.event, t.event(), &order, previous).await?;
-                tx.commit().await?;
-                Ok(order)
+                $crate::retry_deadlocks(|| self.transition_once(id, t, from, ids)).await
             }
 
             async fn expired(&self, now_ms: i64, limit: u32) -> $crate::StoreResult<Vec<flashback_core::OrderId>> {

@@ -43,15 +43,17 @@ impl SqlitePools {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // WAL with NORMAL is durable against process crashes; a power cut can lose the last
-            // transactions but never corrupts the file. Money paths that need more say so.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        // Every commit on the writer syncs the WAL to disk before it returns (FULL), so an
+        // answer that says "done" (an order, a payment, an accepted flash-sale reservation)
+        // survives a power cut, not only a process crash. Batched writers (the flash-sale group
+        // commit) pay one sync per batch.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(base.clone())
+            .connect_with(base.clone().synchronous(SqliteSynchronous::Full))
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
