@@ -122,6 +122,16 @@ impl TryFrom<ProductRow> for Product {
     }
 }
 
+/// Wraps ids read from `table` in their domain type; an id that breaks the type's rules is a
+/// corrupt row.
+pub(crate) fn parse_ids<T>(
+    ids: Vec<i64>,
+    table: &'static str,
+    make: fn(i64) -> Result<T, flashback_core::ParseError>,
+) -> Result<Vec<T>, StoreError> {
+    ids.into_iter().map(|id| make(id).map_err(|e| corrupt(table, e))).collect()
+}
+
 /// JSON text for a list column (images, regions). Serialising these types cannot fail.
 pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())

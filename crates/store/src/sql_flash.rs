@@ -178,12 +178,7 @@ macro_rules! impl_flash_store {
                 .bind(i64::from(limit))
                 .fetch_all(self.writer())
                 .await?;
-                ids.into_iter()
-                    .map(|id| {
-                        flashback_core::SaleId::new(id)
-                            .map_err(|e| $crate::StoreError::Corrupt { table: "flash_sales", reason: e.to_string() })
-                    })
-                    .collect()
+                $crate::sql::parse_ids(ids, "flash_sales", flashback_core::SaleId::new)
             }
 
             async fn insert_reservations(&self, rows: &[$crate::FlashReservation]) -> $crate::StoreResult<()> {

@@ -426,12 +426,7 @@ macro_rules! impl_order_shard {
                 .bind(i64::from(limit))
                 .fetch_all(self.writer())
                 .await?;
-                ids.into_iter()
-                    .map(|id| {
-                        flashback_core::OrderId::new(id)
-                            .map_err(|e| $crate::StoreError::Corrupt { table: "orders", reason: e.to_string() })
-                    })
-                    .collect()
+                $crate::sql::parse_ids(ids, "orders", flashback_core::OrderId::new)
             }
 
             async fn points(&self, user: flashback_core::UserId) -> $crate::StoreResult<flashback_core::Points> {

@@ -157,14 +157,7 @@ macro_rules! impl_stock_store {
                 .bind(i64::from(limit))
                 .fetch_all(self.writer())
                 .await?;
-                ids.into_iter()
-                    .map(|id| {
-                        flashback_core::OrderId::new(id).map_err(|e| $crate::StoreError::Corrupt {
-                            table: "stock_reservations",
-                            reason: e.to_string(),
-                        })
-                    })
-                    .collect()
+                $crate::sql::parse_ids(ids, "stock_reservations", flashback_core::OrderId::new)
             }
 
             async fn stock_summary(&self) -> $crate::StoreResult<Vec<$crate::StockSummary>> {
