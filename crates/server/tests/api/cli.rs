@@ -107,29 +107,44 @@ struct Server {
 
 impl Server {
     async fn start(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashback"));
-        cmd.arg("serve").args(extra).arg("--data-dir").arg(dir);
-        cmd.env("FLASHBACK_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FLASHBACK_AUTH_ARGON2_MEMORY_KIB", "64")
-            .env("FLASHBACK_AUTH_ARGON2_ITERATIONS", "1")
-            .env("FLASHBACK_AUTH_LOGIN_PER_IP_PER_MINUTE", "10000")
-            // Quiet: stderr is a pipe nobody reads in most tests, and a full pipe blocks the server.
-            .env("FLASHBACK_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
+        // A port picked free can be taken by a parallel test before the server binds it: if the
+        // server exits early, try again on another port.
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashback"));
+            cmd.arg("serve").args(extra).arg("--data-dir").arg(dir);
+            cmd.env("FLASHBACK_LISTEN", format!("127.0.0.1:{port}"))
+                .env("FLASHBACK_AUTH_ARGON2_MEMORY_KIB", "64")
+                .env("FLASHBACK_AUTH_ARGON2_ITERATIONS", "1")
+                .env("FLASHBACK_AUTH_LOGIN_PER_IP_PER_MINUTE", "10000")
+                // Quiet: stderr is a pipe nobody reads in most tests, and a full pipe blocks the server.
+                .env("FLASHBACK_LOG_LEVEL", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let mut server = Self { child: cmd.spawn().unwrap(), base: format!("http://127.0.0.1:{port}") };
+            let client = reqwest::Client::new();
+            let started = Instant::now();
+            loop {
+                if client.get(format!("{}/healthz", server.base)).send().await.is_ok() {
+                    return server;
+                }
+                if let Some(status) = server.child.try_wait().unwrap() {
+                    let mut err = String::new();
+                    if let Some(mut e) = server.child.stderr.take() {
+                        std::io::Read::read_to_string(&mut e, &mut err).ok();
+                    }
+                    last_error = format!("server exited with {status}: {err}");
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "server did not come up");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        let child = cmd.spawn().unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        while client.get(format!("{base}/healthz")).send().await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "server did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { child, base }
+        panic!("server did not start: {last_error}");
     }
 
     fn signal(&self, sig: &str) {

@@ -109,7 +109,9 @@ async fn duplicates_are_refused_before_stock(e: FlashEngine) {
 
     let t = ticket["ticket_id"].as_str().unwrap();
     let mine: Value = app.get_as(&format!("/api/v1/flash-sales/tickets/{t}"), &a).await.json().await.unwrap();
-    assert_eq!((mine["status"].as_str(), mine["quantity"].as_i64()), (Some("queued"), Some(1)));
+    // Queued until the order worker has made its order (which may already have happened).
+    assert!(matches!(mine["status"].as_str(), Some("queued" | "ordered")), "{mine}");
+    assert_eq!(mine["quantity"], 1);
     assert_problem(
         app.get_as(&format!("/api/v1/flash-sales/tickets/{t}"), &b).await,
         StatusCode::NOT_FOUND,
