@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use flashback_core::{CategoryId, IdGenerator, MerchantId, OrderId, ProductId, UserId};
@@ -53,10 +52,13 @@ pub struct AppState {
 #[derive(Debug)]
 pub struct Ids(IdGenerator);
 
+fn now_unix_ms() -> u64 {
+    u64::try_from(crate::trade::now_ms()).unwrap_or(0)
+}
+
 impl Ids {
     fn raw(&self) -> i64 {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-        self.0.next_at(u64::try_from(now).unwrap_or(u64::MAX))
+        self.0.next_at(now_unix_ms())
     }
 
     /// A new account id.
@@ -76,8 +78,7 @@ impl Ids {
 
     /// A new order id for `buyer` (carries the buyer's gene).
     pub fn order(&self, buyer: UserId) -> OrderId {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-        self.0.next_order_at(u64::try_from(now).unwrap_or(u64::MAX), buyer)
+        self.0.next_order_at(now_unix_ms(), buyer)
     }
 
     /// Ids for the outbox event and points entry of one write.

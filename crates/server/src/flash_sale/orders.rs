@@ -5,7 +5,7 @@
 //! `flash:<reservation id>`, so a retry after a crash finds the order it made instead of making
 //! another, and only then is the reservation marked `ordered` (compare-and-set).
 
-use flashback_core::{Money, OrderState, Quantity};
+use flashback_core::{OrderState, Quantity};
 use flashback_store::{Created, FlashReservation, NewOrder, Order, OrderLine};
 
 use crate::AppState;
@@ -48,7 +48,7 @@ async fn order_for(state: &AppState, r: &FlashReservation) -> Result<(), TradeEr
         }],
         total,
         points_used: flashback_core::Points::ZERO,
-        payable: total.checked_sub(Money::ZERO).unwrap_or(total),
+        payable: total,
         expires_at_ms: now.saturating_add(timeout),
         created_at_ms: now,
         updated_at_ms: now,

@@ -45,9 +45,8 @@ impl TimeInput {
     pub fn millis(&self, field: &str) -> Result<i64, String> {
         match self {
             TimeInput::Millis(ms) => Ok(*ms),
-            TimeInput::Text(t) => time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
-                .map_err(|_| format!("{field}: an RFC 3339 time or Unix milliseconds")),
+            TimeInput::Text(t) => crate::catalog::views::parse_rfc3339_ms(t)
+                .ok_or_else(|| format!("{field}: an RFC 3339 time or Unix milliseconds")),
         }
     }
 }

@@ -23,9 +23,8 @@ fn time_ms(field: &str, raw: &str) -> Result<i64, Problem> {
     if let Ok(ms) = raw.parse::<i64>() {
         return Ok(ms);
     }
-    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
-        .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
-        .map_err(|_| bad_query(format!("{field}: Unix milliseconds or an RFC 3339 time")))
+    crate::catalog::views::parse_rfc3339_ms(raw)
+        .ok_or_else(|| bad_query(format!("{field}: Unix milliseconds or an RFC 3339 time")))
 }
 
 fn parse(q: &OrderQuery) -> Result<(OrderFilter, Option<Cursor>, PageLimit), Problem> {
