@@ -278,6 +278,11 @@ async fn unpaid_orders_expire_returning_stock_and_points_and_a_late_payment_is_r
         assert!(started.elapsed() < Duration::from_secs(10), "never expired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The state flips first; the stock step follows it (same sweep), so wait for it, bounded.
+    while available(&app, &product).await != 5 {
+        assert!(started.elapsed() < Duration::from_secs(10), "stock never returned");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(available(&app, &product).await, 5, "stock returned");
     let points: Value = app.get_as("/api/v1/me/points", &buyer).await.json().await.unwrap();
     assert_eq!(points["balance"], 300, "points returned");
