@@ -178,7 +178,9 @@ pub trait FlashSaleStore: Send + Sync {
     async fn sale_taken_units(&self, id: SaleId) -> StoreResult<i64>;
     /// Open sales whose end is before `now_ms`.
     async fn sales_due_to_end(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<SaleId>>;
-    /// Writes accepted reservations, all in one transaction (group commit).
+    /// Writes accepted reservations, all in one transaction (group commit). Idempotent by
+    /// reservation id: a row already written is left as it is (the `redis` engine's importer
+    /// may deliver an entry twice).
     async fn insert_reservations(&self, rows: &[FlashReservation]) -> StoreResult<()>;
     /// One reservation.
     async fn flash_reservation(&self, id: i64) -> StoreResult<Option<FlashReservation>>;
@@ -205,6 +207,9 @@ pub trait FlashSaleStore: Send + Sync {
     async fn release_reservation(&self, id: i64) -> StoreResult<Option<FlashReservation>>;
     /// Every reservation of a sale, for audits.
     async fn sale_reservations(&self, id: SaleId) -> StoreResult<Vec<FlashReservation>>;
+    /// The sale's released reservations (few: unpaid orders), for engines that keep stock
+    /// outside the store and must give those units back exactly once.
+    async fn released_reservations(&self, id: SaleId) -> StoreResult<Vec<FlashReservation>>;
     /// The `sql` engine's counter of units not reserved.
     async fn sale_remaining_counter(&self, id: SaleId) -> StoreResult<i64>;
 

@@ -63,7 +63,7 @@ impl MySqlStore {
 
 crate::sql::impl_sql_store!(MySqlStore, MySql);
 crate::sql_stock::impl_stock_store!(MySqlStore, MySql);
-crate::sql_flash::impl_flash_store!(MySqlStore, MySql);
+crate::sql_flash::impl_flash_store!(MySqlStore, MySql, " ON DUPLICATE KEY UPDATE id = id");
 
 #[async_trait]
 impl Store for MySqlStore {

@@ -61,8 +61,11 @@ pub(crate) fn reservation(
 }
 
 /// Implements [`crate::FlashSaleStore`] for a catalog store type with `writer()`/`reader()`.
+///
+/// `$keep_existing` ends an `INSERT` so that a row whose key exists is left alone: the two
+/// dialects spell it differently.
 macro_rules! impl_flash_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty, $db:ty, $keep_existing:literal) => {
         #[async_trait::async_trait]
         impl $crate::FlashSaleStore for $store {
             async fn create_sale(&self, new: $crate::NewFlashSale) -> $crate::StoreResult<$crate::FlashSale> {
@@ -201,6 +204,7 @@ macro_rules! impl_flash_store {
                             .push_bind(r.created_at_ms)
                             .push_bind(r.created_at_ms);
                     });
+                    q.push($keep_existing);
                     q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
@@ -371,6 +375,20 @@ macro_rules! impl_flash_store {
                 let rows: Vec<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
                     "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations \
                      WHERE sale_id = ? ORDER BY id",
+                )
+                .bind(id.get())
+                .fetch_all(self.writer())
+                .await?;
+                rows.into_iter().map($crate::sql_flash::reservation).collect()
+            }
+
+            async fn released_reservations(
+                &self,
+                id: flashback_core::SaleId,
+            ) -> $crate::StoreResult<Vec<$crate::FlashReservation>> {
+                let rows: Vec<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations \
+                     WHERE sale_id = ? AND state = 'released' ORDER BY id",
                 )
                 .bind(id.get())
                 .fetch_all(self.writer())

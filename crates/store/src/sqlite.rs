@@ -99,7 +99,7 @@ impl SqliteStore {
 
 crate::sql::impl_sql_store!(SqliteStore, Sqlite);
 crate::sql_stock::impl_stock_store!(SqliteStore, Sqlite);
-crate::sql_flash::impl_flash_store!(SqliteStore, Sqlite);
+crate::sql_flash::impl_flash_store!(SqliteStore, Sqlite, " ON CONFLICT (id) DO NOTHING");
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -44,6 +44,7 @@ macro_rules! conformance_suite {
             points_are_added_once_per_reference
             payments_are_recorded_once_and_move_by_compare_and_set
             a_flash_sale_carves_its_stock_and_ending_it_returns_the_unsold_once
+            reservations_are_written_once_and_released_ones_are_listed
         );
     };
     (@cases $make:path; $($case:ident)*) => {

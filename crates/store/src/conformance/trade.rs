@@ -441,3 +441,52 @@ pub async fn a_flash_sale_carves_its_stock_and_ending_it_returns_the_unsold_once
     let open = store.flash_sales(Some(SaleState::Open), None, PageLimit::default()).await.expect("list");
     assert!(open.iter().all(|s| s.id != created.id));
 }
+
+/// Writing a reservation twice (an importer's redelivery) keeps the first row as it is, and a
+/// released reservation is listed for engines that must return its units.
+pub async fn reservations_are_written_once_and_released_ones_are_listed(t: &TestStore) {
+    use crate::{FlashReservation, NewFlashSale, ReservationStatus};
+    let g = ids();
+    let store = &t.store;
+    let (m, c) = shop(store, &g, "importer").await;
+    let buyer = user(store, &g, "importer-buyer", flashback_core::Role::User).await;
+    let p = store.create_product(product(&g, m, c, "IMPORT", 10)).await.expect("p").id;
+    let now = i64::try_from(now_ms()).expect("fits");
+    let sale = store
+        .create_sale(NewFlashSale {
+            id: next(&g, flashback_core::SaleId::new),
+            merchant_id: m,
+            product_id: p,
+            sale_price: Money::from_minor(500).expect("money"),
+            stock: 5,
+            per_user_limit: 3,
+            starts_at_ms: now - 1_000,
+            ends_at_ms: now + 60_000,
+            require_token: false,
+        })
+        .await
+        .expect("sale");
+    let row = |quantity: i64| FlashReservation {
+        id: g.next_at(now_ms()),
+        sale_id: sale.id,
+        user_id: buyer,
+        quantity,
+        status: ReservationStatus::Reserved,
+        order_id: None,
+        created_at_ms: now,
+    };
+    let (a, b) = (row(1), row(2));
+    store.insert_reservations(&[a.clone(), b.clone()]).await.expect("first write");
+    store.release_reservation(a.id).await.expect("release").expect("released now");
+    // Redelivered with b's quantity changed: neither row may change.
+    let mut b_again = b.clone();
+    b_again.quantity = 3;
+    store.insert_reservations(&[a.clone(), b_again]).await.expect("second write is harmless");
+    let stored = store.sale_reservations(sale.id).await.expect("all");
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored.iter().find(|r| r.id == a.id).expect("a").status, ReservationStatus::Released);
+    assert_eq!(stored.iter().find(|r| r.id == b.id).expect("b").quantity, 2);
+    let released = store.released_reservations(sale.id).await.expect("released");
+    assert_eq!(released.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a.id]);
+    assert_eq!(store.sale_taken_units(sale.id).await.expect("taken"), 2);
+}
