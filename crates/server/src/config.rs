@@ -51,6 +51,9 @@ pub struct Config {
 pub enum FlashEngine {
     /// In process, durable by group commit (embedded, one instance).
     Memory,
+    /// A Lua step in Redis that reserves and queues atomically (many instances; needs
+    /// `cache.redis_url`).
+    Redis,
     /// One conditional-update transaction per attempt (small sales; the baseline).
     Sql,
 }
@@ -59,12 +62,17 @@ pub enum FlashEngine {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlashSaleConfig {
-    /// `memory` or `sql`.
+    /// `memory`, `redis` or `sql`.
     pub engine: FlashEngine,
     /// Purchase attempts per second this instance admits in all.
     pub global_per_sec: u32,
     /// Purchase attempts per second this instance admits for one sale.
     pub per_sale_per_sec: u32,
+    /// Purchase attempts per second the whole cluster admits in all, kept in Redis (when
+    /// `cache.redis_url` is set; 0 turns it off).
+    pub cluster_global_per_sec: u32,
+    /// Purchase attempts per second the whole cluster admits for one sale (0: off).
+    pub cluster_per_sale_per_sec: u32,
     /// Purchase attempts per second one buyer may make.
     pub per_user_per_sec: u32,
     /// Purchase attempts per second one client IP may make.
@@ -83,6 +91,8 @@ impl Default for FlashSaleConfig {
             engine: FlashEngine::Memory,
             global_per_sec: 100_000,
             per_sale_per_sec: 50_000,
+            cluster_global_per_sec: 200_000,
+            cluster_per_sale_per_sec: 100_000,
             per_user_per_sec: 5,
             per_ip_per_sec: 200,
             token_window: Duration::from_secs(300),
@@ -423,6 +433,9 @@ impl Config {
             return fail(
                 "flash_sale.engine: memory keeps stock in one process; with a MySQL store (several instances) use sql",
             );
+        }
+        if f.engine == FlashEngine::Redis && self.cache.redis_url.is_none() {
+            return fail("flash_sale.engine: redis needs cache.redis_url");
         }
         if self.node_id.is_some_and(|n| n > flashback_core::id::MAX_NODE) {
             return fail("node_id: must be 0 to 63");

@@ -140,23 +140,34 @@ impl AppState {
             ),
             None => None,
         };
+        let node = config.node_id.unwrap_or_else(|| rand::random_range(0..=flashback_core::id::MAX_NODE));
+        let ids = Arc::new(Ids(IdGenerator::new(node)?));
         let flash = {
             use crate::flash_sale::engine::{Engine, MemoryEngine, SqlEngine};
+            use crate::flash_sale::redis_engine::RedisEngine;
             let key = match &config.flash_sale.token_secret {
                 Some(s) => s.expose_secret().as_bytes().to_vec(),
                 None => crate::keys::key_file(&config.data_dir, "flash.key", "flash_sale.token_secret")?,
             };
-            let (engine, memory): (Arc<dyn Engine>, _) = match config.flash_sale.engine {
-                crate::config::FlashEngine::Memory => {
-                    let m = MemoryEngine::start(Arc::clone(&store));
-                    (m.clone(), Some(m))
+            let engine: Arc<dyn Engine> = match (config.flash_sale.engine, &redis) {
+                (crate::config::FlashEngine::Memory, _) => MemoryEngine::start(Arc::clone(&store)),
+                (crate::config::FlashEngine::Sql, _) => Arc::new(SqlEngine::new(Arc::clone(&store))),
+                (crate::config::FlashEngine::Redis, Some(r)) => RedisEngine::new(r.clone(), Arc::clone(&store), node)
+                    .await
+                    .context("starting the redis flash-sale engine")?,
+                (crate::config::FlashEngine::Redis, None) => {
+                    anyhow::bail!("flash_sale.engine: redis needs cache.redis_url")
                 }
-                crate::config::FlashEngine::Sql => (Arc::new(SqlEngine::new(Arc::clone(&store))), None),
             };
-            Arc::new(crate::flash_sale::purchase::FlashRuntime::new(&config.flash_sale, engine, memory, key))
+            let cluster = redis.as_ref().and_then(|r| {
+                crate::flash_sale::cluster_limit::ClusterLimits::new(
+                    r.clone(),
+                    config.flash_sale.cluster_global_per_sec,
+                    config.flash_sale.cluster_per_sale_per_sec,
+                )
+            });
+            Arc::new(crate::flash_sale::purchase::FlashRuntime::new(&config.flash_sale, engine, cluster, key))
         };
-        let node = config.node_id.unwrap_or_else(|| rand::random_range(0..=flashback_core::id::MAX_NODE));
-        let ids = Arc::new(Ids(IdGenerator::new(node)?));
         let metrics = Arc::new(Metrics::new());
         let tokens = TokenKeys::load(config.auth.token_secret.as_ref(), &config.data_dir, config.auth.token_ttl)?;
         if config.node_id.is_none() && config.store.url.is_some() {

@@ -87,10 +87,55 @@ pub async fn audit(state: &AppState, id: SaleId) -> Result<FlashAudit, TradeErro
             a.violations.push(format!("sql counter {counter} + held {held} ≠ stock {}", sale.stock));
         }
     }
+    if sale.state == SaleState::Open
+        && let Some(book) = engine_book(state, id).await?
+        && book.remaining + book.in_flight + held != sale.stock
+    {
+        a.violations.push(format!(
+            "{} book: {} left + {} not yet recorded + held {held} ≠ stock {}",
+            state.flash.engine.name(),
+            book.remaining,
+            book.in_flight,
+            sale.stock
+        ));
+    }
     for (user, n) in per_user {
         if n > sale.per_user_limit {
             a.violations.push(format!("user {user} holds {n}, above the limit of {}", sale.per_user_limit));
         }
     }
     Ok(a)
+}
+
+/// An engine's own book of a sale, read when it agrees with the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EngineBook {
+    remaining: i64,
+    in_flight: i64,
+}
+
+/// Reads the engine's book with the store's held units in between, until two reads agree
+/// (purchases or imports racing the audit move units between the two): the book to compare.
+async fn engine_book(state: &AppState, id: SaleId) -> Result<Option<EngineBook>, TradeError> {
+    let read = || async {
+        state
+            .flash
+            .engine
+            .book(id)
+            .await
+            .map(|b| b.map(|(remaining, in_flight)| EngineBook { remaining, in_flight }))
+            .map_err(|e| TradeError::Unexpected(anyhow::anyhow!("the engine did not answer: {e:?}")))
+    };
+    let mut last = read().await?;
+    for _ in 0..20 {
+        let held = state.store.sale_taken_units(id).await?;
+        let again = read().await?;
+        let settled = state.store.sale_taken_units(id).await?;
+        if again == last && held == settled {
+            return Ok(again);
+        }
+        last = again;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(last)
 }

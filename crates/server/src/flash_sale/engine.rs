@@ -31,14 +31,45 @@ pub enum Refusal {
 /// One reserve engine.
 #[async_trait]
 pub trait Engine: Send + Sync + std::fmt::Debug {
-    /// `memory` or `sql`.
+    /// `memory`, `redis` or `sql`.
     fn name(&self) -> &'static str;
     /// Checks the window, the buyer's limit and the stock, takes the stock, and makes the
     /// reservation durable, all before returning `Ok`.
     async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<(), Refusal>;
+
+    /// A reservation was released in the store (once): give its units back to the engine's
+    /// own book, if it keeps one.
+    async fn returned(&self, _released: &FlashReservation) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    /// A reservation the engine accepted that the store does not hold yet (for tickets).
+    async fn in_flight(&self, _id: i64) -> Result<Option<FlashReservation>, Refusal> {
+        Ok(None)
+    }
+
+    /// The sale is over: stop selling, and say whether every accepted reservation is in the
+    /// store (only then may the store count what is unsold and end the sale).
+    async fn close(&self, _sale: SaleId) -> Result<bool, Refusal> {
+        Ok(true)
+    }
+
+    /// The sale has ended: drop whatever the engine keeps for it.
+    async fn forget(&self, _sale: SaleId) {}
+
+    /// For audits: the units the engine's own book can still sell and the units it accepted
+    /// that the store does not hold yet; `None` if it keeps no book for the sale.
+    async fn book(&self, _sale: SaleId) -> Result<Option<(i64, i64)>, Refusal> {
+        Ok(None)
+    }
+
+    /// Tasks the engine runs until shutdown.
+    fn background(self: Arc<Self>, _shutdown: tokio_util::sync::CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        Vec::new()
+    }
 }
 
-fn in_window(sale: &FlashSale, now_ms: i64) -> bool {
+pub(crate) fn in_window(sale: &FlashSale, now_ms: i64) -> bool {
     sale.state == flashback_store::SaleState::Open && sale.starts_at_ms <= now_ms && now_ms < sale.ends_at_ms
 }
 
@@ -115,23 +146,34 @@ impl MemoryEngine {
         // Another request may have loaded it meanwhile; the first one in wins.
         Ok(Arc::clone(books.entry(sale.id).or_insert_with(|| Arc::new(Mutex::new(book)))))
     }
-
-    /// Gives units back to a sale's book (its reservation was released durably elsewhere).
-    pub fn give_back(&self, sale: SaleId, user: UserId, quantity: i64) {
-        if let Some(book) = self.books.lock().unwrap_or_else(|p| p.into_inner()).get(&sale) {
-            let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
-            b.remaining += quantity;
-            if let Some(n) = b.per_user.get_mut(&user) {
-                *n = (*n - quantity).max(0);
-            }
-        }
-    }
 }
 
 #[async_trait]
 impl Engine for MemoryEngine {
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    async fn returned(&self, r: &FlashReservation) -> Result<(), Refusal> {
+        // Only this process sells from the book, and the store released the reservation once.
+        if let Some(book) = self.books.lock().unwrap_or_else(|p| p.into_inner()).get(&r.sale_id) {
+            let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
+            b.remaining += r.quantity;
+            if let Some(n) = b.per_user.get_mut(&r.user_id) {
+                *n = (*n - r.quantity).max(0);
+            }
+        }
+        Ok(())
+    }
+
+    async fn forget(&self, sale: SaleId) {
+        self.books.lock().unwrap_or_else(|p| p.into_inner()).remove(&sale);
+    }
+
+    async fn book(&self, sale: SaleId) -> Result<Option<(i64, i64)>, Refusal> {
+        let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        // Nothing is accepted before it is durable: nothing is ever in flight.
+        Ok(books.get(&sale).map(|b| (b.lock().unwrap_or_else(|p| p.into_inner()).remaining, 0)))
     }
 
     async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<(), Refusal> {

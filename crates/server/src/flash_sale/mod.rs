@@ -4,9 +4,11 @@
 //! The purchase path (admission funnel, engines, asynchronous orders) builds on this.
 
 pub mod audit;
+pub mod cluster_limit;
 pub mod engine;
 pub mod orders;
 pub mod purchase;
+pub mod redis_engine;
 pub mod views;
 
 use std::time::Duration;
@@ -172,7 +174,19 @@ pub async fn end_due_sales(state: &AppState) -> Result<u32, StoreError> {
     let now = now_ms().saturating_sub(grace);
     let mut ended = 0;
     for id in state.store.sales_due_to_end(now, 100).await? {
+        match state.flash.engine.close(id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(sale.id = %id, "flash sale over; waiting for its last reservations to be recorded");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(sale.id = %id, error = ?e, "flash sale over but its engine did not answer; will retry");
+                continue;
+            }
+        }
         if let Some(units) = state.store.end_sale(id, now).await? {
+            state.flash.engine.forget(id).await;
             tracing::info!(sale.id = %id, returned_units = units, "flash sale ended");
             state.sale_views.invalidate(&id).await;
             if let Some(sale) = state.store.flash_sale(id).await? {

@@ -67,8 +67,9 @@ async fn order_for(state: &AppState, r: &FlashReservation) -> Result<(), TradeEr
 /// shipping), once, and lets the sale sell them again at once.
 pub async fn give_back(state: &AppState, reservation: i64) -> Result<(), TradeError> {
     if let Some(r) = state.store.release_reservation(reservation).await? {
-        if let Some(memory) = &state.flash.memory {
-            memory.give_back(r.sale_id, r.user_id, r.quantity);
+        if let Err(e) = state.flash.engine.returned(&r).await {
+            // The store has released it; the engine's reconciliation returns the units later.
+            tracing::warn!(reservation.id = r.id, error = ?e, "flash units not yet back in the engine's book");
         }
         state.flash.sold_out.invalidate(&r.sale_id).await;
         state.sale_views.invalidate(&r.sale_id).await;

@@ -1,9 +1,10 @@
 //! The purchase path: the admission funnel in front of the engine's atomic reserve step.
 //!
 //! In order, cheapest first, each refusal counted in `flashback_flash_admission_total{reason}`:
-//! global rate → per-sale rate → per-buyer rate → per-IP rate → the sale's window → the
-//! purchase token (when the sale requires one) → the local sold-out flag → the engine (limit,
-//! stock, durability). Only a durable reservation is answered `202` with its ticket.
+//! global rate → per-sale rate → per-buyer rate → per-IP rate (all per instance) → the
+//! cluster-wide global and per-sale rates (in Redis, when configured) → the sale's window →
+//! the purchase token (when the sale requires one) → the local sold-out flag → the engine
+//! (limit, stock, durability). Only a durable reservation is answered `202` with its ticket.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -23,6 +24,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
+use super::cluster_limit::Verdict;
 use super::engine::{Engine, Refusal};
 use crate::AppState;
 use crate::auth::Caller;
@@ -40,8 +42,8 @@ pub const TOKEN_HEADER: &str = "x-purchase-token";
 pub struct FlashRuntime {
     /// The reserve engine.
     pub engine: std::sync::Arc<dyn Engine>,
-    /// The memory engine, when that is the engine (to give stock back to its book).
-    pub memory: Option<std::sync::Arc<super::engine::MemoryEngine>>,
+    /// The limits shared by the cluster, when Redis is configured.
+    cluster: Option<super::cluster_limit::ClusterLimits>,
     global: DefaultDirectRateLimiter,
     per_sale: DefaultKeyedRateLimiter<SaleId>,
     per_user: DefaultKeyedRateLimiter<UserId>,
@@ -68,12 +70,12 @@ impl FlashRuntime {
     pub fn new(
         config: &crate::config::FlashSaleConfig,
         engine: std::sync::Arc<dyn Engine>,
-        memory: Option<std::sync::Arc<super::engine::MemoryEngine>>,
+        cluster: Option<super::cluster_limit::ClusterLimits>,
         token_key: Vec<u8>,
     ) -> Self {
         Self {
             engine,
-            memory,
+            cluster,
             global: RateLimiter::direct(per_second(config.global_per_sec)),
             per_sale: RateLimiter::keyed(per_second(config.per_sale_per_sec)),
             per_user: RateLimiter::keyed(per_second(config.per_user_per_sec)),
@@ -195,6 +197,15 @@ pub async fn purchase(
     }
     if let Err(n) = flash.per_ip.check_key(&ip) {
         return Err(too_many(&state, "rate_ip", n.wait_time_from(now)));
+    }
+    if let Some(cluster) = &flash.cluster {
+        match cluster.check(sale_id).await {
+            Verdict::Admit => {}
+            Verdict::Wait(wait) => return Err(too_many(&state, "rate_cluster", wait)),
+            Verdict::Unavailable => {
+                state.metrics.flash_admission.get_or_create(&ReasonLabel { reason: "cluster_limit_unavailable" }).inc();
+            }
+        }
     }
     let quantity = if body.is_empty() {
         1
@@ -319,7 +330,18 @@ pub async fn ticket(
 ) -> Result<axum::Json<TicketView>, Problem> {
     let not_found = || Problem::not_found("ticket_not_found", "ticket");
     let id: i64 = id.parse().map_err(|_| not_found())?;
-    let r = state.store.flash_reservation(id).await.map_err(|e| Problem::from_store(&e))?.ok_or_else(not_found)?;
+    let stored = state.store.flash_reservation(id).await.map_err(|e| Problem::from_store(&e))?;
+    let r = match stored {
+        Some(r) => r,
+        // Accepted, not yet in the store (the redis engine imports a few milliseconds later).
+        None => state
+            .flash
+            .engine
+            .in_flight(id)
+            .await
+            .map_err(|_| Problem::unavailable("overloaded", "tickets cannot be read right now; retry shortly"))?
+            .ok_or_else(not_found)?,
+    };
     if r.user_id != caller.id {
         return Err(not_found());
     }

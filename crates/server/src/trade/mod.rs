@@ -76,6 +76,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Starts the sweeper and the event delivery: RabbitMQ when configured, else in process.
 pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![sweeper::spawn(state), crate::flash_sale::orders::spawn(state)];
+    tasks.extend(Arc::clone(&state.flash.engine).background(state.shutdown.clone()));
     match &state.bus {
         Some(rabbit) => tasks.extend(bus::spawn(state, rabbit)),
         None => tasks.push(outbox::spawn(state, std::time::Duration::from_millis(100))),

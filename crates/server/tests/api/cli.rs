@@ -9,7 +9,12 @@ use serde_json::Value;
 use crate::helpers::TestApp;
 
 fn flashback(dir: &std::path::Path, args: &[&str]) -> Output {
+    flashback_with(dir, args, &[])
+}
+
+fn flashback_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flashback"))
+        .envs(env.iter().copied())
         .args(args)
         .arg("--data-dir")
         .arg(dir)
@@ -277,8 +282,26 @@ async fn killing_the_process_mid_order_leaks_and_oversells_nothing_once_swept() 
 
 #[tokio::test]
 async fn killing_the_process_mid_sale_loses_no_accepted_reservation() {
+    kill_mid_sale(&[]).await;
+}
+
+#[tokio::test]
+async fn killing_the_process_mid_sale_loses_no_accepted_reservation_on_the_redis_engine() {
+    let Some(r) = crate::helpers::RedisOnly::get("flash redis engine") else { return };
+    let env = [
+        ("FLASHBACK_FLASH_SALE_ENGINE", "redis"),
+        ("FLASHBACK_CACHE_REDIS_URL", r.url.as_str()),
+        ("FLASHBACK_CACHE_REDIS_PREFIX", r.prefix.as_str()),
+        ("FLASHBACK_NODE_ID", "7"),
+    ];
+    kill_mid_sale(&env).await;
+}
+
+/// A crowd buys, the process is killed with SIGKILL in the middle, and after a restart with
+/// the same settings every ticket a client heard about becomes its order and the audits pass.
+async fn kill_mid_sale(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--demo"], &[]).await;
+    let mut server = Server::start(dir.path(), &["--demo"], env).await;
     let client = reqwest::Client::new();
     let base = server.base.clone();
     let login = |name: &'static str, password: &'static str| {
@@ -351,7 +374,7 @@ async fn killing_the_process_mid_sale_loses_no_accepted_reservation() {
     }
 
     // After a restart every ticket a client was told about exists and gets its order.
-    let mut server = Server::start(dir.path(), &[], &[]).await;
+    let mut server = Server::start(dir.path(), &[], env).await;
     for (token, ticket) in &accepted {
         let started = Instant::now();
         loop {
@@ -372,7 +395,7 @@ async fn killing_the_process_mid_sale_loses_no_accepted_reservation() {
     }
     server.signal("-TERM");
     assert!(server.wait().await.success());
-    let out = flashback(dir.path(), &["audit", "flash-sale", &sale_id]);
+    let out = flashback_with(dir.path(), &["audit", "flash-sale", &sale_id], env);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert!(out.status.success(), "flash-sale audit: {report} {}", stderr(&out));
     let held = report["queued"].as_i64().unwrap() + report["ordered"].as_i64().unwrap();

@@ -11,7 +11,7 @@ use flashback_server::config::{Config, FlashEngine};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, test_config};
+use crate::helpers::{RedisOnly, TestApp, assert_problem, test_config};
 
 fn now_ms() -> i64 {
     flashback_server::trade::now_ms()
@@ -39,8 +39,16 @@ fn engine(e: FlashEngine) -> impl FnOnce(&mut Config) {
     move |c| c.flash_sale.engine = e
 }
 
+/// Units held by the sale's recorded reservations, once the engine has recorded every
+/// reservation it accepted (the redis engine imports them a little later).
 async fn taken(app: &TestApp, sale: &str) -> i64 {
-    app.state.store.sale_taken_units(sale.parse().unwrap()).await.unwrap()
+    let id = sale.parse().unwrap();
+    let started = std::time::Instant::now();
+    while app.state.flash.engine.book(id).await.unwrap().is_some_and(|(_, in_flight)| in_flight > 0) {
+        assert!(started.elapsed() < Duration::from_secs(10), "reservations never recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.state.store.sale_taken_units(id).await.unwrap()
 }
 
 async fn crowd_never_oversells_or_exceeds_the_limit(e: FlashEngine) {
@@ -93,7 +101,10 @@ async fn a_crowd_never_oversells_or_exceeds_the_limit_on_the_sql_engine() {
 }
 
 async fn duplicates_are_refused_before_stock(e: FlashEngine) {
-    let app = TestApp::spawn_with(engine(e)).await;
+    duplicates_are_refused_before_stock_on(TestApp::spawn_with(engine(e)).await).await;
+}
+
+async fn duplicates_are_refused_before_stock_on(app: TestApp) {
     let id = sale(&app, 2, 1, -1_000, false).await;
     let a = app.token_for("dupa", Role::User).await;
     let b = app.token_for("dupb", Role::User).await;
@@ -122,6 +133,12 @@ async fn duplicates_are_refused_before_stock(e: FlashEngine) {
 }
 
 #[tokio::test]
+async fn a_crowd_never_oversells_or_exceeds_the_limit_on_the_redis_engine() {
+    let Some(r) = RedisOnly::get("flash redis engine") else { return };
+    crowd(vec![Arc::new(TestApp::spawn_with(|c| r.apply(c)).await)]).await;
+}
+
+#[tokio::test]
 async fn a_duplicate_purchase_is_refused_before_stock_is_touched_on_the_memory_engine() {
     duplicates_are_refused_before_stock(FlashEngine::Memory).await;
 }
@@ -129,6 +146,12 @@ async fn a_duplicate_purchase_is_refused_before_stock_is_touched_on_the_memory_e
 #[tokio::test]
 async fn a_duplicate_purchase_is_refused_before_stock_is_touched_on_the_sql_engine() {
     duplicates_are_refused_before_stock(FlashEngine::Sql).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_purchase_is_refused_before_stock_is_touched_on_the_redis_engine() {
+    let Some(r) = RedisOnly::get("flash redis engine") else { return };
+    duplicates_are_refused_before_stock_on(TestApp::spawn_with(|c| r.apply(c)).await).await;
 }
 
 #[tokio::test]
@@ -272,8 +295,12 @@ async fn each_accepted_purchase_becomes_one_order_at_the_sale_price_that_can_be_
 }
 
 async fn expiry_returns_the_unit_to_the_sale(e: FlashEngine) {
+    expiry_returns_the_unit_to_the_sale_on(|c| c.flash_sale.engine = e).await;
+}
+
+async fn expiry_returns_the_unit_to_the_sale_on(engine: impl FnOnce(&mut Config)) {
     let app = TestApp::spawn_with(|c| {
-        c.flash_sale.engine = e;
+        engine(c);
         c.trade.payment_timeout = Duration::from_secs(1);
         c.trade.sweep_interval = Duration::from_millis(50);
     })
@@ -316,4 +343,159 @@ async fn an_unpaid_flash_order_expires_and_its_unit_sells_again_on_the_memory_en
 #[tokio::test]
 async fn an_unpaid_flash_order_expires_and_its_unit_sells_again_on_the_sql_engine() {
     expiry_returns_the_unit_to_the_sale(FlashEngine::Sql).await;
+}
+
+#[tokio::test]
+async fn an_unpaid_flash_order_expires_and_its_unit_sells_again_on_the_redis_engine() {
+    let Some(r) = RedisOnly::get("flash redis engine") else { return };
+    expiry_returns_the_unit_to_the_sale_on(|c| r.apply(c)).await;
+}
+
+#[tokio::test]
+async fn the_redis_engine_keeps_its_book_across_restarts_and_rebuilds_a_lost_one_from_the_store() {
+    let Some(r) = RedisOnly::get("flash redis engine") else { return };
+    let app = TestApp::spawn_with(|c| r.apply(c)).await;
+    let id = sale(&app, 4, 2, -1_000, false).await;
+    let a = app.token_for("redisrecovera", Role::User).await;
+    let b = app.token_for("redisrecoverb", Role::User).await;
+    assert_eq!(buy(&app, &a, &id).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(buy(&app, &a, &id).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(taken(&app, &id).await, 2);
+    let dir = app.shutdown_keeping_data().await;
+
+    let mut config = test_config(dir.path());
+    r.apply(&mut config);
+    let again = TestApp::start(config.clone(), dir).await;
+    assert_problem(buy(&again, &a, &id).await, StatusCode::CONFLICT, "limit_reached").await;
+    assert_eq!(buy(&again, &b, &id).await.status(), StatusCode::ACCEPTED, "the third unit");
+    assert_eq!(taken(&again, &id).await, 3);
+
+    // Redis loses the book (a flush, a failover without persistence): the next purchase
+    // rebuilds it from the recorded reservations, limits included.
+    let mut conn = r.conn().await;
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}:{{flash}}:*:{id}", r.prefix)).query_async(&mut conn).await.unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    assert_problem(buy(&again, &a, &id).await, StatusCode::CONFLICT, "limit_reached").await;
+    assert_eq!(buy(&again, &b, &id).await.status(), StatusCode::ACCEPTED, "the fourth unit");
+    let c = again.token_for("redisrecoverc", Role::User).await;
+    assert_problem(buy(&again, &c, &id).await, StatusCode::CONFLICT, "sold_out").await;
+    assert_eq!(taken(&again, &id).await, 4);
+    audit_clean(&again, &id).await;
+    again.shutdown().await;
+}
+
+/// Reservations a consumer read and never acknowledged (it died) are claimed by another
+/// consumer of the group and recorded; until then their tickets are answered from Redis.
+#[tokio::test]
+async fn reservations_left_by_a_dead_importer_are_claimed_and_recorded() {
+    use flashback_server::flash_sale::engine::Engine;
+    use flashback_server::flash_sale::redis_engine::{GROUP, RedisEngine};
+    use flashback_store::{FlashReservation, ReservationStatus};
+
+    let Some(r) = RedisOnly::get("flash redis engine") else { return };
+    // The app sells nothing here (memory engine, untouched): it provides the store and a sale.
+    let app = TestApp::spawn().await;
+    let id = sale(&app, 5, 1, -1_000, false).await;
+    let sale = app.state.store.flash_sale(id.parse().unwrap()).await.unwrap().unwrap();
+    let handle = flashback_infra::RedisHandle::connect(&r.url, &r.prefix, Duration::from_secs(2)).await.unwrap();
+    let engine = RedisEngine::new(handle.clone(), Arc::clone(&app.state.store), 41).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let buyer = app.token_for(&format!("claimed{i}"), Role::User).await;
+        let user = app.state.auth.tokens.verify(&buyer).expect("valid token").id;
+        let reservation = FlashReservation {
+            id: app.state.ids.write_ids().event,
+            sale_id: sale.id,
+            user_id: user,
+            quantity: 1,
+            status: ReservationStatus::Reserved,
+            order_id: None,
+            created_at_ms: now_ms(),
+        };
+        engine.reserve(&sale, reservation.clone(), now_ms()).await.unwrap();
+        ids.push(reservation.id);
+    }
+    // A consumer reads them and dies without acknowledging.
+    let mut conn = r.conn().await;
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(GROUP)
+        .arg("node-63")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(handle.key("{flash}:stream"))
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(read.keys[0].ids.len(), 3, "the dead consumer holds all three");
+    let queued = engine.in_flight(ids[0]).await.unwrap().expect("answered from redis meanwhile");
+    assert_eq!((queued.sale_id, queued.quantity), (sale.id, 1));
+    assert!(app.state.store.flash_reservation(ids[0]).await.unwrap().is_none());
+
+    // A live importer (another node) claims them once they have been idle long enough.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let live = RedisEngine::new(handle, Arc::clone(&app.state.store), 42).await.unwrap();
+    let tasks = Arc::clone(&live).background(stop.clone());
+    let started = std::time::Instant::now();
+    for rid in &ids {
+        while app.state.store.flash_reservation(*rid).await.unwrap().is_none() {
+            assert!(started.elapsed() < Duration::from_secs(20), "reservation {rid} never claimed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(engine.in_flight(ids[0]).await.unwrap().is_none(), "no longer in flight once recorded");
+    assert_eq!(live.book(sale.id).await.unwrap(), Some((2, 0)), "2 left, none in flight");
+    app.shutdown().await;
+}
+
+/// The cluster-wide global rate is one budget shared through Redis: two instances together
+/// admit no more than one would.
+#[tokio::test]
+async fn the_cluster_wide_rate_is_shared_by_every_instance() {
+    let Some(r) = RedisOnly::get("flash cluster limits") else { return };
+    let tweak = |c: &mut Config| {
+        c.cache.redis_url = Some(secrecy::SecretString::from(r.url.clone()));
+        c.cache.redis_prefix = r.prefix.clone();
+        c.flash_sale.per_user_per_sec = 10_000;
+        c.flash_sale.cluster_global_per_sec = 4;
+        c.flash_sale.cluster_per_sale_per_sec = 0;
+    };
+    let apps = [TestApp::spawn_with(tweak).await, TestApp::spawn_with(tweak).await];
+    let mut targets = Vec::new();
+    for app in &apps {
+        let id = sale(app, 100, 100, -1_000, false).await;
+        targets.push((app, id, app.token_for("clusterbuyer", Role::User).await));
+    }
+    let started = std::time::Instant::now();
+    let (mut admitted, mut limited) = (0u32, 0u32);
+    for _ in 0..10 {
+        for (app, id, token) in &targets {
+            let res = buy(app, token, id).await;
+            if res.status() == StatusCode::TOO_MANY_REQUESTS {
+                assert!(res.headers().contains_key("retry-after"));
+                limited += 1;
+            } else {
+                assert_eq!(res.status(), StatusCode::ACCEPTED);
+                admitted += 1;
+            }
+        }
+    }
+    // A burst of 4, then 4 a second, across both instances together.
+    let budget = 4 + 4 * u32::try_from(started.elapsed().as_secs()).unwrap() + 4;
+    assert!(admitted >= 4, "the burst is admitted: {admitted}");
+    assert!(admitted <= budget, "{admitted} admitted, over the shared budget {budget}");
+    let mut counted = 0.0;
+    for app in &apps {
+        counted += app.metric(r#"flashback_flash_admission_total{reason="rate_cluster"}"#).await;
+    }
+    assert_eq!(counted, f64::from(limited));
+    assert!(limited > 0);
 }

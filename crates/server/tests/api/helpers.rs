@@ -247,12 +247,56 @@ impl Backends {
 
 impl Drop for Backends {
     fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else { return };
-        let Ok(mut conn) = client.get_connection() else { return };
-        let keys: Vec<String> =
-            redis::cmd("KEYS").arg(format!("{}:*", self.redis_prefix)).query(&mut conn).unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        drop_redis_keys(&self.redis_url, &self.redis_prefix);
+    }
+}
+
+fn drop_redis_keys(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else { return };
+    let Ok(mut conn) = client.get_connection() else { return };
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query(&mut conn).unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+    }
+}
+
+/// Redis alone, under a key prefix of its own (deleted on drop), for suites that keep the
+/// embedded store: the `redis` flash-sale engine.
+pub struct RedisOnly {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl RedisOnly {
+    /// `None` (and a SKIPPED note) when `FLASHBACK_TEST_REDIS_URL` is not set.
+    pub fn get(suite: &str) -> Option<Self> {
+        match std::env::var(REDIS_URL_VAR) {
+            Ok(url) if !url.trim().is_empty() => {
+                Some(Self { url, prefix: format!("fbt-{}", uuid::Uuid::new_v4().simple()) })
+            }
+            _ => {
+                flashback_store::testing::note_skipped(suite, REDIS_URL_VAR);
+                None
+            }
         }
+    }
+
+    /// Points `c` at this Redis with the `redis` flash-sale engine.
+    pub fn apply(&self, c: &mut Config) {
+        c.cache.redis_url = Some(SecretString::from(self.url.clone()));
+        c.cache.redis_prefix = self.prefix.clone();
+        c.flash_sale.engine = flashback_server::config::FlashEngine::Redis;
+    }
+
+    /// A connection, for tests that look inside.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url.as_str()).expect("redis url");
+        client.get_multiplexed_async_connection().await.expect("redis connection")
+    }
+}
+
+impl Drop for RedisOnly {
+    fn drop(&mut self) {
+        drop_redis_keys(&self.url, &self.prefix);
     }
 }

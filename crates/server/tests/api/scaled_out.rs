@@ -229,3 +229,18 @@ async fn the_sql_flash_engine_never_oversells_across_two_instances_on_mariadb() 
     let (one, two) = (std::sync::Arc::new(one), std::sync::Arc::new(two));
     crate::flash_purchase::crowd(vec![std::sync::Arc::clone(&one), std::sync::Arc::clone(&two)]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_flash_engine_never_oversells_across_two_instances_on_mariadb() {
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let redis = |dir: &std::path::Path, node: u16| {
+        let mut c = b.config(dir);
+        c.flash_sale.engine = flashback_server::config::FlashEngine::Redis;
+        c.node_id = Some(node);
+        c
+    };
+    let one = std::sync::Arc::new(TestApp::start(redis(d1.path(), 1), d1).await);
+    let two = std::sync::Arc::new(TestApp::start(redis(d2.path(), 2), d2).await);
+    crate::flash_purchase::crowd(vec![std::sync::Arc::clone(&one), std::sync::Arc::clone(&two)]).await;
+}

@@ -1,0 +1,30 @@
+-- The redis engine's reserve step: window, buyer's limit, stock, and the queue entry, in one
+-- atomic call. Nothing can be lost between taking the stock and queueing the reservation.
+--
+-- KEYS: 1 sale book (hash), 2 units held per buyer (hash), 3 reservation stream,
+--       4 reservations accepted but not yet imported (hash id -> fields)
+-- ARGV: 1 buyer, 2 units, 3 now (ms), 4 reservation id, 5 sale id
+-- Returns OK, SOLDOUT, LIMIT, CLOSED, or NOBOOK (the book is not loaded: load and retry).
+local book = redis.call('HMGET', KEYS[1], 'remaining', 'limit', 'starts', 'ends', 'open')
+if not book[1] then
+  return 'NOBOOK'
+end
+local now = tonumber(ARGV[3])
+if book[5] ~= '1' or now < tonumber(book[3]) or now >= tonumber(book[4]) then
+  return 'CLOSED'
+end
+local units = tonumber(ARGV[2])
+-- The limit before the stock: a duplicate purchase never touches stock.
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if held + units > tonumber(book[2]) then
+  return 'LIMIT'
+end
+if tonumber(book[1]) < units then
+  return 'SOLDOUT'
+end
+redis.call('HINCRBY', KEYS[1], 'remaining', -units)
+redis.call('HINCRBY', KEYS[1], 'queued', units)
+redis.call('HINCRBY', KEYS[2], ARGV[1], units)
+redis.call('XADD', KEYS[3], '*', 'r', ARGV[4], 's', ARGV[5], 'u', ARGV[1], 'q', ARGV[2], 't', ARGV[3])
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[5] .. ':' .. ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[3])
+return 'OK'
