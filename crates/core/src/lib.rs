@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod id;
 pub mod money;
 pub mod page;
+pub mod rebate;
 pub mod trade;
 pub mod user;
 
@@ -15,6 +16,7 @@ pub use catalog::{Description, ImageUrl, Images, ProductStatus, Region, Regions,
 pub use id::{CategoryId, IdGenerator, MerchantId, OrderId, ProductId, SaleId, UserId};
 pub use money::Money;
 pub use page::{Cursor, PageLimit};
+pub use rebate::{Account, BasisPoints, Split, SplitPolicy, Tier};
 pub use trade::{IdempotencyKey, OrderState, Points, Quantity, Transition};
 pub use user::{Password, Role, Username};
 

@@ -65,6 +65,8 @@ pub enum AuditCommand {
         /// The sale's id.
         id: String,
     },
+    /// The rebate ledger: every transaction balances, every balance equals its entries.
+    Ledger,
 }
 
 /// `serve` flags.
@@ -166,6 +168,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Trade) => {
             let state = AppState::build(config).await?;
             let report = crate::trade::audit::audit(&state).await.map_err(|e| anyhow::anyhow!("{e}"));
+            finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
+        }
+        Command::Audit(AuditCommand::Ledger) => {
+            let state = AppState::build(config).await?;
+            let report = state.store.audit_ledger().await.map_err(|e| anyhow::anyhow!("{e}"));
             finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
         }
         Command::Audit(AuditCommand::FlashSale { id }) => {

@@ -7,11 +7,13 @@
 
 mod error;
 mod flash;
+mod ledger;
 mod model;
 mod mysql;
 mod shards;
 mod sql;
 mod sql_flash;
+mod sql_ledger;
 mod sql_shard;
 mod sql_stock;
 mod sqlite;
@@ -37,6 +39,7 @@ pub use error::StoreError;
 pub use flash::{
     FlashReservation, FlashSale, FlashSaleStore, NewFlashSale, ReservationStatus, SaleState, SqlReserveRefusal,
 };
+pub use ledger::{LedgerAudit, LedgerError, LedgerLine, LedgerStore, NewTxn, Posted, Posting, Wallet};
 pub use model::{
     Category, Inventory, Merchant, NewProduct, NewUser, Product, ProductFilter, ProductPatch, User, UserCredentials,
 };
@@ -111,7 +114,7 @@ pub trait CatalogStore: Send + Sync {
 
 /// Everything a Flashback instance stores, plus the operations on the store itself.
 #[async_trait]
-pub trait Store: UserStore + CatalogStore + StockStore + FlashSaleStore + std::fmt::Debug {
+pub trait Store: UserStore + CatalogStore + StockStore + FlashSaleStore + LedgerStore + std::fmt::Debug {
     /// `"sqlite"` or `"mysql"`, for logs and health output.
     fn backend(&self) -> &'static str;
     /// Applies this backend's pending migrations.

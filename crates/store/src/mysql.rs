@@ -64,6 +64,15 @@ impl MySqlStore {
 crate::sql::impl_sql_store!(MySqlStore, MySql);
 crate::sql_stock::impl_stock_store!(MySqlStore, MySql);
 crate::sql_flash::impl_flash_store!(MySqlStore, MySql, " ON DUPLICATE KEY UPDATE id = id");
+// `INSERT IGNORE` affects 0 rows on a duplicate key (an upsert would report the row as
+// found); keys are length-checked first, so it cannot hide a truncation.
+crate::sql_ledger::impl_ledger_store!(
+    MySqlStore,
+    MySql,
+    "INSERT IGNORE INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) VALUES (?, ?, ?, ?, ?)",
+    "INSERT INTO ledger_balances (account, balance, updated_at_ms) VALUES (?, ?, ?) \
+     ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at_ms = VALUES(updated_at_ms)"
+);
 
 #[async_trait]
 impl Store for MySqlStore {

@@ -100,6 +100,13 @@ impl SqliteStore {
 crate::sql::impl_sql_store!(SqliteStore, Sqlite);
 crate::sql_stock::impl_stock_store!(SqliteStore, Sqlite);
 crate::sql_flash::impl_flash_store!(SqliteStore, Sqlite, " ON CONFLICT (id) DO NOTHING");
+crate::sql_ledger::impl_ledger_store!(
+    SqliteStore,
+    Sqlite,
+    "INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    "INSERT INTO ledger_balances (account, balance, updated_at_ms) VALUES (?, ?, ?) \
+     ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance, updated_at_ms = excluded.updated_at_ms"
+);
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -68,6 +68,10 @@ async fn the_demo_data_loads_once_and_a_second_load_changes_nothing() {
         let out = flashback(dir.path(), &["demo"]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
+    let out = flashback(dir.path(), &["audit", "ledger"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(out.status.success(), "ledger audit: {report} {}", stderr(&out));
+    assert_eq!(report["violations"], serde_json::json!([]));
     let app = TestApp::spawn_in(dir).await;
     let page: Value = app.get("/api/v1/products?limit=100").await.json().await.unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 12);

@@ -9,8 +9,10 @@ use flashback_core::{
     Regions, Role, Sku, Stock, Title, UserId, Username,
 };
 
+mod ledger;
 mod trade;
 
+pub use ledger::*;
 pub use trade::*;
 
 use crate::testing::TestStore;
@@ -45,6 +47,9 @@ macro_rules! conformance_suite {
             payments_are_recorded_once_and_move_by_compare_and_set
             a_flash_sale_carves_its_stock_and_ending_it_returns_the_unsold_once
             reservations_are_written_once_and_released_ones_are_listed
+            ledger_transactions_balance_and_apply_once
+            concurrent_withdrawals_never_overdraw
+            concurrent_batches_keep_every_balance_exact
         );
     };
     (@cases $make:path; $($case:ident)*) => {

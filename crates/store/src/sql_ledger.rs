@@ -1,0 +1,308 @@
+//! The ledger, written once for both backends (see `sql.rs` for why a macro).
+//!
+//! The macro takes the two statements the dialects spell differently: inserting a
+//! transaction row unless its idempotency key exists (affecting 0 rows then), and adding to a
+//! balance row, creating it if absent.
+
+use std::collections::BTreeMap;
+
+use flashback_core::Account;
+
+use crate::ledger::{LedgerError, NewTxn, Posting, normal_delta};
+
+/// Longest idempotency key and reference (the indexed column width).
+pub(crate) const MAX_KEY: usize = 191;
+
+/// Checks a transaction and returns its non-zero entries.
+pub(crate) fn checked(txn: &NewTxn) -> Result<Vec<Posting>, LedgerError> {
+    if txn.key.is_empty() || txn.key.len() > MAX_KEY || txn.reference.len() > MAX_KEY || txn.kind.len() > 32 {
+        return Err(LedgerError::Unbalanced(format!("{}: key, reference or kind too long or empty", txn.key)));
+    }
+    txn.validated()
+}
+
+/// Balance changes per account (normal sign), in account-name order so concurrent
+/// transactions lock rows in the same order.
+pub(crate) fn deltas<'a>(postings: impl IntoIterator<Item = &'a Posting>) -> BTreeMap<String, (Account, i64)> {
+    let mut out: BTreeMap<String, (Account, i64)> = BTreeMap::new();
+    for p in postings {
+        out.entry(p.account.name()).or_insert((p.account, 0)).1 += normal_delta(p);
+    }
+    out
+}
+
+/// Implements [`crate::LedgerStore`] for a catalog store type with `writer()`.
+macro_rules! impl_ledger_store {
+    ($store:ty, $db:ty, $insert_txn:literal, $add_balance:literal) => {
+        impl $store {
+            /// Inserts the transaction row; false if its key was already posted.
+            async fn ledger_txn_row(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                txn: &$crate::NewTxn,
+            ) -> Result<bool, $crate::LedgerError> {
+                let inserted = sqlx::query($insert_txn)
+                    .bind(txn.id)
+                    .bind(&txn.key)
+                    .bind(&txn.kind)
+                    .bind(&txn.reference)
+                    .bind(txn.at_ms)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(inserted.rows_affected() == 1)
+            }
+
+            async fn ledger_balances(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                deltas: std::collections::BTreeMap<String, (flashback_core::Account, i64)>,
+                guarded: &[flashback_core::Account],
+                at_ms: i64,
+            ) -> Result<(), $crate::LedgerError> {
+                for (name, (account, delta)) in deltas {
+                    if delta == 0 {
+                        continue;
+                    }
+                    if delta < 0 && guarded.contains(&account) {
+                        // The conditional write: only if the balance stays at or above zero.
+                        let moved = sqlx::query(
+                            "UPDATE ledger_balances SET balance = balance + ?, updated_at_ms = ? \
+                             WHERE account = ? AND balance + ? >= 0",
+                        )
+                        .bind(delta)
+                        .bind(at_ms)
+                        .bind(&name)
+                        .bind(delta)
+                        .execute(&mut **tx)
+                        .await?;
+                        if moved.rows_affected() != 1 {
+                            return Err($crate::LedgerError::Overdraft(account));
+                        }
+                    } else {
+                        sqlx::query($add_balance).bind(&name).bind(delta).bind(at_ms).execute(&mut **tx).await?;
+                    }
+                }
+                Ok(())
+            }
+
+            async fn post_once(&self, txn: &$crate::NewTxn) -> Result<$crate::Posted, $crate::LedgerError> {
+                let postings = $crate::sql_ledger::checked(txn)?;
+                let mut tx = self.writer().begin().await?;
+                if !Self::ledger_txn_row(&mut tx, txn).await? {
+                    return Ok($crate::Posted::Existing);
+                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO ledger_entries (txn_id, seq, account, amount, created_at_ms) ",
+                );
+                q.push_values(postings.iter().enumerate(), |mut b, (seq, p)| {
+                    b.push_bind(txn.id)
+                        .push_bind(i32::try_from(seq).unwrap_or(i32::MAX))
+                        .push_bind(p.account.name())
+                        .push_bind(p.amount)
+                        .push_bind(txn.at_ms);
+                });
+                q.build().execute(&mut *tx).await?;
+                Self::ledger_balances(&mut tx, $crate::sql_ledger::deltas(&postings), &txn.no_overdraft, txn.at_ms).await?;
+                tx.commit().await?;
+                Ok($crate::Posted::New)
+            }
+
+            async fn post_batch_once(
+                &self,
+                txns: &[$crate::NewTxn],
+            ) -> Result<Vec<$crate::Posted>, $crate::LedgerError> {
+                let mut checked = Vec::with_capacity(txns.len());
+                for txn in txns {
+                    if !txn.no_overdraft.is_empty() {
+                        return Err($crate::LedgerError::Unbalanced(format!(
+                            "{}: guarded postings go one at a time",
+                            txn.key
+                        )));
+                    }
+                    checked.push($crate::sql_ledger::checked(txn)?);
+                }
+                let mut tx = self.writer().begin().await?;
+                let mut outcomes = Vec::with_capacity(txns.len());
+                let mut applied: Vec<(&$crate::NewTxn, Vec<$crate::Posting>)> = Vec::new();
+                for (txn, postings) in txns.iter().zip(checked) {
+                    if Self::ledger_txn_row(&mut tx, txn).await? {
+                        outcomes.push($crate::Posted::New);
+                        applied.push((txn, postings));
+                    } else {
+                        outcomes.push($crate::Posted::Existing);
+                    }
+                }
+                let rows: Vec<(i64, i32, i64, &$crate::Posting)> = applied
+                    .iter()
+                    .flat_map(|(txn, postings)| {
+                        postings
+                            .iter()
+                            .enumerate()
+                            .map(|(seq, p)| (txn.id, i32::try_from(seq).unwrap_or(i32::MAX), txn.at_ms, p))
+                    })
+                    .collect();
+                for chunk in rows.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO ledger_entries (txn_id, seq, account, amount, created_at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, (txn, seq, at, p)| {
+                        b.push_bind(*txn).push_bind(*seq).push_bind(p.account.name()).push_bind(p.amount).push_bind(*at);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                let at = txns.iter().map(|t| t.at_ms).max().unwrap_or(0);
+                let deltas = $crate::sql_ledger::deltas(applied.iter().flat_map(|(_, p)| p.iter()));
+                Self::ledger_balances(&mut tx, deltas, &[], at).await?;
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::LedgerStore for $store {
+            async fn post(&self, txn: &$crate::NewTxn) -> Result<$crate::Posted, $crate::LedgerError> {
+                let mut tries = 0;
+                loop {
+                    match self.post_once(txn).await {
+                        Err($crate::LedgerError::Store(e)) if e.is_retryable() && tries < 3 => tries += 1,
+                        other => return other,
+                    }
+                }
+            }
+
+            async fn post_batch(&self, txns: &[$crate::NewTxn]) -> Result<Vec<$crate::Posted>, $crate::LedgerError> {
+                let mut tries = 0;
+                loop {
+                    match self.post_batch_once(txns).await {
+                        Err($crate::LedgerError::Store(e)) if e.is_retryable() && tries < 3 => tries += 1,
+                        other => return other,
+                    }
+                }
+            }
+
+            async fn balance(&self, account: flashback_core::Account) -> $crate::StoreResult<i64> {
+                let b: Option<i64> = sqlx::query_scalar("SELECT balance FROM ledger_balances WHERE account = ?")
+                    .bind(account.name())
+                    .fetch_optional(self.writer())
+                    .await?;
+                Ok(b.unwrap_or(0))
+            }
+
+            async fn wallet(&self, user: flashback_core::UserId) -> $crate::StoreResult<$crate::Wallet> {
+                use flashback_core::Account;
+                let names = [Account::Pending(user), Account::Available(user), Account::Withdrawing(user)].map(Account::name);
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT account, balance FROM ledger_balances WHERE account IN (?, ?, ?)")
+                        .bind(&names[0])
+                        .bind(&names[1])
+                        .bind(&names[2])
+                        .fetch_all(self.writer())
+                        .await?;
+                let get = |n: &String| rows.iter().find(|(a, _)| a == n).map_or(0, |(_, b)| *b);
+                Ok($crate::Wallet { pending: get(&names[0]), available: get(&names[1]), withdrawing: get(&names[2]) })
+            }
+
+            async fn statement(
+                &self,
+                account: flashback_core::Account,
+                before_txn: Option<i64>,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::LedgerLine>> {
+                let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT e.txn_id, t.kind, t.reference, e.account, e.amount, e.created_at_ms \
+                     FROM ledger_entries e JOIN ledger_txns t ON t.id = e.txn_id \
+                     WHERE e.account = ? AND e.txn_id < ? ORDER BY e.txn_id DESC, e.seq DESC LIMIT ?",
+                )
+                .bind(account.name())
+                .bind(before_txn.unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(self.writer())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(txn_id, kind, reference, account, amount, at_ms)| $crate::LedgerLine {
+                        txn_id,
+                        kind,
+                        reference,
+                        account,
+                        amount,
+                        at_ms,
+                    })
+                    .collect())
+            }
+
+            async fn posted(&self, key: &str) -> $crate::StoreResult<bool> {
+                let n: Option<i64> = sqlx::query_scalar("SELECT id FROM ledger_txns WHERE idem_key = ?")
+                    .bind(key)
+                    .fetch_optional(self.writer())
+                    .await?;
+                Ok(n.is_some())
+            }
+
+            async fn audit_ledger(&self) -> $crate::StoreResult<$crate::LedgerAudit> {
+                // One read transaction: a consistent snapshot on both backends.
+                let mut tx = self.writer().begin().await?;
+                let mut a = $crate::LedgerAudit::default();
+                let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+                a.transactions = u64::try_from(count("SELECT COUNT(*) FROM ledger_txns").fetch_one(&mut *tx).await?)
+                    .unwrap_or(0);
+                a.entries = u64::try_from(count("SELECT COUNT(*) FROM ledger_entries").fetch_one(&mut *tx).await?)
+                    .unwrap_or(0);
+                let unbalanced: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT txn_id, CAST(SUM(amount) AS SIGNED) FROM ledger_entries GROUP BY txn_id HAVING SUM(amount) <> 0",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                for (txn, sum) in unbalanced {
+                    a.violations.push(format!("transaction {txn} does not balance: entries sum to {sum}"));
+                }
+                let empty: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM ledger_txns t WHERE NOT EXISTS (SELECT 1 FROM ledger_entries e WHERE e.txn_id = t.id)",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                for txn in empty {
+                    a.violations.push(format!("transaction {txn} has no entries"));
+                }
+                let sums: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT account, CAST(SUM(amount) AS SIGNED) FROM ledger_entries GROUP BY account",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let balances: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT account, balance FROM ledger_balances").fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                a.accounts = u64::try_from(balances.len()).unwrap_or(0);
+                let derived: std::collections::HashMap<String, i64> = sums.into_iter().collect();
+                a.total = derived.values().sum();
+                if a.total != 0 {
+                    a.violations.push(format!("all entries sum to {}, not 0", a.total));
+                }
+                let mut seen = std::collections::HashSet::new();
+                for (name, balance) in &balances {
+                    seen.insert(name.clone());
+                    let Ok(account) = flashback_core::Account::parse(name) else {
+                        a.violations.push(format!("unknown account {name}"));
+                        continue;
+                    };
+                    let raw = derived.get(name).copied().unwrap_or(0);
+                    let expected = if account.credit_normal() { -raw } else { raw };
+                    if *balance != expected {
+                        a.violations.push(format!("{name}: balance {balance} but its entries give {expected}"));
+                    }
+                    if matches!(account, flashback_core::Account::Pending(_) | flashback_core::Account::Withdrawing(_))
+                        && *balance < 0
+                    {
+                        a.violations.push(format!("{name} is negative: {balance}"));
+                    }
+                }
+                for (name, raw) in &derived {
+                    if !seen.contains(name) && *raw != 0 {
+                        a.violations.push(format!("{name}: entries give {raw} but it has no balance"));
+                    }
+                }
+                Ok(a)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_ledger_store;
