@@ -6,6 +6,8 @@
 //! platform. Rates are basis points and the beneficiaries' rates sum to at most 10,000, so the
 //! shares never exceed the commission and always add up to it exactly.
 
+pub mod lifecycle;
+
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
