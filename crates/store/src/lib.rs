@@ -10,10 +10,12 @@ mod flash;
 mod ledger;
 mod model;
 mod mysql;
+mod rebate;
 mod shards;
 mod sql;
 mod sql_flash;
 mod sql_ledger;
+mod sql_rebate;
 mod sql_shard;
 mod sql_stock;
 mod sqlite;
@@ -44,6 +46,7 @@ pub use model::{
     Category, Inventory, Merchant, NewProduct, NewUser, Product, ProductFilter, ProductPatch, User, UserCredentials,
 };
 pub use mysql::{MySqlShard, MySqlStore};
+pub use rebate::{Applied, RebateOrder, RebateProfile, RebateReject, RebateStore, TrackingKind};
 pub use shards::{ShardOptions, Shards, open_shards};
 pub use sqlite::{SqliteShard, SqliteStore};
 pub use trade::{
@@ -114,7 +117,9 @@ pub trait CatalogStore: Send + Sync {
 
 /// Everything a Flashback instance stores, plus the operations on the store itself.
 #[async_trait]
-pub trait Store: UserStore + CatalogStore + StockStore + FlashSaleStore + LedgerStore + std::fmt::Debug {
+pub trait Store:
+    UserStore + CatalogStore + StockStore + FlashSaleStore + LedgerStore + RebateStore + std::fmt::Debug
+{
     /// `"sqlite"` or `"mysql"`, for logs and health output.
     fn backend(&self) -> &'static str;
     /// Applies this backend's pending migrations.

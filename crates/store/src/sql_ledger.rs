@@ -83,10 +83,13 @@ macro_rules! impl_ledger_store {
                 Ok(())
             }
 
-            async fn post_once(&self, txn: &$crate::NewTxn) -> Result<$crate::Posted, $crate::LedgerError> {
+            /// Posts `txn` inside an open transaction (the caller commits).
+            pub(crate) async fn post_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                txn: &$crate::NewTxn,
+            ) -> Result<$crate::Posted, $crate::LedgerError> {
                 let postings = $crate::sql_ledger::checked(txn)?;
-                let mut tx = self.writer().begin().await?;
-                if !Self::ledger_txn_row(&mut tx, txn).await? {
+                if !Self::ledger_txn_row(tx, txn).await? {
                     return Ok($crate::Posted::Existing);
                 }
                 let mut q = sqlx::QueryBuilder::<$db>::new(
@@ -99,10 +102,18 @@ macro_rules! impl_ledger_store {
                         .push_bind(p.amount)
                         .push_bind(txn.at_ms);
                 });
-                q.build().execute(&mut *tx).await?;
-                Self::ledger_balances(&mut tx, $crate::sql_ledger::deltas(&postings), &txn.no_overdraft, txn.at_ms).await?;
-                tx.commit().await?;
+                q.build().execute(&mut **tx).await?;
+                Self::ledger_balances(tx, $crate::sql_ledger::deltas(&postings), &txn.no_overdraft, txn.at_ms).await?;
                 Ok($crate::Posted::New)
+            }
+
+            async fn post_once(&self, txn: &$crate::NewTxn) -> Result<$crate::Posted, $crate::LedgerError> {
+                let mut tx = self.writer().begin().await?;
+                let posted = Self::post_in(&mut tx, txn).await?;
+                if posted == $crate::Posted::New {
+                    tx.commit().await?;
+                }
+                Ok(posted)
             }
 
             async fn post_batch_once(

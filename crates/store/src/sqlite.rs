@@ -100,6 +100,11 @@ impl SqliteStore {
 crate::sql::impl_sql_store!(SqliteStore, Sqlite);
 crate::sql_stock::impl_stock_store!(SqliteStore, Sqlite);
 crate::sql_flash::impl_flash_store!(SqliteStore, Sqlite, " ON CONFLICT (id) DO NOTHING");
+crate::sql_rebate::impl_rebate_store!(
+    SqliteStore,
+    Sqlite,
+    "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING"
+);
 crate::sql_ledger::impl_ledger_store!(
     SqliteStore,
     Sqlite,

@@ -152,3 +152,124 @@ pub async fn concurrent_batches_keep_every_balance_exact(t: &TestStore) {
     }
     clean(store).await;
 }
+
+/// A profile's inviter is set once; a tracking id belongs to one user.
+pub async fn profiles_keep_their_inviter_and_tracking_ids_have_one_owner(t: &TestStore) {
+    use crate::{RebateProfile, StoreError, TrackingKind};
+    use flashback_core::Tier;
+    let g = ids();
+    let store = &t.store;
+    let inviter = super::user(store, &g, "rb-inviter", flashback_core::Role::User).await;
+    let buyer = super::user(store, &g, "rb-buyer", flashback_core::Role::User).await;
+    let other = super::user(store, &g, "rb-other", flashback_core::Role::User).await;
+    let p = RebateProfile { user_id: buyer, tier: Tier::Standard, inviter_id: Some(inviter) };
+    assert_eq!(store.upsert_rebate_profile(p).await.expect("create"), p);
+    let promoted = store
+        .upsert_rebate_profile(RebateProfile { tier: Tier::Gold, inviter_id: Some(other), ..p })
+        .await
+        .expect("update");
+    assert_eq!((promoted.tier, promoted.inviter_id), (Tier::Gold, Some(inviter)), "tier changes, inviter stays");
+
+    let code = format!("sid-{buyer}");
+    store.bind_tracking_id(&code, buyer, TrackingKind::SpecialId, now()).await.expect("bind");
+    store.bind_tracking_id(&code, buyer, TrackingKind::SpecialId, now()).await.expect("same owner again");
+    let stolen = store.bind_tracking_id(&code, other, TrackingKind::SpecialId, now()).await;
+    assert!(matches!(stolen, Err(StoreError::Conflict(_))), "{stolen:?}");
+    assert_eq!(store.tracking_owner(&code).await.expect("owner"), Some(buyer));
+    assert_eq!(store.tracking_owner("nobody").await.expect("owner"), None);
+}
+
+/// Racing writers of one row: exactly one wins each version, and the ledger moves with it.
+pub async fn a_rebate_row_and_its_ledger_move_together_once(t: &TestStore) {
+    use crate::{Applied, RebateOrder};
+    use flashback_core::rebate::lifecycle::RebateState;
+    let g = Arc::new(ids());
+    let store = &t.store;
+    let buyer = next(&g, UserId::new);
+    let line = format!("line-{buyer}");
+    let row = RebateOrder {
+        source: "taobao".into(),
+        line_key: line.clone(),
+        parent_key: "parent".into(),
+        user_id: Some(buyer),
+        inviter_id: None,
+        grand_inviter_id: None,
+        tracking: Some("sid".into()),
+        item_id: "item".into(),
+        item_title: "An item".into(),
+        category: None,
+        state: RebateState::Estimated,
+        network_status: "paid".into(),
+        paid_minor: 10_000,
+        estimate_minor: 100,
+        settled_minor: 0,
+        refunded_minor: 0,
+        commission_minor: 100,
+        buyer_share: 50,
+        inviter_share: 0,
+        grand_share: 0,
+        platform_share: 50,
+        shares_available: false,
+        click_ms: None,
+        paid_at_ms: Some(now()),
+        settled_at_ms: None,
+        available_at_ms: None,
+        network_modified_ms: now(),
+        version: 1,
+        created_at_ms: now(),
+        updated_at_ms: now(),
+    };
+    let estimate = |key: &str| {
+        txn(
+            &g,
+            key,
+            vec![
+                Posting::debit(Account::Receivable, 100),
+                Posting::credit(Account::Pending(buyer), 50),
+                Posting::credit(Account::Revenue, 50),
+            ],
+        )
+    };
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, row, txn) = (Arc::clone(store), row.clone(), estimate(&format!("rebate:taobao:{line}:v1")));
+            tokio::spawn(async move { store.apply_rebate(&row, None, Some(&txn)).await })
+        })
+        .collect();
+    let mut done = 0;
+    for task in tasks {
+        if task.await.expect("task").expect("apply") == Applied::Done {
+            done += 1;
+        }
+    }
+    assert_eq!(done, 1, "one insert wins");
+    assert_eq!(store.wallet(buyer).await.expect("wallet").pending, 50, "posted once");
+    let stored = store.rebate_order("taobao", &line).await.expect("read").expect("exists");
+    assert_eq!(stored, row);
+
+    // The next version: settled and available; a writer holding the old version loses.
+    let mut next_row = row.clone();
+    next_row.state = RebateState::Available;
+    next_row.shares_available = true;
+    next_row.version = 2;
+    let mut stale = next_row.clone();
+    stale.state = RebateState::Invalid;
+    let settle = txn(
+        &g,
+        &format!("rebate:taobao:{line}:v2"),
+        vec![Posting::debit(Account::Pending(buyer), 50), Posting::credit(Account::Available(buyer), 50)],
+    );
+    assert_eq!(store.apply_rebate(&next_row, Some(1), Some(&settle)).await.expect("cas"), Applied::Done);
+    assert_eq!(store.apply_rebate(&stale, Some(1), None).await.expect("cas"), Applied::Conflict);
+    assert_eq!(store.wallet(buyer).await.expect("wallet"), Wallet { pending: 0, available: 50, withdrawing: 0 });
+    assert_eq!(store.rebate_order("taobao", &line).await.expect("read").expect("row").state, RebateState::Available);
+    let mine = store.rebates_of(buyer, None, 10).await.expect("mine");
+    assert_eq!(mine.len(), 1);
+    // A row that fails its own checks changes neither table.
+    let mut broken = next_row.clone();
+    broken.version = 3;
+    broken.buyer_share = 60;
+    assert!(store.apply_rebate(&broken, Some(2), Some(&estimate(&format!("broken:{line}")))).await.is_err());
+    assert!(!store.posted(&format!("broken:{line}")).await.expect("posted"));
+    clean(store).await;
+}

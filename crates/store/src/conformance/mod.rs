@@ -50,6 +50,8 @@ macro_rules! conformance_suite {
             ledger_transactions_balance_and_apply_once
             concurrent_withdrawals_never_overdraw
             concurrent_batches_keep_every_balance_exact
+            profiles_keep_their_inviter_and_tracking_ids_have_one_owner
+            a_rebate_row_and_its_ledger_move_together_once
         );
     };
     (@cases $make:path; $($case:ident)*) => {

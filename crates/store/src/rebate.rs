@@ -1,0 +1,174 @@
+//! Rebates in the catalog store: profiles (tier, inviter), tracking ids, one row per
+//! commissionable order line, and rejected input kept for review.
+
+use async_trait::async_trait;
+use flashback_core::rebate::lifecycle::RebateState;
+use flashback_core::{Tier, UserId};
+use serde::Serialize;
+
+use crate::{LedgerError, NewTxn, StoreResult};
+
+/// A user's rebate profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RebateProfile {
+    /// The user.
+    pub user_id: UserId,
+    /// Their tier.
+    pub tier: Tier,
+    /// Who invited them, if anyone.
+    pub inviter_id: Option<UserId>,
+}
+
+/// The kinds of tracking id a network may return on an order row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackingKind {
+    /// Taobao's member id (`special_id`).
+    SpecialId,
+    /// Taobao's channel id (`relation_id`).
+    RelationId,
+    /// Our own sub-id, embedded in links for networks without member ids.
+    SubId,
+}
+
+impl TrackingKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackingKind::SpecialId => "special_id",
+            TrackingKind::RelationId => "relation_id",
+            TrackingKind::SubId => "sub_id",
+        }
+    }
+}
+
+/// One commissionable order line as we hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RebateOrder {
+    /// The network (`taobao`, `postback:<network>`, `platform`).
+    pub source: String,
+    /// The network's line-item key (`trade_id`).
+    pub line_key: String,
+    /// The network's order (`trade_parent_id`).
+    pub parent_key: String,
+    /// The buyer, once attributed.
+    pub user_id: Option<UserId>,
+    /// The buyer's inviter when attributed.
+    pub inviter_id: Option<UserId>,
+    /// The inviter's inviter.
+    pub grand_inviter_id: Option<UserId>,
+    /// The tracking id the network returned, if any.
+    pub tracking: Option<String>,
+    /// The item.
+    pub item_id: String,
+    /// Its title.
+    pub item_title: String,
+    /// Its category, for split overrides.
+    pub category: Option<String>,
+    /// Our state.
+    pub state: RebateState,
+    /// The network's status as reported (`paid`, `received`, `settled`, `invalid`).
+    pub network_status: String,
+    /// What the buyer paid.
+    pub paid_minor: i64,
+    /// The estimated commission.
+    pub estimate_minor: i64,
+    /// The settled commission.
+    pub settled_minor: i64,
+    /// Commission refunded after settlement.
+    pub refunded_minor: i64,
+    /// The commission this row holds in the ledger.
+    pub commission_minor: i64,
+    /// The buyer's share of it.
+    pub buyer_share: i64,
+    /// The inviter's share.
+    pub inviter_share: i64,
+    /// The inviter's inviter's share.
+    pub grand_share: i64,
+    /// The platform's share (rounding remainders and unattributed shares included).
+    pub platform_share: i64,
+    /// Whether the shares sit in available (else pending) balances.
+    pub shares_available: bool,
+    /// When the buyer clicked, as the network reports.
+    pub click_ms: Option<i64>,
+    /// When the buyer paid.
+    pub paid_at_ms: Option<i64>,
+    /// When the network settled.
+    pub settled_at_ms: Option<i64>,
+    /// When the shares become available (settled + hold).
+    pub available_at_ms: Option<i64>,
+    /// The network's modification time of the last report applied.
+    pub network_modified_ms: i64,
+    /// Bumped by every change; changes are compare-and-set on it.
+    pub version: i64,
+    /// First seen.
+    pub created_at_ms: i64,
+    /// Last changed.
+    pub updated_at_ms: i64,
+}
+
+/// What [`RebateStore::apply_rebate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The row and its ledger transaction were written.
+    Done,
+    /// The row changed since it was read (another writer won); read it again and retry.
+    Conflict,
+}
+
+/// A rejected input, kept for review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RebateReject {
+    /// Its id.
+    pub id: i64,
+    /// Where it came from.
+    pub source: String,
+    /// The line it named, if it named one.
+    pub line_key: Option<String>,
+    /// Why it was refused.
+    pub reason: String,
+    /// What was sent (truncated).
+    pub payload: String,
+    /// When.
+    pub at_ms: i64,
+}
+
+/// Rebates in the catalog store.
+#[async_trait]
+pub trait RebateStore: Send + Sync {
+    /// A user's profile (`None` until they get one).
+    async fn rebate_profile(&self, user: UserId) -> StoreResult<Option<RebateProfile>>;
+    /// Creates or updates a profile's tier; the inviter is set only when the profile is
+    /// created (an inviter never changes later).
+    async fn upsert_rebate_profile(&self, profile: RebateProfile) -> StoreResult<RebateProfile>;
+    /// Binds a tracking id to a user ([`crate::StoreError::Conflict`] if another user holds it).
+    async fn bind_tracking_id(&self, code: &str, user: UserId, kind: TrackingKind, at_ms: i64) -> StoreResult<()>;
+    /// The user a tracking id is bound to.
+    async fn tracking_owner(&self, code: &str) -> StoreResult<Option<UserId>>;
+    /// One row.
+    async fn rebate_order(&self, source: &str, line_key: &str) -> StoreResult<Option<RebateOrder>>;
+    /// Writes `row` — inserting it when `expected_version` is `None`, else only if the stored
+    /// version still equals it — and posts `txn` in the same database transaction, so a row
+    /// and the ledger never disagree. `row.version` must be the next version.
+    async fn apply_rebate(
+        &self,
+        row: &RebateOrder,
+        expected_version: Option<i64>,
+        txn: Option<&NewTxn>,
+    ) -> Result<Applied, LedgerError>;
+    /// A user's rows, most recently changed first, before `(updated_at_ms, line_key)`.
+    async fn rebates_of(
+        &self,
+        user: UserId,
+        before: Option<(i64, String)>,
+        limit: u32,
+    ) -> StoreResult<Vec<RebateOrder>>;
+    /// Settled rows whose hold has passed at `now_ms`, oldest first.
+    async fn rebates_due(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<RebateOrder>>;
+    /// Every row (for audits), in key order, after `after` (source, line key).
+    async fn rebate_orders_page(&self, after: Option<(String, String)>, limit: u32) -> StoreResult<Vec<RebateOrder>>;
+    /// Keeps a rejected input for review.
+    async fn record_reject(&self, reject: &RebateReject) -> StoreResult<()>;
+    /// The most recent rejects.
+    async fn recent_rejects(&self, limit: u32) -> StoreResult<Vec<RebateReject>>;
+}

@@ -1,0 +1,398 @@
+//! Rebates, written once for both backends (see `sql.rs` for why a macro).
+
+use flashback_core::rebate::lifecycle::RebateState;
+use flashback_core::{Tier, UserId};
+
+use crate::{RebateOrder, StoreError};
+
+pub(crate) const ORDER_COLUMNS: &str = "source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, tracking, \
+     item_id, item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, refunded_minor, \
+     commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms, \
+     settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct OrderRow {
+    source: String,
+    line_key: String,
+    parent_key: String,
+    user_id: Option<i64>,
+    inviter_id: Option<i64>,
+    grand_inviter_id: Option<i64>,
+    tracking: Option<String>,
+    item_id: String,
+    item_title: String,
+    category: Option<String>,
+    state: String,
+    network_status: String,
+    paid_minor: i64,
+    estimate_minor: i64,
+    settled_minor: i64,
+    refunded_minor: i64,
+    commission_minor: i64,
+    buyer_share: i64,
+    inviter_share: i64,
+    grand_share: i64,
+    platform_share: i64,
+    shares_available: i64,
+    click_ms: Option<i64>,
+    paid_at_ms: Option<i64>,
+    settled_at_ms: Option<i64>,
+    available_at_ms: Option<i64>,
+    network_modified_ms: i64,
+    version: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+fn corrupt(reason: impl ToString) -> StoreError {
+    StoreError::Corrupt { table: "rebate_orders", reason: reason.to_string() }
+}
+
+fn user(id: Option<i64>) -> Result<Option<UserId>, StoreError> {
+    id.map(UserId::new).transpose().map_err(corrupt)
+}
+
+impl TryFrom<OrderRow> for RebateOrder {
+    type Error = StoreError;
+    fn try_from(r: OrderRow) -> Result<Self, StoreError> {
+        Ok(RebateOrder {
+            source: r.source,
+            line_key: r.line_key,
+            parent_key: r.parent_key,
+            user_id: user(r.user_id)?,
+            inviter_id: user(r.inviter_id)?,
+            grand_inviter_id: user(r.grand_inviter_id)?,
+            tracking: r.tracking,
+            item_id: r.item_id,
+            item_title: r.item_title,
+            category: r.category,
+            state: RebateState::parse(&r.state).map_err(corrupt)?,
+            network_status: r.network_status,
+            paid_minor: r.paid_minor,
+            estimate_minor: r.estimate_minor,
+            settled_minor: r.settled_minor,
+            refunded_minor: r.refunded_minor,
+            commission_minor: r.commission_minor,
+            buyer_share: r.buyer_share,
+            inviter_share: r.inviter_share,
+            grand_share: r.grand_share,
+            platform_share: r.platform_share,
+            shares_available: r.shares_available != 0,
+            click_ms: r.click_ms,
+            paid_at_ms: r.paid_at_ms,
+            settled_at_ms: r.settled_at_ms,
+            available_at_ms: r.available_at_ms,
+            network_modified_ms: r.network_modified_ms,
+            version: r.version,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        })
+    }
+}
+
+pub(crate) fn profile(user_id: i64, tier: String, inviter: Option<i64>) -> Result<crate::RebateProfile, StoreError> {
+    let bad = |e: flashback_core::ParseError| StoreError::Corrupt { table: "rebate_profiles", reason: e.to_string() };
+    Ok(crate::RebateProfile {
+        user_id: UserId::new(user_id).map_err(bad)?,
+        tier: Tier::parse(&tier).map_err(bad)?,
+        inviter_id: inviter.map(UserId::new).transpose().map_err(bad)?,
+    })
+}
+
+/// Implements [`crate::RebateStore`] for a catalog store type with `writer()`/`reader()`
+/// and the ledger's `post_in`.
+macro_rules! impl_rebate_store {
+    ($store:ty, $db:ty, $insert_profile:literal) => {
+        impl $store {
+            fn bind_order<'q>(
+                q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                r: &'q $crate::RebateOrder,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+                q.bind(&r.parent_key)
+                    .bind(r.user_id.map(flashback_core::UserId::get))
+                    .bind(r.inviter_id.map(flashback_core::UserId::get))
+                    .bind(r.grand_inviter_id.map(flashback_core::UserId::get))
+                    .bind(&r.tracking)
+                    .bind(&r.item_id)
+                    .bind(&r.item_title)
+                    .bind(&r.category)
+                    .bind(r.state.as_str())
+                    .bind(&r.network_status)
+                    .bind(r.paid_minor)
+                    .bind(r.estimate_minor)
+                    .bind(r.settled_minor)
+                    .bind(r.refunded_minor)
+                    .bind(r.commission_minor)
+                    .bind(r.buyer_share)
+                    .bind(r.inviter_share)
+                    .bind(r.grand_share)
+                    .bind(r.platform_share)
+                    .bind(i64::from(r.shares_available))
+                    .bind(r.click_ms)
+                    .bind(r.paid_at_ms)
+                    .bind(r.settled_at_ms)
+                    .bind(r.available_at_ms)
+                    .bind(r.network_modified_ms)
+                    .bind(r.version)
+                    .bind(r.updated_at_ms)
+            }
+
+            async fn apply_rebate_once(
+                &self,
+                row: &$crate::RebateOrder,
+                expected: Option<i64>,
+                txn: Option<&$crate::NewTxn>,
+            ) -> Result<$crate::Applied, $crate::LedgerError> {
+                let mut tx = self.writer().begin().await?;
+                let written = match expected {
+                    None => {
+                        let q = sqlx::query(
+                            "INSERT INTO rebate_orders (parent_key, user_id, inviter_id, grand_inviter_id, tracking, \
+                             item_id, item_title, category, state, network_status, paid_minor, estimate_minor, \
+                             settled_minor, refunded_minor, commission_minor, buyer_share, inviter_share, grand_share, \
+                             platform_share, shares_available, click_ms, paid_at_ms, settled_at_ms, available_at_ms, \
+                             network_modified_ms, version, updated_at_ms, created_at_ms, source, line_key) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        );
+                        match Self::bind_order(q, row)
+                            .bind(row.created_at_ms)
+                            .bind(&row.source)
+                            .bind(&row.line_key)
+                            .execute(&mut *tx)
+                            .await
+                        {
+                            Ok(r) => r.rows_affected(),
+                            Err(e) => match $crate::error::on_write(e, "rebate order", "user") {
+                                // Another writer inserted it first.
+                                $crate::StoreError::Conflict(_) => 0,
+                                other => return Err(other.into()),
+                            },
+                        }
+                    }
+                    Some(version) => {
+                        let q = sqlx::query(
+                            "UPDATE rebate_orders SET parent_key = ?, user_id = ?, inviter_id = ?, grand_inviter_id = ?, \
+                             tracking = ?, item_id = ?, item_title = ?, category = ?, state = ?, network_status = ?, \
+                             paid_minor = ?, estimate_minor = ?, settled_minor = ?, refunded_minor = ?, \
+                             commission_minor = ?, buyer_share = ?, inviter_share = ?, grand_share = ?, \
+                             platform_share = ?, shares_available = ?, click_ms = ?, paid_at_ms = ?, settled_at_ms = ?, \
+                             available_at_ms = ?, network_modified_ms = ?, version = ?, updated_at_ms = ? \
+                             WHERE source = ? AND line_key = ? AND version = ?",
+                        );
+                        Self::bind_order(q, row)
+                            .bind(&row.source)
+                            .bind(&row.line_key)
+                            .bind(version)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                    }
+                };
+                if written != 1 {
+                    return Ok($crate::Applied::Conflict);
+                }
+                if let Some(txn) = txn {
+                    Self::post_in(&mut tx, txn).await?;
+                }
+                tx.commit().await?;
+                Ok($crate::Applied::Done)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::RebateStore for $store {
+            async fn rebate_profile(
+                &self,
+                user: flashback_core::UserId,
+            ) -> $crate::StoreResult<Option<$crate::RebateProfile>> {
+                let row: Option<(i64, String, Option<i64>)> =
+                    sqlx::query_as("SELECT user_id, tier, inviter_id FROM rebate_profiles WHERE user_id = ?")
+                        .bind(user.get())
+                        .fetch_optional(self.writer())
+                        .await?;
+                row.map(|(u, t, i)| $crate::sql_rebate::profile(u, t, i)).transpose()
+            }
+
+            async fn upsert_rebate_profile(
+                &self,
+                p: $crate::RebateProfile,
+            ) -> $crate::StoreResult<$crate::RebateProfile> {
+                sqlx::query($insert_profile)
+                    .bind(p.user_id.get())
+                    .bind(p.tier.as_str())
+                    .bind(p.inviter_id.map(flashback_core::UserId::get))
+                    .bind($crate::now_ms())
+                    .execute(self.writer())
+                    .await?;
+                sqlx::query("UPDATE rebate_profiles SET tier = ? WHERE user_id = ?")
+                    .bind(p.tier.as_str())
+                    .bind(p.user_id.get())
+                    .execute(self.writer())
+                    .await?;
+                self.rebate_profile(p.user_id).await?.ok_or($crate::StoreError::NotFound("rebate profile"))
+            }
+
+            async fn bind_tracking_id(
+                &self,
+                code: &str,
+                user: flashback_core::UserId,
+                kind: $crate::TrackingKind,
+                at_ms: i64,
+            ) -> $crate::StoreResult<()> {
+                let inserted = sqlx::query(
+                    "INSERT INTO tracking_ids (code, user_id, kind, created_at_ms) VALUES (?, ?, ?, ?)",
+                )
+                .bind(code)
+                .bind(user.get())
+                .bind(kind.as_str())
+                .bind(at_ms)
+                .execute(self.writer())
+                .await;
+                match inserted.map_err(|e| $crate::error::on_write(e, "tracking id", "user")) {
+                    Ok(_) => Ok(()),
+                    // Binding the same id to the same user again is fine.
+                    Err($crate::StoreError::Conflict(what)) => match self.tracking_owner(code).await? {
+                        Some(owner) if owner == user => Ok(()),
+                        _ => Err($crate::StoreError::Conflict(what)),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+
+            async fn tracking_owner(&self, code: &str) -> $crate::StoreResult<Option<flashback_core::UserId>> {
+                let id: Option<i64> = sqlx::query_scalar("SELECT user_id FROM tracking_ids WHERE code = ?")
+                    .bind(code)
+                    .fetch_optional(self.reader())
+                    .await?;
+                id.map(flashback_core::UserId::new).transpose().map_err(|e| $crate::StoreError::Corrupt {
+                    table: "tracking_ids",
+                    reason: e.to_string(),
+                })
+            }
+
+            async fn rebate_order(
+                &self,
+                source: &str,
+                line_key: &str,
+            ) -> $crate::StoreResult<Option<$crate::RebateOrder>> {
+                let sql = format!(
+                    "SELECT {} FROM rebate_orders WHERE source = ? AND line_key = ?",
+                    $crate::sql_rebate::ORDER_COLUMNS
+                );
+                let row: Option<$crate::sql_rebate::OrderRow> =
+                    sqlx::query_as(&sql).bind(source).bind(line_key).fetch_optional(self.writer()).await?;
+                row.map($crate::RebateOrder::try_from).transpose()
+            }
+
+            async fn apply_rebate(
+                &self,
+                row: &$crate::RebateOrder,
+                expected: Option<i64>,
+                txn: Option<&$crate::NewTxn>,
+            ) -> Result<$crate::Applied, $crate::LedgerError> {
+                let mut tries = 0;
+                loop {
+                    match self.apply_rebate_once(row, expected, txn).await {
+                        Err($crate::LedgerError::Store(e)) if e.is_retryable() && tries < 3 => tries += 1,
+                        other => return other,
+                    }
+                }
+            }
+
+            async fn rebates_of(
+                &self,
+                user: flashback_core::UserId,
+                before: Option<(i64, String)>,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::RebateOrder>> {
+                let (at, key) = before.unwrap_or((i64::MAX, String::new()));
+                let sql = format!(
+                    "SELECT {} FROM rebate_orders WHERE user_id = ? AND (updated_at_ms < ? OR (updated_at_ms = ? AND line_key < ?)) \
+                     ORDER BY updated_at_ms DESC, line_key DESC LIMIT ?",
+                    $crate::sql_rebate::ORDER_COLUMNS
+                );
+                let key = if key.is_empty() { "\u{10FFFF}".to_owned() } else { key };
+                let rows: Vec<$crate::sql_rebate::OrderRow> = sqlx::query_as(&sql)
+                    .bind(user.get())
+                    .bind(at)
+                    .bind(at)
+                    .bind(key)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.into_iter().map($crate::RebateOrder::try_from).collect()
+            }
+
+            async fn rebates_due(&self, now_ms: i64, limit: u32) -> $crate::StoreResult<Vec<$crate::RebateOrder>> {
+                let sql = format!(
+                    "SELECT {} FROM rebate_orders WHERE state = 'settled' AND available_at_ms <= ? \
+                     ORDER BY available_at_ms LIMIT ?",
+                    $crate::sql_rebate::ORDER_COLUMNS
+                );
+                let rows: Vec<$crate::sql_rebate::OrderRow> =
+                    sqlx::query_as(&sql).bind(now_ms).bind(i64::from(limit)).fetch_all(self.writer()).await?;
+                rows.into_iter().map($crate::RebateOrder::try_from).collect()
+            }
+
+            async fn rebate_orders_page(
+                &self,
+                after: Option<(String, String)>,
+                limit: u32,
+            ) -> $crate::StoreResult<Vec<$crate::RebateOrder>> {
+                let (source, key) = after.unwrap_or_default();
+                let sql = format!(
+                    "SELECT {} FROM rebate_orders WHERE source > ? OR (source = ? AND line_key > ?) \
+                     ORDER BY source, line_key LIMIT ?",
+                    $crate::sql_rebate::ORDER_COLUMNS
+                );
+                let rows: Vec<$crate::sql_rebate::OrderRow> = sqlx::query_as(&sql)
+                    .bind(&source)
+                    .bind(&source)
+                    .bind(&key)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.writer())
+                    .await?;
+                rows.into_iter().map($crate::RebateOrder::try_from).collect()
+            }
+
+            async fn record_reject(&self, r: &$crate::RebateReject) -> $crate::StoreResult<()> {
+                let payload: String = r.payload.chars().take(4_000).collect();
+                let reason: String = r.reason.chars().take(255).collect();
+                sqlx::query(
+                    "INSERT INTO rebate_rejects (id, source, line_key, reason, payload, at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(r.id)
+                .bind(&r.source)
+                .bind(&r.line_key)
+                .bind(reason)
+                .bind(payload)
+                .bind(r.at_ms)
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn recent_rejects(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::RebateReject>> {
+                let rows: Vec<(i64, String, Option<String>, String, String, i64)> = sqlx::query_as(
+                    "SELECT id, source, line_key, reason, payload, at_ms FROM rebate_rejects ORDER BY at_ms DESC, id DESC LIMIT ?",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, source, line_key, reason, payload, at_ms)| $crate::RebateReject {
+                        id,
+                        source,
+                        line_key,
+                        reason,
+                        payload,
+                        at_ms,
+                    })
+                    .collect())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_rebate_store;
