@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::http::{self, Problem};
-use crate::{AppState, auth, catalog, flash_sale, health, trade};
+use crate::{AppState, auth, catalog, flash_sale, health, rebate, trade};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(catalog::routes())
         .merge(trade::routes())
         .merge(flash_sale::routes())
+        .merge(rebate::routes())
         .split_for_parts();
     let (ops, ops_doc) = OpenApiRouter::new().merge(health::routes()).split_for_parts();
     openapi.merge(ops_doc);

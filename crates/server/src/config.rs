@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections; `FLASHBACK_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog", "trade", "events", "flash_sale"];
+const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog", "trade", "events", "flash_sale", "rebate"];
 
 /// Everything an instance is configured with. `Debug` never shows a secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +43,80 @@ pub struct Config {
     pub events: EventsConfig,
     /// Flash sales: the reserve engine and the admission funnel.
     pub flash_sale: FlashSaleConfig,
+    /// Rebates: commission splits, holds, withdrawals, and the affiliate networks.
+    pub rebate: RebateConfig,
+}
+
+/// Rebates: commission splits, holds, withdrawals, and the affiliate networks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RebateConfig {
+    /// The buyer's share of a commission by tier, in basis points (1/100 of a percent).
+    pub standard_bp: u32,
+    /// Silver tier.
+    pub silver_bp: u32,
+    /// Gold tier.
+    pub gold_bp: u32,
+    /// The inviter's share.
+    pub inviter_bp: u32,
+    /// The inviter's inviter's share.
+    pub grand_inviter_bp: u32,
+    /// The buyer's share for items of a category, whatever the tier (`{"数码" = 3000}`).
+    pub category_bp: std::collections::HashMap<String, u32>,
+    /// How long settled rebates stay pending before they can be withdrawn (returns and
+    /// post-settlement refunds come in this window).
+    #[serde(rename = "hold_ms", with = "millis")]
+    pub hold: Duration,
+    /// The smallest withdrawal, in minor units.
+    pub withdraw_min_minor: i64,
+    /// Withdrawal requests one user may make per day (UTC).
+    pub withdraw_daily_count: u32,
+    /// How often due holds are released and the feeds polled.
+    #[serde(rename = "sweep_interval_ms", with = "millis")]
+    pub sweep_interval: Duration,
+    /// HMAC key networks sign postbacks with; absent: postbacks are refused.
+    #[serde(serialize_with = "secret_opt::serialize")]
+    pub postback_secret: Option<SecretString>,
+    /// How far a postback's timestamp may be from our clock.
+    #[serde(rename = "postback_tolerance_ms", with = "millis")]
+    pub postback_tolerance: Duration,
+}
+
+impl Default for RebateConfig {
+    fn default() -> Self {
+        Self {
+            standard_bp: 5_000,
+            silver_bp: 6_000,
+            gold_bp: 7_000,
+            inviter_bp: 1_000,
+            grand_inviter_bp: 500,
+            category_bp: std::collections::HashMap::new(),
+            hold: Duration::from_secs(15 * 24 * 3600),
+            withdraw_min_minor: 100,
+            withdraw_daily_count: 3,
+            sweep_interval: Duration::from_secs(5),
+            postback_secret: None,
+            postback_tolerance: Duration::from_secs(300),
+        }
+    }
+}
+
+impl RebateConfig {
+    /// The split policy these rates describe.
+    pub fn policy(&self) -> Result<flashback_core::SplitPolicy, flashback_core::ParseError> {
+        use flashback_core::BasisPoints as Bp;
+        let overrides = self
+            .category_bp
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Bp::new(*v)?)))
+            .collect::<Result<_, flashback_core::ParseError>>()?;
+        flashback_core::SplitPolicy::new(
+            [Bp::new(self.standard_bp)?, Bp::new(self.silver_bp)?, Bp::new(self.gold_bp)?],
+            Bp::new(self.inviter_bp)?,
+            Bp::new(self.grand_inviter_bp)?,
+            overrides,
+        )
+    }
 }
 
 /// The flash-sale reserve engine.
@@ -278,6 +352,7 @@ impl Default for Config {
             trade: TradeConfig::default(),
             events: EventsConfig::default(),
             flash_sale: FlashSaleConfig::default(),
+            rebate: RebateConfig::default(),
         }
     }
 }
@@ -436,6 +511,15 @@ impl Config {
         }
         if f.engine == FlashEngine::Redis && self.cache.redis_url.is_none() {
             return fail("flash_sale.engine: redis needs cache.redis_url");
+        }
+        if let Err(e) = self.rebate.policy() {
+            return fail(&format!("rebate.*_bp: {e}"));
+        }
+        if self.rebate.withdraw_min_minor < 1 || self.rebate.withdraw_daily_count == 0 {
+            return fail("rebate.withdraw_min_minor / rebate.withdraw_daily_count: must be at least 1");
+        }
+        if self.rebate.postback_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
+            return fail("rebate.postback_secret: must be at least 32 bytes");
         }
         if self.node_id.is_some_and(|n| n > flashback_core::id::MAX_NODE) {
             return fail("node_id: must be 0 to 63");

@@ -14,6 +14,7 @@ pub mod health;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod rebate;
 pub mod state;
 pub mod telemetry;
 pub mod trade;

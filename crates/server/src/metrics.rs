@@ -48,6 +48,10 @@ pub struct Metrics {
     pub login_rejected: Family<ReasonLabel, Counter>,
     /// Flash-sale purchase attempts by outcome (`accepted` or the reason refused).
     pub flash_admission: Family<ReasonLabel, Counter>,
+    /// Rebate order rows changed, by the state they moved to.
+    pub rebate_rows: Family<ReasonLabel, Counter>,
+    /// Rebate inputs refused (kept for review), by reason.
+    pub rebate_rejected: Family<ReasonLabel, Counter>,
     /// Cache counters, shared with the caches.
     pub cache: CacheMetrics,
 }
@@ -76,8 +80,27 @@ impl Metrics {
             "Flash-sale purchase attempts by outcome: accepted, or the reason refused",
             flash_admission.clone(),
         );
+        let rebate_rows = Family::<ReasonLabel, Counter>::default();
+        registry.register("flashback_rebate_rows", "Rebate order rows changed, by new state", rebate_rows.clone());
+        let rebate_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "flashback_rebate_rejected",
+            "Rebate inputs refused and kept for review",
+            rebate_rejected.clone(),
+        );
         let cache = CacheMetrics::register(&mut registry);
-        Self { registry, requests, latency, in_flight, shed, login_rejected, flash_admission, cache }
+        Self {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            shed,
+            login_rejected,
+            flash_admission,
+            rebate_rows,
+            rebate_rejected,
+            cache,
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -40,6 +40,8 @@ pub struct AppState {
     pub sale_views: crate::flash_sale::SaleViews,
     /// The flash-sale funnel and engine.
     pub flash: Arc<crate::flash_sale::purchase::FlashRuntime>,
+    /// Rebate settings.
+    pub rebate: Arc<crate::rebate::RebateRuntime>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the instance begins shutting down; background tasks watch it.
@@ -191,6 +193,8 @@ impl AppState {
             stale_retry: c.cache_stale_retry,
             double_delete_delay: c.cache_double_delete_delay,
         };
+        let rebate =
+            Arc::new(crate::rebate::RebateRuntime { policy: config.rebate.policy().context("rebate split rates")? });
         let products = ProductCache::new("product", settings, redis.clone(), metrics.cache.clone());
         Ok(Self {
             config: Arc::new(config),
@@ -204,6 +208,7 @@ impl AppState {
             products,
             sale_views: crate::flash_sale::view_cache(),
             flash,
+            rebate,
             metrics,
             shutdown: CancellationToken::new(),
             accepting: Arc::new(AtomicBool::new(true)),

@@ -77,6 +77,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![sweeper::spawn(state), crate::flash_sale::orders::spawn(state)];
     tasks.extend(Arc::clone(&state.flash.engine).background(state.shutdown.clone()));
+    tasks.push(crate::rebate::spawn(state));
     match &state.bus {
         Some(rabbit) => tasks.extend(bus::spawn(state, rabbit)),
         None => tasks.push(outbox::spawn(state, std::time::Duration::from_millis(100))),

@@ -13,5 +13,6 @@ mod flash_purchase;
 mod flash_sale;
 mod health;
 mod protections;
+mod rebate;
 mod scaled_out;
 mod trade;

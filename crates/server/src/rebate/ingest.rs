@@ -1,0 +1,329 @@
+//! Applying what a network reports about an order line: attribute it, split its commission,
+//! and move the ledger from the position the row holds to the one the report calls for —
+//! one compare-and-set of the row plus one balanced transaction, retried on a lost race.
+//!
+//! Every source (a polled feed, a postback, the platform's own orders) normalises its input
+//! to a [`LineReport`] first; this module is the one place rows and money change.
+
+use std::collections::BTreeMap;
+
+use flashback_core::rebate::lifecycle::{
+    Beneficiaries, Holding, NetworkStatus, Report, commission_for, moves, state_for, supersedes,
+};
+use flashback_core::{Account, Money, Split, Tier, UserId};
+use flashback_store::{Applied, NewTxn, Posting, RebateOrder, RebateReject, Store};
+
+use crate::AppState;
+use crate::rebate::RebateError;
+
+/// One report of one order line, normalised from any source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineReport {
+    /// The source (`taobao`, `postback`, `platform`).
+    pub source: String,
+    /// The line item key (`trade_id`).
+    pub line_key: String,
+    /// The order it belongs to (`trade_parent_id`).
+    pub parent_key: String,
+    /// The item.
+    pub item_id: String,
+    /// Its title.
+    pub item_title: String,
+    /// Its category, if the network says.
+    pub category: Option<String>,
+    /// The tracking id the network attributed the order to (`special_id`, `relation_id`, …).
+    pub tracking: Option<String>,
+    /// The status and amounts.
+    pub report: Report,
+    /// What the buyer paid.
+    pub paid: Money,
+    /// When the buyer clicked.
+    pub click_ms: Option<i64>,
+    /// When the buyer paid.
+    pub paid_at_ms: Option<i64>,
+}
+
+/// What applying a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The row changed (created, or moved on) and the ledger with it.
+    Applied,
+    /// A duplicate or stale report: nothing changed.
+    Ignored,
+}
+
+/// The longest key and text we keep from a network.
+const MAX_KEY: usize = 64;
+
+/// Checks what no network may send us; refusals are recorded for review by the caller.
+pub fn validate(r: &LineReport) -> Result<(), String> {
+    let key_ok = |k: &str| !k.is_empty() && k.len() <= MAX_KEY && k.bytes().all(|b| b.is_ascii_graphic());
+    if !key_ok(&r.source) || !key_ok(&r.line_key) || !key_ok(&r.parent_key) {
+        return Err("line key, parent key and source: 1 to 64 printable characters".into());
+    }
+    if r.item_id.len() > MAX_KEY || r.item_title.chars().count() > 255 {
+        return Err("item id or title too long".into());
+    }
+    if r.tracking.as_ref().is_some_and(|t| t.len() > MAX_KEY) {
+        return Err("tracking id too long".into());
+    }
+    let rp = &r.report;
+    // A commission above what the buyer paid is absurd (rates are at most 100%).
+    if rp.estimate > r.paid || rp.settled > r.paid {
+        return Err(format!("commission above the price paid ({})", r.paid.minor()));
+    }
+    if rp.refunded > rp.settled.max(rp.estimate) {
+        return Err("refunded commission above the commission".into());
+    }
+    if rp.modified_ms <= 0 {
+        return Err("modification time missing".into());
+    }
+    Ok(())
+}
+
+/// Keeps a refused input for review.
+pub async fn reject(state: &AppState, source: &str, line_key: Option<&str>, reason: &str, payload: &str) {
+    state.metrics.rebate_rejected.get_or_create(&crate::metrics::ReasonLabel { reason: "invalid" }).inc();
+    let r = RebateReject {
+        id: state.ids.write_ids().event,
+        source: source.chars().take(32).collect(),
+        line_key: line_key.map(|k| k.chars().take(64).collect()),
+        reason: reason.to_owned(),
+        payload: payload.to_owned(),
+        at_ms: crate::trade::now_ms(),
+    };
+    if let Err(e) = state.store.record_reject(&r).await {
+        tracing::warn!(error = %e, reason, "could not record a rejected rebate input");
+    }
+}
+
+/// Who shares a row and at which tier: the tracking id's owner, their inviter and the
+/// inviter's inviter.
+async fn attribute(store: &dyn Store, tracking: Option<&str>) -> Result<(Beneficiaries, Tier), RebateError> {
+    let Some(code) = tracking else { return Ok((Beneficiaries::default(), Tier::Standard)) };
+    let Some(buyer) = store.tracking_owner(code).await? else {
+        return Ok((Beneficiaries::default(), Tier::Standard));
+    };
+    beneficiaries_of(store, buyer).await
+}
+
+/// A buyer's beneficiaries and tier, from their profile.
+pub async fn beneficiaries_of(store: &dyn Store, buyer: UserId) -> Result<(Beneficiaries, Tier), RebateError> {
+    let profile = store.rebate_profile(buyer).await?;
+    let tier = profile.map_or(Tier::Standard, |p| p.tier);
+    let inviter = profile.and_then(|p| p.inviter_id);
+    let grand_inviter = match inviter {
+        Some(i) => store.rebate_profile(i).await?.and_then(|p| p.inviter_id).filter(|g| *g != buyer),
+        None => None,
+    };
+    Ok((Beneficiaries { buyer: Some(buyer), inviter, grand_inviter }, tier))
+}
+
+fn money(minor: i64) -> Money {
+    Money::from_minor(minor).unwrap_or(Money::ZERO)
+}
+
+/// What a stored row holds in the ledger.
+pub fn held(row: &RebateOrder) -> (Holding, Beneficiaries) {
+    let holding = Holding {
+        commission: money(row.commission_minor),
+        split: Split {
+            buyer: money(row.buyer_share),
+            inviter: money(row.inviter_share),
+            grand_inviter: money(row.grand_share),
+            platform: money(row.platform_share),
+        },
+        available: row.shares_available,
+    };
+    let who = Beneficiaries { buyer: row.user_id, inviter: row.inviter_id, grand_inviter: row.grand_inviter_id };
+    (holding, who)
+}
+
+/// The report a stored row was built from (to re-evaluate it: holds passing, claims).
+pub fn stored_report(row: &RebateOrder) -> Report {
+    let status = match row.network_status.as_str() {
+        "received" => NetworkStatus::Received,
+        "settled" => NetworkStatus::Settled,
+        "invalid" => NetworkStatus::Invalid,
+        _ => NetworkStatus::Paid,
+    };
+    Report {
+        status,
+        estimate: money(row.estimate_minor),
+        settled: money(row.settled_minor),
+        refunded: money(row.refunded_minor),
+        modified_ms: row.network_modified_ms,
+        settled_at_ms: row.settled_at_ms,
+    }
+}
+
+fn status_name(s: NetworkStatus) -> &'static str {
+    match s {
+        NetworkStatus::Paid => "paid",
+        NetworkStatus::Received => "received",
+        NetworkStatus::Settled => "settled",
+        NetworkStatus::Invalid => "invalid",
+    }
+}
+
+/// How a row changes: attribution (kept once made), report, and the time.
+struct Change<'a> {
+    line: &'a LineReport,
+    who: Beneficiaries,
+    tier: Tier,
+    now_ms: i64,
+}
+
+/// Builds the next version of the row and the ledger transaction for the difference.
+fn next_version(state: &AppState, stored: Option<&RebateOrder>, c: &Change<'_>) -> (RebateOrder, Option<NewTxn>) {
+    let hold_ms = i64::try_from(state.config.rebate.hold.as_millis()).unwrap_or(i64::MAX);
+    let report = &c.line.report;
+    let new_state = state_for(report, c.now_ms, hold_ms);
+    let commission = commission_for(report, new_state);
+    let inviters = usize::from(c.who.inviter.is_some()) + usize::from(c.who.grand_inviter.is_some());
+    let split = state.rebate.policy.split(commission, c.tier, c.line.category.as_deref(), inviters);
+    let target = Holding {
+        commission,
+        split,
+        available: new_state == flashback_core::rebate::lifecycle::RebateState::Available,
+    };
+    let from: BTreeMap<Account, i64> = stored
+        .map(|r| {
+            let (h, w) = held(r);
+            h.position(w)
+        })
+        .unwrap_or_default();
+    let to = target.position(c.who);
+    let entries = moves(&from, &to);
+    let version = stored.map_or(1, |r| r.version + 1);
+    let settled_at = report.settled_at_ms;
+    // Unattributed shares are the platform's (that is what the position holds).
+    let platform_share =
+        [(c.who.buyer, split.buyer), (c.who.inviter, split.inviter), (c.who.grand_inviter, split.grand_inviter)]
+            .iter()
+            .filter(|(u, _)| u.is_none())
+            .fold(split.platform.minor(), |acc, (_, m)| acc + m.minor());
+    let keep = |u: Option<UserId>, m: Money| if u.is_some() { m.minor() } else { 0 };
+    let row = RebateOrder {
+        source: c.line.source.clone(),
+        line_key: c.line.line_key.clone(),
+        parent_key: c.line.parent_key.clone(),
+        user_id: c.who.buyer,
+        inviter_id: c.who.inviter,
+        grand_inviter_id: c.who.grand_inviter,
+        tracking: c.line.tracking.clone(),
+        item_id: c.line.item_id.clone(),
+        item_title: c.line.item_title.clone(),
+        category: c.line.category.clone(),
+        state: new_state,
+        network_status: status_name(report.status).to_owned(),
+        paid_minor: c.line.paid.minor(),
+        estimate_minor: report.estimate.minor(),
+        settled_minor: report.settled.minor(),
+        refunded_minor: report.refunded.minor(),
+        commission_minor: commission.minor(),
+        buyer_share: keep(c.who.buyer, split.buyer),
+        inviter_share: keep(c.who.inviter, split.inviter),
+        grand_share: keep(c.who.grand_inviter, split.grand_inviter),
+        platform_share,
+        shares_available: target.available,
+        click_ms: c.line.click_ms,
+        paid_at_ms: c.line.paid_at_ms,
+        settled_at_ms: settled_at,
+        available_at_ms: settled_at.map(|s| s.saturating_add(hold_ms)),
+        network_modified_ms: report.modified_ms,
+        version,
+        created_at_ms: stored.map_or(c.now_ms, |r| r.created_at_ms),
+        updated_at_ms: c.now_ms,
+    };
+    let txn = (!entries.is_empty()).then(|| NewTxn {
+        id: state.ids.write_ids().event,
+        key: format!("rebate:{}:{}:v{version}:{}", row.source, row.line_key, new_state.as_str()),
+        kind: format!("rebate.{}", new_state.as_str()),
+        reference: format!("{}:{}", row.source, row.line_key),
+        postings: entries.into_iter().map(|(account, amount)| Posting { account, amount }).collect(),
+        no_overdraft: Vec::new(),
+        at_ms: c.now_ms,
+    });
+    (row, txn)
+}
+
+/// Applies one report: creates or moves the row and the ledger, or ignores a stale or
+/// duplicate report. Invalid input is refused (the caller records it).
+pub async fn apply(state: &AppState, line: &LineReport) -> Result<Outcome, RebateError> {
+    validate(line).map_err(RebateError::Invalid)?;
+    let hold_ms = i64::try_from(state.config.rebate.hold.as_millis()).unwrap_or(i64::MAX);
+    for _ in 0..8 {
+        let now_ms = crate::trade::now_ms();
+        let stored = state.store.rebate_order(&line.source, &line.line_key).await?;
+        if !supersedes(stored.as_ref().map(|r| (r.state, r.network_modified_ms)), &line.report, now_ms, hold_ms) {
+            return Ok(Outcome::Ignored);
+        }
+        // Attribution sticks: once a row has a buyer (by tracking id or a claim) it keeps it.
+        let (who, tier) = match stored.as_ref().and_then(|r| r.user_id) {
+            Some(buyer) => beneficiaries_of(state.store.as_ref(), buyer).await?,
+            None => attribute(state.store.as_ref(), line.tracking.as_deref()).await?,
+        };
+        let change = Change { line, who, tier, now_ms };
+        let (row, txn) = next_version(state, stored.as_ref(), &change);
+        match state.store.apply_rebate(&row, stored.as_ref().map(|r| r.version), txn.as_ref()).await? {
+            Applied::Done => {
+                state
+                    .metrics
+                    .rebate_rows
+                    .get_or_create(&crate::metrics::ReasonLabel { reason: row.state.as_str() })
+                    .inc();
+                return Ok(Outcome::Applied);
+            }
+            Applied::Conflict => continue,
+        }
+    }
+    Err(RebateError::Busy)
+}
+
+/// Re-evaluates a stored row with a new attribution or at a later time (holds passing,
+/// claims); returns whether it changed.
+pub async fn reevaluate(state: &AppState, row: &RebateOrder, buyer: Option<UserId>) -> Result<bool, RebateError> {
+    let line = LineReport {
+        source: row.source.clone(),
+        line_key: row.line_key.clone(),
+        parent_key: row.parent_key.clone(),
+        item_id: row.item_id.clone(),
+        item_title: row.item_title.clone(),
+        category: row.category.clone(),
+        tracking: row.tracking.clone(),
+        report: stored_report(row),
+        paid: money(row.paid_minor),
+        click_ms: row.click_ms,
+        paid_at_ms: row.paid_at_ms,
+    };
+    let (who, tier) = match buyer.or(row.user_id) {
+        Some(b) => beneficiaries_of(state.store.as_ref(), b).await?,
+        None => (Beneficiaries::default(), Tier::Standard),
+    };
+    let change = Change { line: &line, who, tier, now_ms: crate::trade::now_ms() };
+    let (next, txn) = next_version(state, Some(row), &change);
+    if next.state == row.state && next.user_id == row.user_id && txn.is_none() {
+        return Ok(false);
+    }
+    Ok(state.store.apply_rebate(&next, Some(row.version), txn.as_ref()).await? == Applied::Done)
+}
+
+/// Releases every hold that has passed: settled rows become available. Returns how many.
+pub async fn release_due(state: &AppState) -> Result<usize, RebateError> {
+    let mut released = 0;
+    loop {
+        let due = state.store.rebates_due(crate::trade::now_ms(), 500).await?;
+        let mut moved = 0;
+        for row in &due {
+            if reevaluate(state, row, None).await? {
+                moved += 1;
+            }
+        }
+        released += moved;
+        // A short page is the last; a page where nothing moved would only repeat itself.
+        if due.len() < 500 || moved == 0 {
+            return Ok(released);
+        }
+    }
+}

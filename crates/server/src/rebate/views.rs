@@ -1,0 +1,15 @@
+//! Query parameters of the rebate routes.
+
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+/// Paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RebateQuery {
+    /// From the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 100 (default 20).
+    pub limit: Option<u32>,
+}

@@ -1,0 +1,276 @@
+//! Rebates end to end through the ingest path: attribution, splits with referrals, the life
+//! cycle through the ledger, invalid and reversed rows, duplicates and out-of-order reports —
+//! the ledger audit after each, on SQLite and on MariaDB.
+
+use std::time::Duration;
+
+use flashback_core::rebate::lifecycle::{NetworkStatus, Report};
+use flashback_core::{Money, Role};
+use flashback_server::rebate::ingest::{LineReport, Outcome, apply, release_due};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backends, TestApp, assert_problem};
+
+fn m(n: i64) -> Money {
+    Money::from_minor(n).unwrap()
+}
+
+/// A report of line `key` at modification time `at` (settled rows settle at `at`).
+fn line(key: &str, tracking: Option<&str>, status: NetworkStatus, estimate: i64, settled: i64, at: i64) -> LineReport {
+    LineReport {
+        source: "taobao".into(),
+        line_key: key.into(),
+        parent_key: format!("p-{key}"),
+        item_id: "item-1".into(),
+        item_title: "A kettle".into(),
+        category: None,
+        tracking: tracking.map(str::to_owned),
+        report: Report {
+            status,
+            estimate: m(estimate),
+            settled: m(settled),
+            refunded: Money::ZERO,
+            modified_ms: at,
+            settled_at_ms: (status == NetworkStatus::Settled).then_some(at),
+        },
+        paid: m(20_000),
+        click_ms: Some(at - 60_000),
+        paid_at_ms: Some(at - 30_000),
+    }
+}
+
+fn now() -> i64 {
+    flashback_server::trade::now_ms()
+}
+
+struct Member {
+    token: String,
+    id: String,
+}
+
+/// A user who joined (with an inviter's code) and whose special id is `sid`.
+async fn member(app: &TestApp, admin: &str, name: &str, sid: &str, invite: Option<&Member>) -> Member {
+    let token = app.token_for(name, Role::User).await;
+    let me: Value = app.get_as("/api/v1/me", &token).await.json().await.unwrap();
+    let id = me["id"].as_str().unwrap().to_owned();
+    let body = json!({"invite_code": invite.map(|i| i.id.clone())});
+    let res = app.post("/api/v1/me/rebate-profile", Some(&token), &body).await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", res.text().await);
+    let res = app
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/admin/tracking-ids/{sid}"),
+            Some(admin),
+            &json!({"user_id": id, "kind": "special_id"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    Member { token, id }
+}
+
+async fn wallet(app: &TestApp, m: &Member) -> (i64, i64, i64) {
+    let w: Value = app.get_as("/api/v1/me/wallet", &m.token).await.json().await.unwrap();
+    (
+        w["pending_minor"].as_i64().unwrap(),
+        w["available_minor"].as_i64().unwrap(),
+        w["withdrawing_minor"].as_i64().unwrap(),
+    )
+}
+
+async fn ledger_clean(app: &TestApp) {
+    let audit = app.state.store.audit_ledger().await.unwrap();
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+}
+
+async fn applied(app: &TestApp, l: &LineReport) -> Outcome {
+    apply(&app.state, l).await.unwrap()
+}
+
+/// paid → received → settled (a different amount) → available after the hold, with the
+/// inviter chain getting its shares; every step visible at once.
+async fn lifecycle(app: &TestApp) {
+    let admin = app.token_for("rb-admin", Role::Admin).await;
+    let grand = member(app, &admin, "rb-grand", "sid-grand", None).await;
+    let inviter = member(app, &admin, "rb-inviter", "sid-inviter", Some(&grand)).await;
+    let buyer = member(app, &admin, "rb-buyer", "sid-buyer", Some(&inviter)).await;
+    let t = now();
+
+    assert_eq!(applied(app, &line("L1", Some("sid-buyer"), NetworkStatus::Paid, 1_001, 0, t)).await, Outcome::Applied);
+    // 1,001 estimated: buyer 50% = 500, inviter 10% = 100, grand inviter 5% = 50 (floors).
+    assert_eq!(wallet(app, &buyer).await, (500, 0, 0));
+    assert_eq!(wallet(app, &inviter).await, (100, 0, 0));
+    assert_eq!(wallet(app, &grand).await, (50, 0, 0));
+    let mine: Value = app.get_as("/api/v1/me/rebates", &buyer.token).await.json().await.unwrap();
+    assert_eq!(mine["items"][0]["state"], "estimated");
+    assert_eq!(mine["items"][0]["rebate_minor"], 500);
+    let theirs: Value = app.get_as("/api/v1/me/rebates", &inviter.token).await.json().await.unwrap();
+    assert!(theirs["items"].as_array().unwrap().is_empty(), "a buyer's rows are the buyer's");
+
+    applied(app, &line("L1", Some("sid-buyer"), NetworkStatus::Received, 1_001, 0, t + 10)).await;
+    assert_eq!(wallet(app, &buyer).await, (500, 0, 0));
+    // Settled lower than estimated: everything recomputed from 800.
+    applied(app, &line("L1", Some("sid-buyer"), NetworkStatus::Settled, 1_001, 800, t + 20)).await;
+    assert_eq!(wallet(app, &buyer).await, (400, 0, 0));
+    assert_eq!(wallet(app, &inviter).await, (80, 0, 0));
+    assert_eq!(wallet(app, &grand).await, (40, 0, 0));
+    ledger_clean(app).await;
+
+    // The hold (200 ms in these tests) passes.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    release_due(&app.state).await.unwrap();
+    assert_eq!(wallet(app, &buyer).await, (0, 400, 0));
+    assert_eq!(wallet(app, &inviter).await, (0, 80, 0));
+    assert_eq!(wallet(app, &grand).await, (0, 40, 0));
+    let mine: Value = app.get_as("/api/v1/me/rebates", &buyer.token).await.json().await.unwrap();
+    assert_eq!(mine["items"][0]["state"], "available");
+    assert_eq!(release_due(&app.state).await.unwrap(), 0, "released once");
+    ledger_clean(app).await;
+}
+
+/// An invalid order never pays, a refund after settlement claws back (available may go
+/// negative), and duplicate or out-of-order reports change nothing twice.
+async fn reversals_and_disorder(app: &TestApp) {
+    let admin = app.token_for("rv-admin", Role::Admin).await;
+    let buyer = member(app, &admin, "rv-buyer", "sid-rv", None).await;
+    let t = now();
+
+    applied(app, &line("V1", Some("sid-rv"), NetworkStatus::Paid, 600, 0, t)).await;
+    assert_eq!(wallet(app, &buyer).await, (300, 0, 0));
+    applied(app, &line("V1", Some("sid-rv"), NetworkStatus::Invalid, 600, 0, t + 5)).await;
+    assert_eq!(wallet(app, &buyer).await, (0, 0, 0), "invalid: nothing pending");
+    // A late settled row cannot resurrect it.
+    assert_eq!(
+        applied(app, &line("V1", Some("sid-rv"), NetworkStatus::Settled, 600, 600, t + 9)).await,
+        Outcome::Ignored
+    );
+    assert_eq!(wallet(app, &buyer).await, (0, 0, 0));
+
+    // Settled first, then the stale paid row, then the same settled row again.
+    let settled = line("V2", Some("sid-rv"), NetworkStatus::Settled, 1_000, 1_000, t);
+    assert_eq!(applied(app, &settled).await, Outcome::Applied);
+    let before = app.state.store.audit_ledger().await.unwrap().transactions;
+    assert_eq!(applied(app, &line("V2", Some("sid-rv"), NetworkStatus::Paid, 900, 0, t - 50)).await, Outcome::Ignored);
+    assert_eq!(applied(app, &settled).await, Outcome::Ignored);
+    assert_eq!(app.state.store.audit_ledger().await.unwrap().transactions, before, "nothing posted twice");
+    assert_eq!(wallet(app, &buyer).await, (500, 0, 0));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    release_due(&app.state).await.unwrap();
+    assert_eq!(wallet(app, &buyer).await, (0, 500, 0));
+
+    // Refunded after settlement: clawed back from available.
+    let mut refund = settled.clone();
+    refund.report.refunded = m(1_000);
+    refund.report.modified_ms = t + 100;
+    assert_eq!(applied(app, &refund).await, Outcome::Applied);
+    assert_eq!(wallet(app, &buyer).await, (0, 0, 0));
+    let rows: Value = app.get_as("/api/v1/me/rebates", &buyer.token).await.json().await.unwrap();
+    let v2 = rows["items"].as_array().unwrap().iter().find(|r| r["line_key"] == "V2").unwrap().clone();
+    assert_eq!((v2["state"].as_str(), v2["rebate_minor"].as_i64()), (Some("reversed"), Some(0)));
+    ledger_clean(app).await;
+}
+
+/// Unknown tracking ids leave the commission with the platform; bad rows change nothing.
+async fn unattributed_and_bad_rows(app: &TestApp) {
+    let t = now();
+    applied(app, &line("U1", Some("sid-nobody"), NetworkStatus::Paid, 700, 0, t)).await;
+    let row = app.state.store.rebate_order("taobao", "U1").await.unwrap().unwrap();
+    assert_eq!((row.user_id, row.platform_share, row.buyer_share), (None, 700, 0));
+
+    let mut absurd = line("U2", None, NetworkStatus::Paid, 30_000, 0, t);
+    absurd.paid = m(20_000);
+    assert!(apply(&app.state, &absurd).await.is_err(), "a commission above the price is refused");
+    let mut empty_key = line("", None, NetworkStatus::Paid, 10, 0, t);
+    empty_key.line_key = String::new();
+    assert!(apply(&app.state, &empty_key).await.is_err());
+    assert!(app.state.store.rebate_order("taobao", "U2").await.unwrap().is_none(), "nothing half-applied");
+    ledger_clean(app).await;
+}
+
+fn fast_hold(c: &mut flashback_server::config::Config) {
+    c.rebate.hold = Duration::from_millis(200);
+    c.rebate.sweep_interval = Duration::from_secs(3600);
+}
+
+#[tokio::test]
+async fn a_rebate_goes_from_estimate_to_available_with_referral_shares() {
+    lifecycle(&TestApp::spawn_with(fast_hold).await).await;
+}
+
+#[tokio::test]
+async fn invalid_rows_never_pay_refunds_claw_back_and_disorder_changes_nothing_twice() {
+    reversals_and_disorder(&TestApp::spawn_with(fast_hold).await).await;
+}
+
+#[tokio::test]
+async fn unattributed_rows_stay_with_the_platform_and_bad_rows_change_nothing() {
+    unattributed_and_bad_rows(&TestApp::spawn_with(fast_hold).await).await;
+}
+
+async fn on_mariadb() -> Option<(Backends, TestApp)> {
+    let b = Backends::get("rebates on MariaDB").await?;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = b.config(dir.path());
+    fast_hold(&mut c);
+    let app = TestApp::start(c, dir).await;
+    Some((b, app))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebate_life_cycle_on_mariadb() {
+    let Some((_b, app)) = on_mariadb().await else { return };
+    lifecycle(&app).await;
+    reversals_and_disorder(&app).await;
+    unattributed_and_bad_rows(&app).await;
+}
+
+#[tokio::test]
+async fn joining_and_binding_refuse_bad_input() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for("bind-admin", Role::Admin).await;
+    let user = app.token_for("bind-user", Role::User).await;
+    let me: Value = app.get_as("/api/v1/me", &user).await.json().await.unwrap();
+    let id = me["id"].as_str().unwrap();
+    assert_problem(
+        app.post("/api/v1/me/rebate-profile", Some(&user), &json!({"invite_code": id})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    assert_problem(
+        app.post("/api/v1/me/rebate-profile", Some(&user), &json!({"invite_code": "123"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    let put = |code: &str, body: Value, token: String| {
+        let (app, code) = (&app, code.to_owned());
+        async move {
+            app.send(reqwest::Method::PUT, &format!("/api/v1/admin/tracking-ids/{code}"), Some(&token), &body).await
+        }
+    };
+    let ok = json!({"user_id": id, "kind": "special_id"});
+    assert_problem(put("sid-x", ok.clone(), user.clone()).await, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_problem(put("sid x", ok.clone(), admin.clone()).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+        .await;
+    assert_problem(
+        put("sid-x", json!({"user_id": id, "kind": "other"}), admin.clone()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    assert_eq!(put("sid-x", ok.clone(), admin.clone()).await.status(), StatusCode::NO_CONTENT);
+    let other = app.token_for("bind-other", Role::User).await;
+    let other_id: Value = app.get_as("/api/v1/me", &other).await.json().await.unwrap();
+    assert_problem(
+        put("sid-x", json!({"user_id": other_id["id"], "kind": "special_id"}), admin.clone()).await,
+        StatusCode::CONFLICT,
+        "tracking_id_taken",
+    )
+    .await;
+    assert_problem(app.get_as("/api/v1/me/rebates?limit=0", &user).await, StatusCode::BAD_REQUEST, "invalid_query")
+        .await;
+    assert_problem(app.get_as("/api/v1/me/rebates?cursor=zz", &user).await, StatusCode::BAD_REQUEST, "invalid_query")
+        .await;
+    assert_eq!(app.get("/api/v1/me/wallet").await.status(), StatusCode::UNAUTHORIZED);
+}
