@@ -18,6 +18,7 @@ mod sql_ledger;
 mod sql_rebate;
 mod sql_shard;
 mod sql_stock;
+mod sql_withdraw;
 mod sqlite;
 mod trade;
 
@@ -46,7 +47,10 @@ pub use model::{
     Category, Inventory, Merchant, NewProduct, NewUser, Product, ProductFilter, ProductPatch, User, UserCredentials,
 };
 pub use mysql::{MySqlShard, MySqlStore};
-pub use rebate::{Applied, RebateOrder, RebateProfile, RebateReject, RebateStore, TrackingKind};
+pub use rebate::{
+    Applied, RebateOrder, RebateProfile, RebateReject, RebateStore, TrackingKind, WithdrawRefusal, Withdrawal,
+    WithdrawalMove, WithdrawalState, WithdrawalStore,
+};
 pub use shards::{ShardOptions, Shards, open_shards};
 pub use sqlite::{SqliteShard, SqliteStore};
 pub use trade::{
@@ -118,7 +122,7 @@ pub trait CatalogStore: Send + Sync {
 /// Everything a Flashback instance stores, plus the operations on the store itself.
 #[async_trait]
 pub trait Store:
-    UserStore + CatalogStore + StockStore + FlashSaleStore + LedgerStore + RebateStore + std::fmt::Debug
+    UserStore + CatalogStore + StockStore + FlashSaleStore + LedgerStore + RebateStore + WithdrawalStore + std::fmt::Debug
 {
     /// `"sqlite"` or `"mysql"`, for logs and health output.
     fn backend(&self) -> &'static str;

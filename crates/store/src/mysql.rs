@@ -66,10 +66,12 @@ crate::sql_stock::impl_stock_store!(MySqlStore, MySql);
 crate::sql_flash::impl_flash_store!(MySqlStore, MySql, " ON DUPLICATE KEY UPDATE id = id");
 // `INSERT IGNORE` affects 0 rows on a duplicate key (an upsert would report the row as
 // found); keys are length-checked first, so it cannot hide a truncation.
+crate::sql_withdraw::impl_withdrawal_store!(MySqlStore, MySql);
 crate::sql_rebate::impl_rebate_store!(
     MySqlStore,
     MySql,
-    "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE user_id = user_id"
+    "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE user_id = user_id",
+    "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = name"
 );
 crate::sql_ledger::impl_ledger_store!(
     MySqlStore,

@@ -167,8 +167,142 @@ pub trait RebateStore: Send + Sync {
     async fn rebates_due(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<RebateOrder>>;
     /// Every row (for audits), in key order, after `after` (source, line key).
     async fn rebate_orders_page(&self, after: Option<(String, String)>, limit: u32) -> StoreResult<Vec<RebateOrder>>;
+    /// Where a polled feed got to.
+    async fn sync_cursor(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// Moves a feed's cursor (only forward).
+    async fn advance_sync_cursor(&self, name: &str, position_ms: i64) -> StoreResult<()>;
     /// Keeps a rejected input for review.
     async fn record_reject(&self, reject: &RebateReject) -> StoreResult<()>;
     /// The most recent rejects.
     async fn recent_rejects(&self, limit: u32) -> StoreResult<Vec<RebateReject>>;
+}
+
+/// Where a withdrawal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WithdrawalState {
+    /// Funds held, waiting for review.
+    Requested,
+    /// Approved; the payout is being made.
+    Approved,
+    /// Paid out.
+    Paid,
+    /// Refused by a reviewer; funds released.
+    Rejected,
+    /// The payout failed; funds released.
+    Failed,
+}
+
+impl WithdrawalState {
+    /// Every state.
+    pub const ALL: [WithdrawalState; 5] = [
+        WithdrawalState::Requested,
+        WithdrawalState::Approved,
+        WithdrawalState::Paid,
+        WithdrawalState::Rejected,
+        WithdrawalState::Failed,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WithdrawalState::Requested => "requested",
+            WithdrawalState::Approved => "approved",
+            WithdrawalState::Paid => "paid",
+            WithdrawalState::Rejected => "rejected",
+            WithdrawalState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.as_str() == s)
+    }
+}
+
+/// A withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Withdrawal {
+    /// Its id.
+    pub id: i64,
+    /// Whose.
+    pub user_id: UserId,
+    /// How much, in minor units.
+    pub amount_minor: i64,
+    /// Where to (an Alipay account).
+    pub payee: String,
+    /// Where it is.
+    pub state: WithdrawalState,
+    /// Our transfer number; the payout provider is idempotent on it.
+    pub transfer_no: String,
+    /// Why it was rejected or failed.
+    pub reason: Option<String>,
+    /// Who reviewed it.
+    pub reviewer_id: Option<UserId>,
+    /// The provider's reference once paid.
+    pub provider_ref: Option<String>,
+    /// Requested at.
+    pub created_at_ms: i64,
+    /// Last changed.
+    pub updated_at_ms: i64,
+}
+
+/// Why a withdrawal request was refused; nothing was held.
+#[derive(Debug, thiserror::Error)]
+pub enum WithdrawRefusal {
+    /// The user already made the day's allowed number of requests.
+    #[error("daily withdrawal limit reached")]
+    DailyLimit,
+    /// The available balance is too low.
+    #[error("insufficient balance")]
+    Overdraft,
+    /// The store failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// A state change of a withdrawal.
+#[derive(Debug, Clone)]
+pub struct WithdrawalMove<'a> {
+    /// Which.
+    pub id: i64,
+    /// Only from this state (compare-and-set).
+    pub from: WithdrawalState,
+    /// To this one.
+    pub to: WithdrawalState,
+    /// Why (rejections, failures).
+    pub reason: Option<&'a str>,
+    /// Who decided.
+    pub reviewer: Option<UserId>,
+    /// The provider's reference.
+    pub provider_ref: Option<&'a str>,
+    /// The ledger movement that goes with it, in the same transaction.
+    pub txn: Option<&'a NewTxn>,
+}
+
+/// Withdrawals in the catalog store.
+#[async_trait]
+pub trait WithdrawalStore: Send + Sync {
+    /// Records a request and holds its funds (`hold`, guarded against overdraft) in one
+    /// transaction, within `daily_limit` requests for the user's UTC day `day`.
+    async fn request_withdrawal(
+        &self,
+        w: &Withdrawal,
+        day: i64,
+        daily_limit: u32,
+        hold: &NewTxn,
+    ) -> Result<(), WithdrawRefusal>;
+    /// Moves a withdrawal (compare-and-set on its state) and posts the move's ledger
+    /// transaction in the same database transaction. `None` if it was not in `from`.
+    async fn move_withdrawal(&self, m: WithdrawalMove<'_>) -> Result<Option<Withdrawal>, LedgerError>;
+    /// One withdrawal.
+    async fn withdrawal(&self, id: i64) -> StoreResult<Option<Withdrawal>>;
+    /// Withdrawals newest first, optionally of one user and/or in one state, below `before`.
+    async fn withdrawals(
+        &self,
+        user: Option<UserId>,
+        state: Option<WithdrawalState>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Withdrawal>>;
 }

@@ -102,7 +102,7 @@ pub(crate) fn profile(user_id: i64, tier: String, inviter: Option<i64>) -> Resul
 /// Implements [`crate::RebateStore`] for a catalog store type with `writer()`/`reader()`
 /// and the ledger's `post_in`.
 macro_rules! impl_rebate_store {
-    ($store:ty, $db:ty, $insert_profile:literal) => {
+    ($store:ty, $db:ty, $insert_profile:literal, $insert_cursor:literal) => {
         impl $store {
             fn bind_order<'q>(
                 q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
@@ -353,6 +353,26 @@ macro_rules! impl_rebate_store {
                     .fetch_all(self.writer())
                     .await?;
                 rows.into_iter().map($crate::RebateOrder::try_from).collect()
+            }
+
+            async fn sync_cursor(&self, name: &str) -> $crate::StoreResult<Option<i64>> {
+                Ok(sqlx::query_scalar("SELECT position_ms FROM sync_cursors WHERE name = ?")
+                    .bind(name)
+                    .fetch_optional(self.writer())
+                    .await?)
+            }
+
+            async fn advance_sync_cursor(&self, name: &str, position_ms: i64) -> $crate::StoreResult<()> {
+                let now = $crate::now_ms();
+                sqlx::query($insert_cursor).bind(name).bind(position_ms).bind(now).execute(self.writer()).await?;
+                sqlx::query("UPDATE sync_cursors SET position_ms = ?, updated_at_ms = ? WHERE name = ? AND position_ms < ?")
+                    .bind(position_ms)
+                    .bind(now)
+                    .bind(name)
+                    .bind(position_ms)
+                    .execute(self.writer())
+                    .await?;
+                Ok(())
             }
 
             async fn record_reject(&self, r: &$crate::RebateReject) -> $crate::StoreResult<()> {

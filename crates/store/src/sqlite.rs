@@ -100,10 +100,12 @@ impl SqliteStore {
 crate::sql::impl_sql_store!(SqliteStore, Sqlite);
 crate::sql_stock::impl_stock_store!(SqliteStore, Sqlite);
 crate::sql_flash::impl_flash_store!(SqliteStore, Sqlite, " ON CONFLICT (id) DO NOTHING");
+crate::sql_withdraw::impl_withdrawal_store!(SqliteStore, Sqlite);
 crate::sql_rebate::impl_rebate_store!(
     SqliteStore,
     Sqlite,
-    "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING"
+    "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
+    "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"
 );
 crate::sql_ledger::impl_ledger_store!(
     SqliteStore,
