@@ -42,6 +42,8 @@ pub struct AppState {
     pub flash: Arc<crate::flash_sale::purchase::FlashRuntime>,
     /// Rebate settings.
     pub rebate: Arc<crate::rebate::RebateRuntime>,
+    /// Where withdrawals are paid.
+    pub payouts: Arc<dyn crate::rebate::withdraw::Payouts>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the instance begins shutting down; background tasks watch it.
@@ -209,6 +211,7 @@ impl AppState {
             sale_views: crate::flash_sale::view_cache(),
             flash,
             rebate,
+            payouts: Arc::new(crate::rebate::withdraw::SimulatedAlipay::default()),
             metrics,
             shutdown: CancellationToken::new(),
             accepting: Arc::new(AtomicBool::new(true)),

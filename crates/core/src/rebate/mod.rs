@@ -237,9 +237,7 @@ pub enum Account {
     Receivable,
     /// The platform's own share of commissions.
     Revenue,
-    /// Money that left us to pay users (payouts).
-    Payouts,
-    /// Money the networks actually paid us (from settlement reports).
+    /// Money: what networks paid us, less what we paid out to users.
     Cash,
 }
 
@@ -258,7 +256,6 @@ impl Account {
             Account::Withdrawing(u) => format!("user:{u}:withdrawing"),
             Account::Receivable => "platform:receivable".into(),
             Account::Revenue => "platform:revenue".into(),
-            Account::Payouts => "platform:payouts".into(),
             Account::Cash => "platform:cash".into(),
         }
     }
@@ -269,7 +266,6 @@ impl Account {
         match s {
             "platform:receivable" => return Ok(Account::Receivable),
             "platform:revenue" => return Ok(Account::Revenue),
-            "platform:payouts" => return Ok(Account::Payouts),
             "platform:cash" => return Ok(Account::Cash),
             _ => {}
         }
@@ -349,7 +345,6 @@ mod tests {
             Account::Withdrawing(u),
             Account::Receivable,
             Account::Revenue,
-            Account::Payouts,
             Account::Cash,
         ] {
             assert_eq!(Account::parse(&a.name()), Ok(a));

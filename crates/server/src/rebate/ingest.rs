@@ -256,6 +256,16 @@ pub async fn apply(state: &AppState, line: &LineReport) -> Result<Outcome, Rebat
     for _ in 0..8 {
         let now_ms = crate::trade::now_ms();
         let stored = state.store.rebate_order(&line.source, &line.line_key).await?;
+        // Order feeds do not repeat refunds; what a refund clawed back stays clawed back.
+        let mut merged;
+        let line = match &stored {
+            Some(r) if r.refunded_minor > line.report.refunded.minor() => {
+                merged = line.clone();
+                merged.report.refunded = money(r.refunded_minor);
+                &merged
+            }
+            _ => line,
+        };
         if !supersedes(stored.as_ref().map(|r| (r.state, r.network_modified_ms)), &line.report, now_ms, hold_ms) {
             return Ok(Outcome::Ignored);
         }
@@ -281,10 +291,9 @@ pub async fn apply(state: &AppState, line: &LineReport) -> Result<Outcome, Rebat
     Err(RebateError::Busy)
 }
 
-/// Re-evaluates a stored row with a new attribution or at a later time (holds passing,
-/// claims); returns whether it changed.
-pub async fn reevaluate(state: &AppState, row: &RebateOrder, buyer: Option<UserId>) -> Result<bool, RebateError> {
-    let line = LineReport {
+/// The report a stored row stands on, as a line (to re-apply it with a change).
+pub fn line_of(row: &RebateOrder) -> LineReport {
+    LineReport {
         source: row.source.clone(),
         line_key: row.line_key.clone(),
         parent_key: row.parent_key.clone(),
@@ -296,7 +305,13 @@ pub async fn reevaluate(state: &AppState, row: &RebateOrder, buyer: Option<UserI
         paid: money(row.paid_minor),
         click_ms: row.click_ms,
         paid_at_ms: row.paid_at_ms,
-    };
+    }
+}
+
+/// Re-evaluates a stored row with a new attribution or at a later time (holds passing,
+/// claims); returns whether it changed.
+pub async fn reevaluate(state: &AppState, row: &RebateOrder, buyer: Option<UserId>) -> Result<bool, RebateError> {
+    let line = line_of(row);
     let (who, tier) = match buyer.or(row.user_id) {
         Some(b) => beneficiaries_of(state.store.as_ref(), b).await?,
         None => (Beneficiaries::default(), Tier::Standard),

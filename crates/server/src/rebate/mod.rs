@@ -7,7 +7,9 @@
 //!   back office's binding of network tracking ids.
 
 pub mod ingest;
+pub mod taobao;
 pub mod views;
+pub mod withdraw;
 
 use std::time::Duration;
 
@@ -76,6 +78,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(my_wallet))
         .routes(routes!(my_profile, join))
         .routes(routes!(bind_tracking_id))
+        .routes(routes!(withdraw::request, withdraw::mine))
+        .routes(routes!(withdraw::all))
+        .routes(routes!(withdraw::review))
 }
 
 /// One order line of a user's rebates.
@@ -316,11 +321,16 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
         loop {
             tokio::select! {
                 () = state.shutdown.cancelled() => return,
-                _ = tick.tick() => match ingest::release_due(&state).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "rebate holds released"),
-                    Err(e) => tracing::warn!(error = %e, "releasing rebate holds failed; will retry"),
-                },
+                _ = tick.tick() => {
+                    match ingest::release_due(&state).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(rows = n, "rebate holds released"),
+                        Err(e) => tracing::warn!(error = %e, "releasing rebate holds failed; will retry"),
+                    }
+                    if let Err(e) = withdraw::retry_approved(&state).await {
+                        tracing::warn!(error = %e, "retrying payouts failed; will retry");
+                    }
+                }
             }
         }
     })

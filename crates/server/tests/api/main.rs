@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod affiliate;
 mod auth;
 mod cache;
 mod catalog;

@@ -187,7 +187,151 @@ async fn unattributed_and_bad_rows(app: &TestApp) {
     ledger_clean(app).await;
 }
 
+/// A member with `amount` available (a settled row past its hold).
+async fn funded(app: &TestApp, admin: &str, name: &str, amount: i64) -> Member {
+    let sid = format!("sid-{name}");
+    let m = member(app, admin, name, &sid, None).await;
+    // The buyer's share is 50%: a settled commission of twice the amount.
+    applied(
+        app,
+        &line(&format!("W-{name}"), Some(&sid), NetworkStatus::Settled, 2 * amount, 2 * amount, now() - 1_000),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    release_due(&app.state).await.unwrap();
+    assert_eq!(wallet(app, &m).await, (0, amount, 0));
+    m
+}
+
+async fn withdraw(app: &TestApp, m: &Member, amount: i64, payee: &str) -> reqwest::Response {
+    app.post("/api/v1/me/withdrawals", Some(&m.token), &json!({"amount_minor": amount, "payee": payee})).await
+}
+
+async fn review(app: &TestApp, admin: &str, id: &str, body: Value) -> reqwest::Response {
+    app.post(&format!("/api/v1/admin/withdrawals/{id}/review"), Some(admin), &body).await
+}
+
+/// Held at request; paid on approval; released on rejection or a failed payout; never more
+/// than available, even when requests race; limits and bad input refused.
+async fn withdrawals(app: &TestApp) {
+    let admin = app.token_for("wd-admin", Role::Admin).await;
+    let a = funded(app, &admin, "wd-a", 500).await;
+
+    let res = withdraw(app, &a, 300, "alice@example.com").await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let w: Value = res.json().await.unwrap();
+    assert_eq!(w["state"], "requested");
+    assert_eq!(wallet(app, &a).await, (0, 200, 300), "held at once");
+    let listed: Value = app.get_as("/api/v1/admin/withdrawals?state=requested", &admin).await.json().await.unwrap();
+    assert!(listed.as_array().unwrap().iter().any(|x| x["id"] == w["id"]));
+    let id = w["id"].as_str().unwrap();
+    assert_problem(review(app, &a.token, id, json!({"decision": "approve"})).await, StatusCode::FORBIDDEN, "forbidden")
+        .await;
+    let paid: Value = review(app, &admin, id, json!({"decision": "approve"})).await.json().await.unwrap();
+    assert_eq!(paid["state"], "paid");
+    assert_eq!(wallet(app, &a).await, (0, 200, 0));
+    assert_problem(
+        review(app, &admin, id, json!({"decision": "reject", "reason": "late"})).await,
+        StatusCode::CONFLICT,
+        "invalid_transition",
+    )
+    .await;
+
+    // A payout that fails releases the hold.
+    let w: Value = withdraw(app, &a, 100, "fail-no-such-account").await.json().await.unwrap();
+    let failed: Value =
+        review(app, &admin, w["id"].as_str().unwrap(), json!({"decision": "approve"})).await.json().await.unwrap();
+    assert_eq!((failed["state"].as_str(), failed["reason"].as_str()), (Some("failed"), Some("PAYEE_NOT_EXIST")));
+    assert_eq!(wallet(app, &a).await, (0, 200, 0));
+
+    // A rejection needs a reason and releases the hold.
+    let w: Value = withdraw(app, &a, 100, "alice@example.com").await.json().await.unwrap();
+    let wid = w["id"].as_str().unwrap();
+    assert_problem(
+        review(app, &admin, wid, json!({"decision": "reject"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    assert_problem(
+        review(app, &admin, wid, json!({"decision": "maybe"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    let rejected: Value = review(app, &admin, wid, json!({"decision": "reject", "reason": "payee name mismatch"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rejected["state"], "rejected");
+    assert_eq!(wallet(app, &a).await, (0, 200, 0));
+
+    // Limits and bad input.
+    assert_problem(withdraw(app, &a, 500, "alice@example.com").await, StatusCode::CONFLICT, "insufficient_balance")
+        .await;
+    assert_problem(withdraw(app, &a, 10, "alice@example.com").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+        .await;
+    assert_problem(withdraw(app, &a, 100, "").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body").await;
+    assert_eq!(wallet(app, &a).await, (0, 200, 0), "refusals hold nothing");
+    assert_eq!(
+        withdraw(app, &a, 100, "alice@example.com").await.status(),
+        StatusCode::CREATED,
+        "the fourth of the day"
+    );
+    assert_problem(
+        withdraw(app, &a, 100, "alice@example.com").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "withdrawal_limit_reached",
+    )
+    .await;
+    assert_eq!(wallet(app, &a).await, (0, 100, 100));
+    let mine: Value = app.get_as("/api/v1/me/withdrawals", &a.token).await.json().await.unwrap();
+    assert_eq!(mine.as_array().unwrap().len(), 4);
+
+    // Twenty racing requests of 300 against 1,000 available (4 allowed a day): exactly three
+    // are held — the balance decides, not the race.
+    let b = funded(app, &admin, "wd-b", 1_000).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (client, url, token) = (app.client.clone(), app.url("/api/v1/me/withdrawals"), b.token.clone());
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"amount_minor": 300, "payee": "bob@example.com"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut held = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::CREATED => held += 1,
+            StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(held, 3, "never more than available");
+    assert_eq!(wallet(app, &b).await, (0, 100, 900));
+
+    // A reversal after payment takes available negative, which blocks withdrawals.
+    let c = funded(app, &admin, "wd-c", 400).await;
+    let w: Value = withdraw(app, &c, 400, "carol@example.com").await.json().await.unwrap();
+    review(app, &admin, w["id"].as_str().unwrap(), json!({"decision": "approve"})).await;
+    let mut refund = line("W-wd-c", Some("sid-wd-c"), NetworkStatus::Settled, 800, 800, now());
+    refund.report.refunded = m(800);
+    applied(app, &refund).await;
+    assert_eq!(wallet(app, &c).await, (0, -400, 0));
+    assert_problem(withdraw(app, &c, 100, "carol@example.com").await, StatusCode::CONFLICT, "insufficient_balance")
+        .await;
+    ledger_clean(app).await;
+}
+
 fn fast_hold(c: &mut flashback_server::config::Config) {
+    c.rebate.withdraw_daily_count = 100;
     c.rebate.hold = Duration::from_millis(200);
     c.rebate.sweep_interval = Duration::from_secs(3600);
 }
@@ -200,6 +344,18 @@ async fn a_rebate_goes_from_estimate_to_available_with_referral_shares() {
 #[tokio::test]
 async fn invalid_rows_never_pay_refunds_claw_back_and_disorder_changes_nothing_twice() {
     reversals_and_disorder(&TestApp::spawn_with(fast_hold).await).await;
+}
+
+#[tokio::test]
+async fn withdrawals_hold_pay_release_and_never_overdraw() {
+    withdrawals(
+        &TestApp::spawn_with(|c| {
+            fast_hold(c);
+            c.rebate.withdraw_daily_count = 4;
+        })
+        .await,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -222,6 +378,16 @@ async fn the_rebate_life_cycle_on_mariadb() {
     lifecycle(&app).await;
     reversals_and_disorder(&app).await;
     unattributed_and_bad_rows(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_on_mariadb() {
+    let Some(b) = Backends::get("rebates on MariaDB").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = b.config(dir.path());
+    fast_hold(&mut c);
+    c.rebate.withdraw_daily_count = 4;
+    withdrawals(&TestApp::start(c, dir).await).await;
 }
 
 #[tokio::test]

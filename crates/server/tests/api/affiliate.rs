@@ -1,0 +1,150 @@
+//! The Taobao connector against the stand-in network (a real HTTP server): every order row
+//! lands on its user with the right state and amounts, rows move as the network's clock moves,
+//! stale and late rows change nothing twice, refunds after settlement claw back, and polling
+//! again changes nothing — the ledger audit after each step.
+
+use std::collections::HashMap;
+
+use flashback_affiliate_sim::{Attribution, EventKind, SimClock, SimConfig, SimOrder, TrackingId};
+use flashback_core::rebate::lifecycle::RebateState;
+use flashback_core::{Money, Role, Tier, UserId};
+use flashback_server::rebate::taobao::Connector;
+use flashback_store::{RebateProfile, TrackingKind};
+
+use crate::helpers::TestApp;
+
+const DAY: i64 = 24 * 3600 * 1000;
+
+/// What a data-set order should end as by `now`, from its timeline.
+fn expected_state(o: &SimOrder, now: i64) -> Option<RebateState> {
+    let seen: Vec<&EventKind> = o.events.iter().filter(|e| e.visible_at_ms <= now).map(|e| &e.kind).collect();
+    if seen.is_empty() {
+        return None;
+    }
+    Some(if seen.contains(&&EventKind::RefundSucceeded) {
+        RebateState::Reversed
+    } else if seen.contains(&&EventKind::Invalidated) {
+        RebateState::Invalid
+    } else if seen.contains(&&EventKind::Settled) {
+        // The hold is zero here: settled rows are available at once.
+        RebateState::Available
+    } else if seen.contains(&&EventKind::Received) {
+        RebateState::Received
+    } else {
+        RebateState::Estimated
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_feed_lands_every_row_on_its_user_and_follows_it_to_the_end() {
+    let now = flashback_server::trade::now_ms();
+    let epoch = now - 12 * DAY;
+    let special: Vec<u64> = (0..4).map(|i| 7_000_001 + i).collect();
+    let config = SimConfig {
+        seed: 11,
+        orders: 160,
+        epoch_ms: epoch,
+        span_ms: 6 * DAY,
+        tracking_ids: special.iter().map(|s| TrackingId::special(*s, 99)).collect(),
+        time: SimClock::fixed(epoch + 4 * DAY),
+        ..SimConfig::default()
+    };
+    let sim = flashback_affiliate_sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let app = TestApp::spawn_with(|c| {
+        c.rebate.hold = std::time::Duration::ZERO;
+        c.rebate.sweep_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let mut users: HashMap<u64, UserId> = HashMap::new();
+    for (i, sid) in special.iter().enumerate() {
+        let token = app.token_for(&format!("tb-user{i}"), Role::User).await;
+        let id = app.state.auth.tokens.verify(&token).unwrap().id;
+        app.state
+            .store
+            .upsert_rebate_profile(RebateProfile { user_id: id, tier: Tier::Standard, inviter_id: None })
+            .await
+            .unwrap();
+        app.state.store.bind_tracking_id(&sid.to_string(), id, TrackingKind::SpecialId, now).await.unwrap();
+        users.insert(*sid, id);
+    }
+    let connector = Connector {
+        url: sim.router_url(),
+        app_key: sim.config().app_key.clone(),
+        app_secret: sim.config().app_secret.clone(),
+        window_ms: 3 * 3600 * 1000,
+        overlap_ms: 2 * 3600 * 1000,
+        start_ms: epoch - DAY,
+        page_size: 50,
+        cursor_name: "taobao".into(),
+    };
+    let client = reqwest::Client::new();
+
+    let check = |at: i64| {
+        let app = &app;
+        let sim = &sim;
+        let users = &users;
+        async move {
+            let mut seen = 0;
+            for o in sim.orders() {
+                let Some(expected) = expected_state(o, at) else { continue };
+                let row = app.state.store.rebate_order("taobao", &o.trade_id.to_string()).await.unwrap();
+                let row = row.unwrap_or_else(|| panic!("order {} never landed", o.trade_id));
+                assert_eq!(row.state, expected, "order {} ({:?})", o.trade_id, o.events);
+                let owner = match &o.attribution {
+                    Attribution::User { .. } => o.special_id.and_then(|s| users.get(&s).copied()),
+                    _ => None,
+                };
+                assert_eq!(row.user_id, owner, "order {} attributed", o.trade_id);
+                if expected == RebateState::Available {
+                    assert_eq!(row.commission_minor, o.settled_fee_fen, "order {} settled amount", o.trade_id);
+                }
+                seen += 1;
+            }
+            let audit = app.state.store.audit_ledger().await.unwrap();
+            assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+            seen
+        }
+    };
+
+    // Part way through the network's history.
+    let first = connector.poll(&app.state, &client, sim.clock.now_ms()).await.unwrap();
+    assert!(first.applied > 0 && first.rejected == 0, "{first:?}");
+    let midway = check(sim.clock.now_ms()).await;
+    assert!(midway > 0);
+
+    // The network's clock moves on: rows settle, some are refunded after settlement.
+    sim.clock.set_ms(now - DAY);
+    let second = connector.poll(&app.state, &client, sim.clock.now_ms()).await.unwrap();
+    assert!(second.applied > 0, "{second:?}");
+    let all = check(sim.clock.now_ms()).await;
+    assert!(all > midway);
+    let reversed =
+        sim.orders().iter().filter(|o| expected_state(o, sim.clock.now_ms()) == Some(RebateState::Reversed)).count();
+    assert!(reversed > 0, "the data set has refunds after settlement");
+
+    // Every user's wallet is exactly the sum of their rows' shares.
+    for user in users.values() {
+        let rows = app.state.store.rebates_of(*user, None, 1_000).await.unwrap();
+        let available: i64 = rows.iter().filter(|r| r.state == RebateState::Available).map(|r| r.buyer_share).sum();
+        let pending: i64 = rows
+            .iter()
+            .filter(|r| matches!(r.state, RebateState::Estimated | RebateState::Received | RebateState::Settled))
+            .map(|r| r.buyer_share)
+            .sum();
+        let w = app.state.store.wallet(*user).await.unwrap();
+        assert_eq!((w.pending, w.available), (pending, available), "user {user}");
+        for r in rows.iter().filter(|r| r.state == RebateState::Available) {
+            let split =
+                app.state.rebate.policy.split(Money::from_minor(r.commission_minor).unwrap(), Tier::Standard, None, 0);
+            assert_eq!(r.buyer_share, split.buyer.minor());
+        }
+    }
+
+    // Reading the whole history again (a back-fill with cursors of its own) changes nothing.
+    let before = app.state.store.audit_ledger().await.unwrap().transactions;
+    let again = Connector { cursor_name: "taobao-backfill".into(), ..connector.clone() };
+    let replay = again.poll(&app.state, &client, sim.clock.now_ms()).await.unwrap();
+    assert_eq!(replay.applied, 0, "{replay:?}");
+    assert_eq!(app.state.store.audit_ledger().await.unwrap().transactions, before);
+    sim.shutdown().await.unwrap();
+}
