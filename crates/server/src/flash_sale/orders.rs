@@ -5,8 +5,10 @@
 //! `flash:<reservation id>`, so a retry after a crash finds the order it made instead of making
 //! another, and only then is the reservation marked `ordered` (compare-and-set).
 
-use flashback_core::{OrderState, Quantity};
-use flashback_store::{Created, FlashReservation, NewOrder, Order, OrderLine};
+use std::collections::HashMap;
+
+use flashback_core::{OrderState, Quantity, SaleId};
+use flashback_store::{Created, FlashReservation, FlashSale, NewOrder, Order, OrderLine, Product};
 
 use crate::AppState;
 use crate::trade::{TradeError, now_ms};
@@ -14,22 +16,51 @@ use crate::trade::{TradeError, now_ms};
 /// Reservations turned into orders per pass.
 pub const BATCH: u32 = 500;
 
+/// Orders made concurrently within a pass (each is its own shard transaction).
+pub const CONCURRENCY: usize = 16;
+
 /// One pass: every waiting reservation (up to [`BATCH`]) becomes its order. Returns how many.
 pub async fn create_orders_once(state: &AppState) -> Result<usize, TradeError> {
+    use futures::StreamExt as _;
     let waiting = state.store.reservations_to_order(BATCH).await?;
-    let mut made = 0;
+    // Each sale and its product are read once per pass, not once per order.
+    let mut goods: HashMap<SaleId, (FlashSale, Product)> = HashMap::new();
     for r in &waiting {
-        match order_for(state, r).await {
-            Ok(()) => made += 1,
-            Err(e) => tracing::warn!(reservation.id = r.id, error = %e, "flash order not created yet; will retry"),
+        if goods.contains_key(&r.sale_id) {
+            continue;
         }
+        let sale = state.store.flash_sale(r.sale_id).await?.ok_or(TradeError::Invalid("sale vanished".into()))?;
+        let product =
+            state.store.product(sale.product_id).await?.ok_or(TradeError::Invalid("product vanished".into()))?;
+        goods.insert(r.sale_id, (sale, product));
     }
+    let jobs: Vec<_> = waiting
+        .iter()
+        .filter_map(|r| goods.get(&r.sale_id).map(|(sale, product)| made(state, r, sale, product)))
+        .collect();
+    let made = futures::stream::iter(jobs)
+        .buffer_unordered(CONCURRENCY)
+        .fold(0, |n, ok| std::future::ready(n + usize::from(ok)))
+        .await;
     Ok(made)
 }
 
-async fn order_for(state: &AppState, r: &FlashReservation) -> Result<(), TradeError> {
-    let sale = state.store.flash_sale(r.sale_id).await?.ok_or(TradeError::Invalid("sale vanished".into()))?;
-    let product = state.store.product(sale.product_id).await?.ok_or(TradeError::Invalid("product vanished".into()))?;
+async fn made(state: &AppState, r: &FlashReservation, sale: &FlashSale, product: &Product) -> bool {
+    match order_for(state, r, sale, product).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(reservation.id = r.id, error = %e, "flash order not created yet; will retry");
+            false
+        }
+    }
+}
+
+async fn order_for(
+    state: &AppState,
+    r: &FlashReservation,
+    sale: &FlashSale,
+    product: &Product,
+) -> Result<(), TradeError> {
     let quantity = Quantity::new(r.quantity).map_err(|e| TradeError::Invalid(e.to_string()))?;
     let total = sale.sale_price.checked_mul(r.quantity).ok_or_else(|| TradeError::Invalid("total too large".into()))?;
     let now = now_ms();
