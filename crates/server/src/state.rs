@@ -195,8 +195,10 @@ impl AppState {
             stale_retry: c.cache_stale_retry,
             double_delete_delay: c.cache_double_delete_delay,
         };
-        let rebate =
-            Arc::new(crate::rebate::RebateRuntime { policy: config.rebate.policy().context("rebate split rates")? });
+        let rebate = Arc::new(crate::rebate::RebateRuntime {
+            policy: config.rebate.policy().context("rebate split rates")?,
+            seen: crate::rebate::postback::seen_signatures(config.rebate.postback_tolerance),
+        });
         let products = ProductCache::new("product", settings, redis.clone(), metrics.cache.clone());
         Ok(Self {
             config: Arc::new(config),

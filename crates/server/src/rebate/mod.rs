@@ -7,6 +7,7 @@
 //!   back office's binding of network tracking ids.
 
 pub mod ingest;
+pub mod postback;
 pub mod taobao;
 pub mod views;
 pub mod withdraw;
@@ -34,6 +35,8 @@ use views::RebateQuery;
 pub struct RebateRuntime {
     /// How commissions are split.
     pub policy: SplitPolicy,
+    /// Postback signatures already applied (replays are answered, not applied).
+    pub seen: postback::SeenSignatures,
 }
 
 /// Why a rebate operation failed.
@@ -81,6 +84,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(withdraw::request, withdraw::mine))
         .routes(routes!(withdraw::all))
         .routes(routes!(withdraw::review))
+        .routes(routes!(postback::receive))
 }
 
 /// One order line of a user's rebates.

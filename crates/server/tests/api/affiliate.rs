@@ -148,3 +148,93 @@ async fn the_order_feed_lands_every_row_on_its_user_and_follows_it_to_the_end() 
     assert_eq!(app.state.store.audit_ledger().await.unwrap().transactions, before);
     sim.shutdown().await.unwrap();
 }
+
+/// The network pushes every event as a signed postback: rows land as the feed would have
+/// them, deliberate duplicates change nothing, and forged, stale or replayed requests are
+/// refused or answered without effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_postbacks_are_applied_once_and_forgeries_refused() {
+    use flashback_affiliate_sim::PostbackConfig;
+    use flashback_server::rebate::postback::{SIGNATURE_HEADER, sign};
+    const SECRET: &str = "postback-secret-of-at-least-thirty-two-bytes";
+    let now = flashback_server::trade::now_ms();
+    let app = TestApp::spawn_with(|c| {
+        c.rebate.hold = std::time::Duration::ZERO;
+        c.rebate.sweep_interval = std::time::Duration::from_secs(3600);
+        c.rebate.postback_secret = Some(secrecy::SecretString::from(SECRET.to_owned()));
+    })
+    .await;
+    let config = SimConfig {
+        seed: 5,
+        orders: 60,
+        epoch_ms: now - 10 * DAY,
+        span_ms: 5 * DAY,
+        time: SimClock::fixed(now - DAY),
+        postback: Some(PostbackConfig::new(app.url("/api/v1/affiliate/postbacks/taobao"), SECRET.to_owned())),
+        ..SimConfig::default()
+    };
+    let sim = flashback_affiliate_sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let stats = sim.flush_postbacks().await.unwrap();
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    assert!(stats.delivered > 60, "{stats:?}");
+    let at = sim.clock.now_ms();
+    for o in sim.orders() {
+        let Some(expected) = expected_state(o, at) else { continue };
+        let row = app.state.store.rebate_order("taobao", &o.trade_id.to_string()).await.unwrap();
+        let row = row.unwrap_or_else(|| panic!("order {} never pushed", o.trade_id));
+        // Postbacks carry order rows, not the refund feed: a refunded row is settled here
+        // until the refund feed is read.
+        let expected = if expected == RebateState::Reversed { RebateState::Available } else { expected };
+        assert_eq!(row.state, expected, "order {}", o.trade_id);
+    }
+    let audit = app.state.store.audit_ledger().await.unwrap();
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    let before = audit.transactions;
+
+    // The same conversion again, freshly signed: a duplicate. The exact request again: a replay.
+    let o = sim.orders().iter().find(|o| o.as_of(at).is_some()).unwrap();
+    let body = serde_json::to_vec(&o.as_of(at).unwrap()).unwrap();
+    let post = |header: String, body: Vec<u8>| {
+        let (client, url) = (app.client.clone(), app.url("/api/v1/affiliate/postbacks/taobao"));
+        async move { client.post(url).header(SIGNATURE_HEADER, header).body(body).send().await.unwrap() }
+    };
+    // A moment the network did not sign at (it pushed within the last few seconds).
+    let header = sign(SECRET.as_bytes(), now / 1000 - 200, &body);
+    let res: serde_json::Value = post(header.clone(), body.clone()).await.json().await.unwrap();
+    assert_eq!(res["result"], "duplicate");
+    let res: serde_json::Value = post(header.clone(), body.clone()).await.json().await.unwrap();
+    assert_eq!(res["result"], "replayed");
+    // Forged, stale, unsigned, for another network, malformed.
+    let forged = sign(b"another-secret-of-at-least-thirty-two-bytes", now / 1000, &body);
+    crate::helpers::assert_problem(
+        post(forged, body.clone()).await,
+        reqwest::StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+    )
+    .await;
+    let stale = sign(SECRET.as_bytes(), now / 1000 - 3_600, &body);
+    crate::helpers::assert_problem(
+        post(stale, body.clone()).await,
+        reqwest::StatusCode::UNAUTHORIZED,
+        "stale_signature",
+    )
+    .await;
+    crate::helpers::assert_problem(
+        post(String::new(), body.clone()).await,
+        reqwest::StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+    )
+    .await;
+    let bad = b"{\"trade_id\":\"1\",\"tk_status\":99}".to_vec();
+    let bad_header = sign(SECRET.as_bytes(), now / 1000, &bad);
+    crate::helpers::assert_problem(
+        post(bad_header, bad).await,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    assert_eq!(app.state.store.audit_ledger().await.unwrap().transactions, before, "nothing applied twice");
+    let rejects = app.state.store.recent_rejects(10).await.unwrap();
+    assert!(rejects.iter().any(|r| r.reason.contains("tk_status")), "{rejects:?}");
+    sim.shutdown().await.unwrap();
+}
