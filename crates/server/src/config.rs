@@ -149,6 +149,9 @@ pub struct FlashSaleConfig {
     pub cluster_per_sale_per_sec: u32,
     /// Purchase attempts per second one buyer may make.
     pub per_user_per_sec: u32,
+    /// Orders made from reservations at once. Low on purpose: reservations queue up during a
+    /// storm and orders follow at a steady pace (peak shaving), leaving the CPU to purchases.
+    pub order_concurrency: usize,
     /// Purchase attempts per second one client IP may make.
     pub per_ip_per_sec: u32,
     /// How long before a sale's start purchase tokens are issued (sales that require them).
@@ -168,6 +171,7 @@ impl Default for FlashSaleConfig {
             cluster_global_per_sec: 200_000,
             cluster_per_sale_per_sec: 100_000,
             per_user_per_sec: 5,
+            order_concurrency: 4,
             per_ip_per_sec: 200,
             token_window: Duration::from_secs(300),
             token_secret: None,
@@ -498,6 +502,9 @@ impl Config {
         let f = &self.flash_sale;
         if f.global_per_sec == 0 || f.per_sale_per_sec == 0 || f.per_user_per_sec == 0 || f.per_ip_per_sec == 0 {
             return fail("flash_sale.*_per_sec: must be at least 1");
+        }
+        if !(1..=256).contains(&f.order_concurrency) {
+            return fail("flash_sale.order_concurrency: 1 to 256");
         }
         if f.token_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
             return fail("flash_sale.token_secret: must be at least 32 bytes");

@@ -201,6 +201,9 @@ pub trait FlashSaleStore: Send + Sync {
     /// Records the order made from a reservation (compare-and-set `reserved → ordered`);
     /// false if it was not waiting.
     async fn mark_reservation_ordered(&self, id: i64, order: OrderId) -> StoreResult<bool>;
+    /// [`Self::mark_reservation_ordered`] for many, in one transaction (each still a
+    /// compare-and-set); returns how many moved.
+    async fn mark_reservations_ordered(&self, made: &[(i64, OrderId)]) -> StoreResult<u64>;
     /// Gives a reservation's units back, once (compare-and-set to `released`): to the sale
     /// while it is open (the `sql` engine's counter included), else to the product's inventory
     /// (counted in the sale's `returned_units`). Returns the reservation if this call released it.

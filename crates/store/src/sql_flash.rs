@@ -320,6 +320,32 @@ macro_rules! impl_flash_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn mark_reservations_ordered(
+                &self,
+                made: &[(i64, flashback_core::OrderId)],
+            ) -> $crate::StoreResult<u64> {
+                if made.is_empty() {
+                    return Ok(0);
+                }
+                let now = $crate::now_ms();
+                let mut tx = self.writer().begin().await?;
+                let mut marked = 0;
+                for (id, order) in made {
+                    marked += sqlx::query(
+                        "UPDATE flash_reservations SET state = 'ordered', order_id = ?, updated_at_ms = ? \
+                         WHERE id = ? AND state = 'reserved'",
+                    )
+                    .bind(order.get())
+                    .bind(now)
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(marked)
+            }
+
             async fn release_reservation(&self, id: i64) -> $crate::StoreResult<Option<$crate::FlashReservation>> {
                 let now = $crate::now_ms();
                 let mut tx = self.writer().begin().await?;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use flashback_core::{OrderState, Quantity, SaleId};
+use flashback_core::{OrderId, OrderState, Quantity, SaleId};
 use flashback_store::{Created, FlashReservation, FlashSale, NewOrder, Order, OrderLine, Product};
 
 use crate::AppState;
@@ -15,9 +15,6 @@ use crate::trade::{TradeError, now_ms};
 
 /// Reservations turned into orders per pass.
 pub const BATCH: u32 = 500;
-
-/// Orders made concurrently within a pass (each is its own shard transaction).
-pub const CONCURRENCY: usize = 16;
 
 /// One pass: every waiting reservation (up to [`BATCH`]) becomes its order. Returns how many.
 pub async fn create_orders_once(state: &AppState) -> Result<usize, TradeError> {
@@ -38,29 +35,34 @@ pub async fn create_orders_once(state: &AppState) -> Result<usize, TradeError> {
         .iter()
         .filter_map(|r| goods.get(&r.sale_id).map(|(sale, product)| made(state, r, sale, product)))
         .collect();
-    let made = futures::stream::iter(jobs)
-        .buffer_unordered(CONCURRENCY)
-        .fold(0, |n, ok| std::future::ready(n + usize::from(ok)))
+    let made: Vec<(i64, OrderId)> = futures::stream::iter(jobs)
+        .buffer_unordered(state.config.flash_sale.order_concurrency)
+        .filter_map(std::future::ready)
+        .collect()
         .await;
-    Ok(made)
+    // One catalog transaction marks the whole pass (the embedded store has one writer, which
+    // accepted purchases need too).
+    state.store.mark_reservations_ordered(&made).await?;
+    Ok(made.len())
 }
 
-async fn made(state: &AppState, r: &FlashReservation, sale: &FlashSale, product: &Product) -> bool {
+async fn made(state: &AppState, r: &FlashReservation, sale: &FlashSale, product: &Product) -> Option<(i64, OrderId)> {
     match order_for(state, r, sale, product).await {
-        Ok(()) => true,
+        Ok(order) => Some((r.id, order)),
         Err(e) => {
             tracing::warn!(reservation.id = r.id, error = %e, "flash order not created yet; will retry");
-            false
+            None
         }
     }
 }
 
+/// Makes (or finds) the reservation's order; the caller marks the reservation.
 async fn order_for(
     state: &AppState,
     r: &FlashReservation,
     sale: &FlashSale,
     product: &Product,
-) -> Result<(), TradeError> {
+) -> Result<OrderId, TradeError> {
     let quantity = Quantity::new(r.quantity).map_err(|e| TradeError::Invalid(e.to_string()))?;
     let total = sale.sale_price.checked_mul(r.quantity).ok_or_else(|| TradeError::Invalid("total too large".into()))?;
     let now = now_ms();
@@ -90,8 +92,7 @@ async fn order_for(
     let order = match state.shards.for_buyer(r.user_id).create_order(new, state.ids.write_ids()).await? {
         Created::New(o) | Created::Existing { order: o, .. } => o,
     };
-    state.store.mark_reservation_ordered(r.id, order.id).await?;
-    Ok(())
+    Ok(order.id)
 }
 
 /// Gives a flash order's units back to its sale (expired, cancelled, or refunded before
