@@ -198,6 +198,7 @@ impl AppState {
         let rebate = Arc::new(crate::rebate::RebateRuntime {
             policy: config.rebate.policy().context("rebate split rates")?,
             seen: crate::rebate::postback::seen_signatures(config.rebate.postback_tolerance),
+            click_key: crate::keys::key_file(&config.data_dir, "click.key", "click address hashing")?,
         });
         let products = ProductCache::new("product", settings, redis.clone(), metrics.cache.clone());
         Ok(Self {

@@ -107,6 +107,41 @@ pub struct RebateOrder {
     pub updated_at_ms: i64,
 }
 
+/// A tracked link: `/r/<code>` redirects to `target_url` (the network's link with the
+/// user's tracking embedded) and records the click.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    /// The short code.
+    pub code: String,
+    /// Whose link.
+    pub user_id: UserId,
+    /// The item it leads to.
+    pub item_id: String,
+    /// Where it redirects.
+    pub target_url: String,
+    /// Made at.
+    pub created_at_ms: i64,
+}
+
+/// One click on a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Click {
+    /// Its id.
+    pub id: i64,
+    /// The link.
+    pub code: String,
+    /// The link's owner.
+    pub user_id: UserId,
+    /// The item.
+    pub item_id: String,
+    /// When.
+    pub at_ms: i64,
+    /// A keyed hash of the client address.
+    pub ip_hash: String,
+    /// The user agent (truncated).
+    pub user_agent: String,
+}
+
 /// What [`RebateStore::apply_rebate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -167,6 +202,16 @@ pub trait RebateStore: Send + Sync {
     async fn rebates_due(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<RebateOrder>>;
     /// Every row (for audits), in key order, after `after` (source, line key).
     async fn rebate_orders_page(&self, after: Option<(String, String)>, limit: u32) -> StoreResult<Vec<RebateOrder>>;
+    /// The rows of one network order (its line items).
+    async fn rebate_orders_of_parent(&self, source: &str, parent_key: &str) -> StoreResult<Vec<RebateOrder>>;
+    /// Stores a tracked link ([`crate::StoreError::Conflict`] if the code exists).
+    async fn create_link(&self, link: &Link) -> StoreResult<()>;
+    /// One link.
+    async fn link(&self, code: &str) -> StoreResult<Option<Link>>;
+    /// Records a click on a link.
+    async fn record_click(&self, click: &Click) -> StoreResult<()>;
+    /// Whether `user` clicked a link to `item_id` between the two times.
+    async fn clicked(&self, user: UserId, item_id: &str, from_ms: i64, to_ms: i64) -> StoreResult<bool>;
     /// Where a polled feed got to.
     async fn sync_cursor(&self, name: &str) -> StoreResult<Option<i64>>;
     /// Moves a feed's cursor (only forward).

@@ -355,6 +355,90 @@ macro_rules! impl_rebate_store {
                 rows.into_iter().map($crate::RebateOrder::try_from).collect()
             }
 
+            async fn rebate_orders_of_parent(
+                &self,
+                source: &str,
+                parent_key: &str,
+            ) -> $crate::StoreResult<Vec<$crate::RebateOrder>> {
+                let sql = format!(
+                    "SELECT {} FROM rebate_orders WHERE source = ? AND parent_key = ? ORDER BY line_key",
+                    $crate::sql_rebate::ORDER_COLUMNS
+                );
+                let rows: Vec<$crate::sql_rebate::OrderRow> =
+                    sqlx::query_as(&sql).bind(source).bind(parent_key).fetch_all(self.writer()).await?;
+                rows.into_iter().map($crate::RebateOrder::try_from).collect()
+            }
+
+            async fn create_link(&self, l: &$crate::Link) -> $crate::StoreResult<()> {
+                sqlx::query("INSERT INTO links (code, user_id, item_id, target_url, created_at_ms) VALUES (?, ?, ?, ?, ?)")
+                    .bind(&l.code)
+                    .bind(l.user_id.get())
+                    .bind(&l.item_id)
+                    .bind(&l.target_url)
+                    .bind(l.created_at_ms)
+                    .execute(self.writer())
+                    .await
+                    .map_err(|e| $crate::error::on_write(e, "link code", "user"))?;
+                Ok(())
+            }
+
+            async fn link(&self, code: &str) -> $crate::StoreResult<Option<$crate::Link>> {
+                let row: Option<(String, i64, String, String, i64)> = sqlx::query_as(
+                    "SELECT code, user_id, item_id, target_url, created_at_ms FROM links WHERE code = ?",
+                )
+                .bind(code)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|(code, user, item_id, target_url, created_at_ms)| {
+                    Ok($crate::Link {
+                        code,
+                        user_id: flashback_core::UserId::new(user).map_err(|e| $crate::StoreError::Corrupt {
+                            table: "links",
+                            reason: e.to_string(),
+                        })?,
+                        item_id,
+                        target_url,
+                        created_at_ms,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn record_click(&self, c: &$crate::Click) -> $crate::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO clicks (id, code, user_id, item_id, at_ms, ip_hash, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(c.id)
+                .bind(&c.code)
+                .bind(c.user_id.get())
+                .bind(&c.item_id)
+                .bind(c.at_ms)
+                .bind(&c.ip_hash)
+                .bind(c.user_agent.chars().take(255).collect::<String>())
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn clicked(
+                &self,
+                user: flashback_core::UserId,
+                item_id: &str,
+                from_ms: i64,
+                to_ms: i64,
+            ) -> $crate::StoreResult<bool> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM clicks WHERE user_id = ? AND item_id = ? AND at_ms >= ? AND at_ms <= ?",
+                )
+                .bind(user.get())
+                .bind(item_id)
+                .bind(from_ms)
+                .bind(to_ms)
+                .fetch_one(self.writer())
+                .await?;
+                Ok(n > 0)
+            }
+
             async fn sync_cursor(&self, name: &str) -> $crate::StoreResult<Option<i64>> {
                 Ok(sqlx::query_scalar("SELECT position_ms FROM sync_cursors WHERE name = ?")
                     .bind(name)

@@ -7,6 +7,7 @@
 //!   back office's binding of network tracking ids.
 
 pub mod ingest;
+pub mod links;
 pub mod postback;
 pub mod taobao;
 pub mod views;
@@ -37,6 +38,8 @@ pub struct RebateRuntime {
     pub policy: SplitPolicy,
     /// Postback signatures already applied (replays are answered, not applied).
     pub seen: postback::SeenSignatures,
+    /// Key of the client-address hashes kept with clicks.
+    pub click_key: Vec<u8>,
 }
 
 /// Why a rebate operation failed.
@@ -85,6 +88,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(withdraw::all))
         .routes(routes!(withdraw::review))
         .routes(routes!(postback::receive))
+        .routes(routes!(links::create))
+        .routes(routes!(links::follow))
+        .routes(routes!(links::claim))
 }
 
 /// One order line of a user's rebates.

@@ -440,3 +440,73 @@ async fn joining_and_binding_refuse_bad_input() {
         .await;
     assert_eq!(app.get("/api/v1/me/wallet").await.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A user's tracked link records clicks; an order the network could not attribute can be
+/// claimed by the user who clicked through to its item, and by no one else.
+#[tokio::test]
+async fn links_record_clicks_and_only_the_clicker_can_claim_an_unattributed_order() {
+    let app = TestApp::spawn_with(fast_hold).await;
+    let admin = app.token_for("ln-admin", Role::Admin).await;
+    let clicker = member(&app, &admin, "ln-clicker", "sid-ln-clicker", None).await;
+    let other = member(&app, &admin, "ln-other", "sid-ln-other", None).await;
+
+    let res = app
+        .post(
+            "/api/v1/me/links",
+            Some(&clicker.token),
+            &json!({"item_id": "item-1", "url": "https://item.taobao.com/item.htm?id=1"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let link: Value = res.json().await.unwrap();
+    let target = link["target_url"].as_str().unwrap().to_owned();
+    assert!(target.contains(&format!("sub_id={}", link["code"].as_str().unwrap())), "{target}");
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = no_redirects
+        .get(app.url(link["short_path"].as_str().unwrap()))
+        .header("user-agent", "Mozilla/5.0 test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    assert_eq!(res.headers()["location"].to_str().unwrap(), target);
+    assert_problem(app.get("/r/nosuchcode").await, StatusCode::NOT_FOUND, "link_not_found").await;
+    for bad in [
+        json!({"item_id": "", "url": "https://x.example"}),
+        json!({"item_id": "i", "url": "http://x.example"}),
+        json!({"item_id": "i", "url": "nope"}),
+    ] {
+        assert_problem(
+            app.post("/api/v1/me/links", Some(&clicker.token), &bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        )
+        .await;
+    }
+
+    // The network reports the order without any tracking id (paid after the click).
+    let at = now() + 120_000;
+    applied(&app, &line("C1", None, NetworkStatus::Paid, 800, 0, at)).await;
+    let claim = |m: &Member, no: &str| {
+        let body = json!({"order_no": no});
+        let token = m.token.clone();
+        let app = &app;
+        async move { app.post("/api/v1/me/rebate-claims", Some(&token), &body).await }
+    };
+    assert_problem(claim(&other, "p-C1").await, StatusCode::UNPROCESSABLE_ENTITY, "claim_not_verified").await;
+    assert_eq!(wallet(&app, &other).await, (0, 0, 0));
+    let res = claim(&clicker, "p-C1").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["claimed"], json!(["C1"]));
+    assert_eq!(wallet(&app, &clicker).await, (400, 0, 0), "the shares moved from the platform to the clicker");
+    assert_problem(claim(&other, "p-C1").await, StatusCode::CONFLICT, "already_attributed").await;
+    assert_eq!(claim(&clicker, "p-C1").await.status(), StatusCode::OK, "claiming your own again is harmless");
+    assert_eq!(wallet(&app, &clicker).await, (400, 0, 0));
+    assert_problem(claim(&clicker, "p-unknown").await, StatusCode::NOT_FOUND, "order_not_found").await;
+    // Later reports of the order keep the claim.
+    applied(&app, &line("C1", None, NetworkStatus::Settled, 800, 600, at + 10)).await;
+    assert_eq!(wallet(&app, &clicker).await, (300, 0, 0));
+    let rejects = app.state.store.recent_rejects(10).await.unwrap();
+    assert!(rejects.iter().any(|r| r.reason.contains("no click")), "refused claims are kept for review");
+    ledger_clean(&app).await;
+}
