@@ -78,6 +78,9 @@ impl App {
         let mut background = vec![auth::spawn_limiter_pruning(&state)];
         background.push(state.products.listen_for_invalidations(state.shutdown.clone()).await?);
         background.extend(trade::spawn_background(&state));
+        if let Some(connector) = rebate::taobao::Connector::from_config(&state.config.rebate) {
+            background.push(rebate::taobao::spawn_poller(&state, connector));
+        }
         let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
         let mut own = listener.local_addr()?;
         if own.ip().is_unspecified() {
@@ -85,6 +88,11 @@ impl App {
         }
         state.trade.simulator.set_notify_url(format!("http://{own}/api/v1/payments/notify"));
         Ok(Self { state, listener, background })
+    }
+
+    /// Starts another background task that stops with the instance.
+    pub fn spawn(&mut self, task: JoinHandle<()>) {
+        self.background.push(task);
     }
 
     /// The address actually bound.

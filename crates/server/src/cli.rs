@@ -134,12 +134,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(listen) = args.listen {
                 config.listen = listen;
             }
-            let app = App::build(config).await?;
+            let mut app = App::build(config).await?;
+            // Lives as long as the server: the stand-in affiliate network of the demo.
+            let mut network = None;
             if args.demo {
                 demo::load(&app.state).await.context("loading demo data")?;
+                if app.state.config.rebate.taobao_url.is_none() {
+                    let (sim, connector) = demo::affiliate_network().await.context("starting the demo network")?;
+                    tracing::info!(url = %sim.base_url(), "demo affiliate network (a stand-in for Taobao Union)");
+                    app.spawn(crate::rebate::taobao::spawn_poller(&app.state, connector));
+                    network = Some(sim);
+                }
             }
             tracing::info!(addr = %app.local_addr(), store = app.state.store.backend(), "serving");
-            app.run_until(crate::app::shutdown_signal()).await
+            let served = app.run_until(crate::app::shutdown_signal()).await;
+            if let Some(sim) = network {
+                sim.shutdown().await.context("stopping the demo network")?;
+            }
+            served
         }
         Command::Migrate => {
             // Opening the store applies pending migrations.

@@ -80,6 +80,26 @@ pub struct RebateConfig {
     /// How far a postback's timestamp may be from our clock.
     #[serde(rename = "postback_tolerance_ms", with = "millis")]
     pub postback_tolerance: Duration,
+    /// The Taobao Open Platform gateway to poll (`https://eco.taobao.com/router/rest`);
+    /// absent: no polling.
+    pub taobao_url: Option<String>,
+    /// The TOP app key.
+    pub taobao_app_key: String,
+    /// The TOP app secret.
+    #[serde(serialize_with = "secret_opt::serialize")]
+    pub taobao_app_secret: Option<SecretString>,
+    /// Longest window per feed request (TOP allows 3 h).
+    #[serde(rename = "taobao_window_ms", with = "millis")]
+    pub taobao_window: Duration,
+    /// How far each window reaches back into the previous one, for rows reported late.
+    #[serde(rename = "taobao_overlap_ms", with = "millis")]
+    pub taobao_overlap: Duration,
+    /// On the first poll, how far back to start.
+    #[serde(rename = "taobao_lookback_ms", with = "millis")]
+    pub taobao_lookback: Duration,
+    /// How often the feeds are polled.
+    #[serde(rename = "taobao_poll_interval_ms", with = "millis")]
+    pub taobao_poll_interval: Duration,
 }
 
 impl Default for RebateConfig {
@@ -97,6 +117,13 @@ impl Default for RebateConfig {
             sweep_interval: Duration::from_secs(5),
             postback_secret: None,
             postback_tolerance: Duration::from_secs(300),
+            taobao_url: None,
+            taobao_app_key: String::new(),
+            taobao_app_secret: None,
+            taobao_window: Duration::from_secs(3 * 3600),
+            taobao_overlap: Duration::from_secs(20 * 60),
+            taobao_lookback: Duration::from_secs(3 * 24 * 3600),
+            taobao_poll_interval: Duration::from_secs(60),
         }
     }
 }
@@ -524,6 +551,13 @@ impl Config {
         }
         if self.rebate.withdraw_min_minor < 1 || self.rebate.withdraw_daily_count == 0 {
             return fail("rebate.withdraw_min_minor / rebate.withdraw_daily_count: must be at least 1");
+        }
+        let r = &self.rebate;
+        if r.taobao_url.is_some() && (r.taobao_app_key.is_empty() || r.taobao_app_secret.is_none()) {
+            return fail("rebate.taobao_app_key / rebate.taobao_app_secret: required with rebate.taobao_url");
+        }
+        if r.taobao_window < Duration::from_secs(60) || r.taobao_overlap >= r.taobao_window {
+            return fail("rebate.taobao_window_ms: at least 60000 and longer than rebate.taobao_overlap_ms");
         }
         if self.rebate.postback_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
             return fail("rebate.postback_secret: must be at least 32 bytes");

@@ -83,7 +83,112 @@ pub async fn load(state: &AppState) -> anyhow::Result<()> {
         }
     }
     tracing::info!(products_created = created, "demo data loaded");
-    demo_orders(state, merchant.id).await
+    demo_orders(state, merchant.id).await?;
+    demo_rebates(state).await
+}
+
+/// Taobao member ids (`special_id`) of the demo shoppers, as the stand-in network knows them.
+pub const SPECIAL_IDS: &[(&str, u64)] = &[("alice", 7_000_001), ("bob", 7_000_002)];
+
+/// Rebates for alice and bob: profiles (bob invited by alice), their Taobao member ids, and a
+/// few order rows in different states, applied through the ingest path (a second load finds
+/// them and changes nothing).
+async fn demo_rebates(state: &AppState) -> anyhow::Result<()> {
+    use flashback_core::rebate::lifecycle::{NetworkStatus, Report};
+    use flashback_store::{RebateProfile, TrackingKind};
+
+    use crate::rebate::ingest::{LineReport, apply, release_due};
+
+    let user = |name: &'static str| async move {
+        anyhow::Ok(state.store.credentials(&Username::parse(name)?).await?.context("demo account")?.user.id)
+    };
+    let (alice, bob) = (user("alice").await?, user("bob").await?);
+    state
+        .store
+        .upsert_rebate_profile(RebateProfile { user_id: alice, tier: flashback_core::Tier::Silver, inviter_id: None })
+        .await?;
+    if state.store.rebate_profile(bob).await?.is_none() {
+        state
+            .store
+            .upsert_rebate_profile(RebateProfile {
+                user_id: bob,
+                tier: flashback_core::Tier::Standard,
+                inviter_id: Some(alice),
+            })
+            .await?;
+    }
+    let now = crate::trade::now_ms();
+    for (name, id) in SPECIAL_IDS {
+        let owner = if *name == "alice" { alice } else { bob };
+        state.store.bind_tracking_id(&id.to_string(), owner, TrackingKind::SpecialId, now).await?;
+    }
+    const DAY: i64 = 24 * 3600 * 1000;
+    // (line, buyer's special id, status, estimate, settled, paid, days ago)
+    let rows: &[(&str, u64, NetworkStatus, i64, i64, i64, i64)] = &[
+        ("demo-1001", 7_000_001, NetworkStatus::Settled, 1_290, 1_290, 12_900, 40),
+        ("demo-1002", 7_000_001, NetworkStatus::Settled, 2_680, 2_540, 26_800, 3),
+        ("demo-1003", 7_000_001, NetworkStatus::Received, 880, 0, 8_800, 2),
+        ("demo-1004", 7_000_002, NetworkStatus::Paid, 3_990, 0, 39_900, 1),
+        ("demo-1005", 7_000_002, NetworkStatus::Invalid, 1_490, 0, 14_900, 5),
+    ];
+    for (key, sid, status, estimate, settled, paid, days) in rows {
+        let at = now - days * DAY;
+        let line = LineReport {
+            source: crate::rebate::taobao::SOURCE.into(),
+            line_key: (*key).into(),
+            parent_key: (*key).into(),
+            item_id: format!("{}", 600_000 + paid / 100),
+            item_title: "Demo item".into(),
+            category: None,
+            tracking: Some(sid.to_string()),
+            report: Report {
+                status: *status,
+                estimate: Money::from_minor(*estimate)?,
+                settled: Money::from_minor(*settled)?,
+                refunded: Money::ZERO,
+                // Fixed per row, so a second load is a duplicate report.
+                modified_ms: (at / DAY) * DAY,
+                settled_at_ms: (*status == NetworkStatus::Settled).then_some((at / DAY) * DAY),
+            },
+            paid: Money::from_minor(*paid)?,
+            click_ms: Some((at / DAY) * DAY - 3_600_000),
+            paid_at_ms: Some((at / DAY) * DAY - 1_800_000),
+        };
+        apply(state, &line).await.map_err(|e| anyhow::anyhow!("demo rebate {key}: {e}"))?;
+    }
+    release_due(state).await.map_err(|e| anyhow::anyhow!("demo rebates: {e}"))?;
+    Ok(())
+}
+
+/// The stand-in Taobao network for `serve --demo`: fifteen days of orders, some of them the
+/// demo shoppers', on the wall clock (rows keep changing as their time comes), and a
+/// connector that polls it.
+pub async fn affiliate_network()
+-> anyhow::Result<(flashback_affiliate_sim::RunningSim, crate::rebate::taobao::Connector)> {
+    use flashback_affiliate_sim::{SimClock, SimConfig, TrackingId};
+    const DAY: i64 = 24 * 3600 * 1000;
+    let now = crate::trade::now_ms();
+    let config = SimConfig {
+        seed: 2026,
+        orders: 150,
+        epoch_ms: now - 15 * DAY,
+        span_ms: 15 * DAY,
+        tracking_ids: SPECIAL_IDS.iter().map(|(_, id)| TrackingId::special(*id, 1_001)).collect(),
+        time: SimClock::wall(),
+        ..SimConfig::default()
+    };
+    let sim = flashback_affiliate_sim::start(config, "127.0.0.1:0".parse()?).await?;
+    let connector = crate::rebate::taobao::Connector {
+        url: sim.router_url(),
+        app_key: sim.config().app_key.clone(),
+        app_secret: sim.config().app_secret.clone(),
+        window_ms: 3 * 3600 * 1000,
+        overlap_ms: 20 * 60 * 1000,
+        start_ms: now - 16 * DAY,
+        page_size: 100,
+        cursor_name: crate::rebate::taobao::SOURCE.into(),
+    };
+    Ok((sim, connector))
 }
 
 /// Orders of alice's in every state, each placed under its own idempotency key so that a

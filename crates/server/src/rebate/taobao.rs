@@ -389,3 +389,45 @@ async fn apply_refund(state: &AppState, row: &Value, report: &mut PollReport) {
     line.report.modified_ms = line.report.modified_ms.max(modified);
     count(state, &line, ingest::apply(state, &line).await, row, report).await;
 }
+
+impl Connector {
+    /// The connector `rebate.taobao_*` describes, if polling is configured.
+    pub fn from_config(c: &crate::config::RebateConfig) -> Option<Self> {
+        use secrecy::ExposeSecret;
+        let url = c.taobao_url.clone()?;
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Some(Self {
+            url,
+            app_key: c.taobao_app_key.clone(),
+            app_secret: c.taobao_app_secret.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default(),
+            window_ms: ms(c.taobao_window),
+            overlap_ms: ms(c.taobao_overlap),
+            start_ms: crate::trade::now_ms() - ms(c.taobao_lookback),
+            page_size: 100,
+            cursor_name: SOURCE.into(),
+        })
+    }
+}
+
+/// Polls the feeds every `rebate.taobao_poll_interval_ms` until shutdown.
+pub fn spawn_poller(state: &AppState, connector: Connector) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap_or_default();
+        let mut tick = tokio::time::interval(state.config.rebate.taobao_poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = state.shutdown.cancelled() => return,
+                _ = tick.tick() => match connector.poll(&state, &client, crate::trade::now_ms()).await {
+                    Ok(r) if r.applied > 0 || r.rejected > 0 => tracing::info!(
+                        applied = r.applied, ignored = r.ignored, rejected = r.rejected, requests = r.requests,
+                        "taobao feeds polled"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "polling the taobao feeds failed; will retry"),
+                },
+            }
+        }
+    })
+}

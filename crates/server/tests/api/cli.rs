@@ -72,6 +72,8 @@ async fn the_demo_data_loads_once_and_a_second_load_changes_nothing() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert!(out.status.success(), "ledger audit: {report} {}", stderr(&out));
     assert_eq!(report["violations"], serde_json::json!([]));
+    // Four rows move money once each (the invalid one never does), however often it loads.
+    assert_eq!(report["transactions"], 4, "the demo rebates are in the ledger once: {report}");
     let app = TestApp::spawn_in(dir).await;
     let page: Value = app.get("/api/v1/products?limit=100").await.json().await.unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 12);
@@ -406,4 +408,60 @@ async fn kill_mid_sale(env: &[(&str, &str)]) {
     assert!(held >= i64::try_from(accepted.len()).unwrap() && held <= 40, "held {held}, accepted {}", accepted.len());
     let (ok, trade) = audit(dir.path());
     assert!(ok, "trade audit: {trade}");
+}
+
+/// `serve --demo` runs a stand-in Taobao network and polls it: the demo shoppers see rebates
+/// arrive from it, and the ledger audit passes afterwards.
+#[tokio::test]
+async fn the_demo_server_shows_rebates_flowing_from_the_stand_in_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &["--demo"], &[]).await;
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{}/api/v1/auth/login", server.base))
+        .json(&serde_json::json!({"username": "alice", "password": "alice-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    loop {
+        let page: Value = client
+            .get(format!("{}/api/v1/me/rebates?limit=100", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let from_network = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| !r["line_key"].as_str().unwrap().starts_with("demo-"))
+            .count();
+        if from_network > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no rebate arrived from the network: {page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let wallet: Value = client
+        .get(format!("{}/api/v1/me/wallet", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(wallet["pending_minor"].as_i64().unwrap() + wallet["available_minor"].as_i64().unwrap() > 0, "{wallet}");
+    server.signal("-TERM");
+    assert!(server.wait().await.success());
+    let out = flashback(dir.path(), &["audit", "ledger"]);
+    assert!(out.status.success(), "ledger audit: {} {}", String::from_utf8_lossy(&out.stdout), stderr(&out));
 }
