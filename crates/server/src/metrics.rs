@@ -52,6 +52,10 @@ pub struct Metrics {
     pub rebate_rows: Family<ReasonLabel, Counter>,
     /// Rebate inputs refused (kept for review), by reason.
     pub rebate_rejected: Family<ReasonLabel, Counter>,
+    /// Lines that disagree with the last reconciled settlement report, by kind.
+    pub rebate_reconciliation: Family<ReasonLabel, Gauge>,
+    /// The network's total minus ours in the last reconciled report, minor units.
+    pub rebate_reconciliation_gap: Gauge,
     /// Cache counters, shared with the caches.
     pub cache: CacheMetrics,
 }
@@ -88,6 +92,18 @@ impl Metrics {
             "Rebate inputs refused and kept for review",
             rebate_rejected.clone(),
         );
+        let rebate_reconciliation = Family::<ReasonLabel, Gauge>::default();
+        registry.register(
+            "flashback_rebate_reconciliation_differences",
+            "Lines disagreeing with the last reconciled settlement report, by kind",
+            rebate_reconciliation.clone(),
+        );
+        let rebate_reconciliation_gap = Gauge::default();
+        registry.register(
+            "flashback_rebate_reconciliation_gap_minor",
+            "The network's settled total minus ours in the last reconciled report",
+            rebate_reconciliation_gap.clone(),
+        );
         let cache = CacheMetrics::register(&mut registry);
         Self {
             registry,
@@ -99,6 +115,8 @@ impl Metrics {
             flash_admission,
             rebate_rows,
             rebate_rejected,
+            rebate_reconciliation,
+            rebate_reconciliation_gap,
             cache,
         }
     }

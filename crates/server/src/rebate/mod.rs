@@ -9,6 +9,7 @@
 pub mod ingest;
 pub mod links;
 pub mod postback;
+pub mod reconcile;
 pub mod taobao;
 pub mod views;
 pub mod withdraw;
@@ -91,6 +92,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(links::create))
         .routes(routes!(links::follow))
         .routes(routes!(links::claim))
+        .routes(routes!(reconcile::run))
 }
 
 /// One order line of a user's rebates.

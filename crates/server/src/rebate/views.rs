@@ -13,3 +13,12 @@ pub struct RebateQuery {
     /// 1 to 100 (default 20).
     pub limit: Option<u32>,
 }
+
+/// The month to reconcile.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MonthQuery {
+    /// `YYYY-MM` (Beijing time, as networks settle).
+    pub month: String,
+}

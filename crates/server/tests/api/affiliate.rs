@@ -140,6 +140,73 @@ async fn the_order_feed_lands_every_row_on_its_user_and_follows_it_to_the_end() 
         }
     }
 
+    // The network's monthly settlement reports: every deliberate difference is found, nothing else.
+    let admin = app.token_for("recon-admin", Role::Admin).await;
+    let at = sim.clock.now_ms();
+    let mut months: Vec<(i32, u8)> = sim
+        .orders()
+        .iter()
+        .filter_map(|o| {
+            o.settled_at_ms().filter(|s| {
+                o.events.iter().any(|e| e.kind == EventKind::Settled && e.visible_at_ms <= at && e.at_ms == *s)
+            })
+        })
+        .map(flashback_affiliate_sim::wire::beijing_month)
+        .collect();
+    months.sort_unstable();
+    months.dedup();
+    assert!(!months.is_empty());
+    let mut found = 0;
+    for (y, m) in months {
+        let month = format!("{y:04}-{m:02}");
+        let csv = client
+            .get(format!("{}/sim/settlement-report?month={month}", sim.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let res = app
+            .client
+            .post(app.url(&format!("/api/v1/admin/rebate-reconciliations?month={month}")))
+            .bearer_auth(&admin)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), reqwest::StatusCode::OK);
+        let report: serde_json::Value = res.json().await.unwrap();
+        let expected: Vec<String> = sim
+            .orders()
+            .iter()
+            .filter(|o| {
+                let settled_visible = o.events.iter().any(|e| e.kind == EventKind::Settled && e.visible_at_ms <= at);
+                settled_visible
+                    && o.settled_at_ms().is_some_and(|s| flashback_affiliate_sim::wire::beijing_month(s) == (y, m))
+                    && o.report_fee() != Some(o.settled_fee_fen)
+            })
+            .map(|o| o.trade_id.to_string())
+            .collect();
+        let mut got: Vec<String> = report["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                assert_eq!(d["kind"], "amount", "{d}");
+                d["line_key"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        got.sort();
+        let mut expected = expected;
+        expected.sort();
+        assert_eq!(got, expected, "month {month}: {report}");
+        found += got.len();
+    }
+    assert!(found > 0, "the data set has deliberate report differences");
+    assert!(app.metric(r#"flashback_rebate_reconciliation_differences{reason="amount"}"#).await >= 0.0);
+
     // Reading the whole history again (a back-fill with cursors of its own) changes nothing.
     let before = app.state.store.audit_ledger().await.unwrap().transactions;
     let again = Connector { cursor_name: "taobao-backfill".into(), ..connector.clone() };

@@ -510,3 +510,39 @@ async fn links_record_clicks_and_only_the_clicker_can_claim_an_unattributed_orde
     assert!(rejects.iter().any(|r| r.reason.contains("no click")), "refused claims are kept for review");
     ledger_clean(&app).await;
 }
+
+#[tokio::test]
+async fn a_reconciliation_refuses_bad_reports_and_months() {
+    let app = TestApp::spawn().await;
+    let admin = app.token_for("rc-admin", Role::Admin).await;
+    let user = app.token_for("rc-user", Role::User).await;
+    let post = |token: &str, month: &str, body: &str| {
+        let (client, url, token, body) = (
+            app.client.clone(),
+            app.url(&format!("/api/v1/admin/rebate-reconciliations?month={month}")),
+            token.to_owned(),
+            body.to_owned(),
+        );
+        async move {
+            client.post(url).bearer_auth(token).header("content-type", "text/csv").body(body).send().await.unwrap()
+        }
+    };
+    let header = "trade_id,trade_parent_id,tk_status,pub_share_fee,tk_earning_time,refund_fee";
+    assert_problem(post(&user, "2026-10", header).await, StatusCode::FORBIDDEN, "forbidden").await;
+    assert_problem(post(&admin, "2026-13", header).await, StatusCode::BAD_REQUEST, "invalid_query").await;
+    assert_problem(post(&admin, "2026-10", "not,a,report").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+        .await;
+    assert_problem(
+        post(&admin, "2026-10", &format!("{header}\n1,1,3,-5,x,0")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    // A report of a line we never saw.
+    let res = post(&admin, "2026-10", &format!("{header}\n99,99,3,1.50,2026-10-05 10:00:00,0.00")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let report: Value = res.json().await.unwrap();
+    assert_eq!(report["differences"][0]["kind"], "missing_here");
+    assert_eq!(report["theirs_total_minor"], 150);
+    assert_eq!(app.metric(r#"flashback_rebate_reconciliation_gap_minor"#).await, 150.0);
+}
