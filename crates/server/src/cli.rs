@@ -65,7 +65,8 @@ pub enum AuditCommand {
         /// The sale's id.
         id: String,
     },
-    /// The rebate ledger: every transaction balances, every balance equals its entries.
+    /// The rebate ledger: every transaction balances, every balance equals its entries, and
+    /// the balances are what the rebate rows and withdrawals say.
     Ledger,
 }
 
@@ -184,7 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Ledger) => {
             let state = AppState::build(config).await?;
-            let report = state.store.audit_ledger().await.map_err(|e| anyhow::anyhow!("{e}"));
+            let report = crate::rebate::audit::audit(&state).await.map_err(|e| anyhow::anyhow!("{e}"));
             finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
         }
         Command::Audit(AuditCommand::FlashSale { id }) => {

@@ -161,6 +161,8 @@ pub trait LedgerStore: Send + Sync {
     async fn wallet(&self, user: UserId) -> StoreResult<Wallet>;
     /// An account's entries, newest first, below `before_txn` if given.
     async fn statement(&self, account: Account, before_txn: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerLine>>;
+    /// Every account's balance (normal sign), for audits.
+    async fn balances(&self) -> StoreResult<Vec<(Account, i64)>>;
     /// Whether a transaction with this key was applied.
     async fn posted(&self, key: &str) -> StoreResult<bool>;
     /// Checks every invariant: each transaction balances and has entries, every balance equals

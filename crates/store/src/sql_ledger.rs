@@ -240,6 +240,18 @@ macro_rules! impl_ledger_store {
                     .collect())
             }
 
+            async fn balances(&self) -> $crate::StoreResult<Vec<(flashback_core::Account, i64)>> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT account, balance FROM ledger_balances").fetch_all(self.writer()).await?;
+                rows.into_iter()
+                    .map(|(name, b)| {
+                        flashback_core::Account::parse(&name)
+                            .map(|a| (a, b))
+                            .map_err(|e| $crate::StoreError::Corrupt { table: "ledger_balances", reason: e.to_string() })
+                    })
+                    .collect()
+            }
+
             async fn posted(&self, key: &str) -> $crate::StoreResult<bool> {
                 let n: Option<i64> = sqlx::query_scalar("SELECT id FROM ledger_txns WHERE idem_key = ?")
                     .bind(key)

@@ -6,6 +6,7 @@
 //! - the routes here: a user's rebates and wallet, their rebate profile (inviter), and the
 //!   back office's binding of network tracking ids.
 
+pub mod audit;
 pub mod ingest;
 pub mod links;
 pub mod postback;

@@ -100,7 +100,7 @@ async fn the_order_feed_lands_every_row_on_its_user_and_follows_it_to_the_end() 
                 }
                 seen += 1;
             }
-            let audit = app.state.store.audit_ledger().await.unwrap();
+            let audit = flashback_server::rebate::audit::audit(&app.state).await.unwrap();
             assert!(audit.violations.is_empty(), "{:?}", audit.violations);
             seen
         }
@@ -254,7 +254,7 @@ async fn signed_postbacks_are_applied_once_and_forgeries_refused() {
         let expected = if expected == RebateState::Reversed { RebateState::Available } else { expected };
         assert_eq!(row.state, expected, "order {}", o.trade_id);
     }
-    let audit = app.state.store.audit_ledger().await.unwrap();
+    let audit = flashback_server::rebate::audit::audit(&app.state).await.unwrap();
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
     let before = audit.transactions;
 

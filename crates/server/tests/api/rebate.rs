@@ -79,7 +79,7 @@ async fn wallet(app: &TestApp, m: &Member) -> (i64, i64, i64) {
 }
 
 async fn ledger_clean(app: &TestApp) {
-    let audit = app.state.store.audit_ledger().await.unwrap();
+    let audit = flashback_server::rebate::audit::audit(&app.state).await.unwrap();
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
 }
 
@@ -545,4 +545,31 @@ async fn a_reconciliation_refuses_bad_reports_and_months() {
     assert_eq!(report["differences"][0]["kind"], "missing_here");
     assert_eq!(report["theirs_total_minor"], 150);
     assert_eq!(app.metric(r#"flashback_rebate_reconciliation_gap_minor"#).await, 150.0);
+}
+
+/// Money moved in the ledger with no row behind it is found by the audit, even though the
+/// stray transaction itself balances.
+#[tokio::test]
+async fn the_ledger_audit_finds_money_the_rows_do_not_explain() {
+    use flashback_core::Account;
+    use flashback_store::{NewTxn, Posting};
+    let app = TestApp::spawn_with(fast_hold).await;
+    let admin = app.token_for("au-admin", Role::Admin).await;
+    let m = member(&app, &admin, "au-buyer", "sid-au", None).await;
+    applied(&app, &line("A1", Some("sid-au"), NetworkStatus::Paid, 400, 0, now())).await;
+    ledger_clean(&app).await;
+    let user = app.state.auth.tokens.verify(&m.token).unwrap().id;
+    let stray = NewTxn {
+        id: app.state.ids.write_ids().event,
+        key: "stray:1".into(),
+        kind: "manual".into(),
+        reference: "nothing".into(),
+        postings: vec![Posting::debit(Account::Receivable, 99), Posting::credit(Account::Pending(user), 99)],
+        no_overdraft: Vec::new(),
+        at_ms: now(),
+    };
+    app.state.store.post(&stray).await.unwrap();
+    let audit = flashback_server::rebate::audit::audit(&app.state).await.unwrap();
+    assert!(audit.violations.iter().any(|v| v.contains("pending 299")), "{:?}", audit.violations);
+    assert!(audit.violations.iter().any(|v| v.contains("receivable")), "{:?}", audit.violations);
 }
