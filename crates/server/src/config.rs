@@ -59,6 +59,9 @@ pub struct RebateConfig {
     pub gold_bp: u32,
     /// The inviter's share.
     pub inviter_bp: u32,
+    /// The commission the platform pays on its own orders, in basis points of what was paid
+    /// (split like a network's; 0 turns platform rebates off).
+    pub platform_commission_bp: u32,
     /// The inviter's inviter's share.
     pub grand_inviter_bp: u32,
     /// The buyer's share for items of a category, whatever the tier (`{"数码" = 3000}`).
@@ -109,6 +112,7 @@ impl Default for RebateConfig {
             silver_bp: 6_000,
             gold_bp: 7_000,
             inviter_bp: 1_000,
+            platform_commission_bp: 300,
             grand_inviter_bp: 500,
             category_bp: std::collections::HashMap::new(),
             hold: Duration::from_secs(15 * 24 * 3600),
@@ -548,6 +552,9 @@ impl Config {
         }
         if let Err(e) = self.rebate.policy() {
             return fail(&format!("rebate.*_bp: {e}"));
+        }
+        if self.rebate.platform_commission_bp > 10_000 {
+            return fail("rebate.platform_commission_bp: at most 10000");
         }
         if self.rebate.withdraw_min_minor < 1 || self.rebate.withdraw_daily_count == 0 {
             return fail("rebate.withdraw_min_minor / rebate.withdraw_daily_count: must be at least 1");

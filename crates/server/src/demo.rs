@@ -141,6 +141,7 @@ async fn demo_rebates(state: &AppState) -> anyhow::Result<()> {
             item_title: "Demo item".into(),
             category: None,
             tracking: Some(sid.to_string()),
+            buyer: None,
             report: Report {
                 status: *status,
                 estimate: Money::from_minor(*estimate)?,

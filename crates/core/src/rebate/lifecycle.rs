@@ -124,12 +124,15 @@ pub struct Beneficiaries {
     pub grand_inviter: Option<UserId>,
 }
 
-/// What a row holds in the ledger: the commission it stands on, its split, and where the
-/// buyers' shares sit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What a row holds in the ledger: the commission it stands on, who pays it, its split, and
+/// where the buyers' shares sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Holding {
-    /// The commission receivable from the network.
+    /// The commission.
     pub commission: Money,
+    /// Who pays it: [`Account::Receivable`] (a network owes it) or [`Account::RebateExpense`]
+    /// (the platform funds it, on its own orders).
+    pub payer: Account,
     /// Its split.
     pub split: Split,
     /// Whether the beneficiaries' shares are available (else pending).
@@ -146,7 +149,7 @@ impl Holding {
                 *p.entry(a).or_insert(0) += m.minor();
             }
         };
-        add(Account::Receivable, self.commission);
+        add(self.payer, self.commission);
         let bucket = |u: UserId| if self.available { Account::Available(u) } else { Account::Pending(u) };
         let mut platform = self.split.platform;
         for (user, share) in [
@@ -273,6 +276,7 @@ mod tests {
             let commission = commission_for(r, state);
             let holding = Holding {
                 commission,
+                payer: Account::Receivable,
                 split: policy.split(commission, Tier::Standard, None, 1),
                 available: state == RebateState::Available,
             };
@@ -315,6 +319,7 @@ mod tests {
     fn an_unattributed_row_keeps_every_share_with_the_platform() {
         let h = Holding {
             commission: m(100),
+            payer: Account::Receivable,
             split: SplitPolicy::default().split(m(100), Tier::Gold, None, 2),
             available: false,
         };

@@ -239,6 +239,8 @@ pub enum Account {
     Revenue,
     /// Money: what networks paid us, less what we paid out to users.
     Cash,
+    /// Rebates the platform funds itself (on its own orders), as an expense.
+    RebateExpense,
 }
 
 impl Account {
@@ -257,6 +259,7 @@ impl Account {
             Account::Receivable => "platform:receivable".into(),
             Account::Revenue => "platform:revenue".into(),
             Account::Cash => "platform:cash".into(),
+            Account::RebateExpense => "platform:rebate_expense".into(),
         }
     }
 
@@ -267,6 +270,7 @@ impl Account {
             "platform:receivable" => return Ok(Account::Receivable),
             "platform:revenue" => return Ok(Account::Revenue),
             "platform:cash" => return Ok(Account::Cash),
+            "platform:rebate_expense" => return Ok(Account::RebateExpense),
             _ => {}
         }
         let rest = s.strip_prefix("user:").ok_or_else(bad)?;
@@ -346,6 +350,7 @@ mod tests {
             Account::Receivable,
             Account::Revenue,
             Account::Cash,
+            Account::RebateExpense,
         ] {
             assert_eq!(Account::parse(&a.name()), Ok(a));
         }

@@ -4,7 +4,8 @@
 //!
 //! - each user's pending balance is the sum of their shares in rows not yet available;
 //! - each user's available + withdrawing + paid out is the sum of their shares in available rows;
-//! - receivable is the sum of the rows' commissions; revenue the sum of the platform's shares.
+//! - receivable is the sum of the networks' rows' commissions, rebate expense the sum of the
+//!   platform's own rows'; revenue the sum of the platform's shares.
 
 use std::collections::HashMap;
 
@@ -19,12 +20,16 @@ pub async fn audit(state: &AppState) -> Result<LedgerAudit, flashback_store::Sto
     let mut report = state.store.audit_ledger().await?;
     let mut pending: HashMap<UserId, i64> = HashMap::new();
     let mut earned: HashMap<UserId, i64> = HashMap::new();
-    let (mut receivable, mut revenue) = (0_i64, 0_i64);
+    let (mut receivable, mut expense, mut revenue) = (0_i64, 0_i64, 0_i64);
     let mut after = None;
     loop {
         let page = state.store.rebate_orders_page(after.clone(), 1_000).await?;
         for r in &page {
-            receivable += r.commission_minor;
+            if r.source == super::ingest::PLATFORM {
+                expense += r.commission_minor;
+            } else {
+                receivable += r.commission_minor;
+            }
             revenue += r.platform_share;
             let bucket = if r.state == RebateState::Available { &mut earned } else { &mut pending };
             for (user, share) in
@@ -73,6 +78,9 @@ pub async fn audit(state: &AppState) -> Result<LedgerAudit, flashback_store::Sto
     }
     if take(Account::Receivable) != receivable {
         v.push(format!("receivable differs from the rows' commissions ({receivable})"));
+    }
+    if take(Account::RebateExpense) != expense {
+        v.push(format!("rebate expense differs from the platform rows' commissions ({expense})"));
     }
     let paid_out: i64 = paid.values().sum();
     if take(Account::Cash) != -paid_out {

@@ -33,6 +33,8 @@ pub struct LineReport {
     pub category: Option<String>,
     /// The tracking id the network attributed the order to (`special_id`, `relation_id`, …).
     pub tracking: Option<String>,
+    /// The buyer, when the source knows them directly (the platform's own orders).
+    pub buyer: Option<UserId>,
     /// The status and amounts.
     pub report: Report,
     /// What the buyer paid.
@@ -50,6 +52,14 @@ pub enum Outcome {
     Applied,
     /// A duplicate or stale report: nothing changed.
     Ignored,
+}
+
+/// The source of the platform's own orders: the platform pays their rebates itself.
+pub const PLATFORM: &str = "platform";
+
+/// Who pays a source's commissions.
+pub fn payer(source: &str) -> Account {
+    if source == PLATFORM { Account::RebateExpense } else { Account::Receivable }
 }
 
 /// The longest key and text we keep from a network.
@@ -127,6 +137,7 @@ fn money(minor: i64) -> Money {
 pub fn held(row: &RebateOrder) -> (Holding, Beneficiaries) {
     let holding = Holding {
         commission: money(row.commission_minor),
+        payer: payer(&row.source),
         split: Split {
             buyer: money(row.buyer_share),
             inviter: money(row.inviter_share),
@@ -184,6 +195,7 @@ fn next_version(state: &AppState, stored: Option<&RebateOrder>, c: &Change<'_>) 
     let split = state.rebate.policy.split(commission, c.tier, c.line.category.as_deref(), inviters);
     let target = Holding {
         commission,
+        payer: payer(&c.line.source),
         split,
         available: new_state == flashback_core::rebate::lifecycle::RebateState::Available,
     };
@@ -270,7 +282,7 @@ pub async fn apply(state: &AppState, line: &LineReport) -> Result<Outcome, Rebat
             return Ok(Outcome::Ignored);
         }
         // Attribution sticks: once a row has a buyer (by tracking id or a claim) it keeps it.
-        let (who, tier) = match stored.as_ref().and_then(|r| r.user_id) {
+        let (who, tier) = match stored.as_ref().and_then(|r| r.user_id).or(line.buyer) {
             Some(buyer) => beneficiaries_of(state.store.as_ref(), buyer).await?,
             None => attribute(state.store.as_ref(), line.tracking.as_deref()).await?,
         };
@@ -301,6 +313,7 @@ pub fn line_of(row: &RebateOrder) -> LineReport {
         item_title: row.item_title.clone(),
         category: row.category.clone(),
         tracking: row.tracking.clone(),
+        buyer: row.user_id,
         report: stored_report(row),
         paid: money(row.paid_minor),
         click_ms: row.click_ms,

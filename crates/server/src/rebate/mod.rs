@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod ingest;
 pub mod links;
+pub mod platform;
 pub mod postback;
 pub mod reconcile;
 pub mod taobao;

@@ -144,6 +144,7 @@ pub fn order_row(row: &Value) -> Result<LineReport, String> {
         item_title: text(row, "item_title").unwrap_or_default().chars().take(255).collect(),
         category: text(row, "item_category_name").map(str::to_owned),
         tracking,
+        buyer: None,
         report: Report {
             status,
             estimate: amount(row, "pub_share_pre_fee")?,

@@ -26,6 +26,7 @@ fn line(key: &str, tracking: Option<&str>, status: NetworkStatus, estimate: i64,
         item_title: "A kettle".into(),
         category: None,
         tracking: tracking.map(str::to_owned),
+        buyer: None,
         report: Report {
             status,
             estimate: m(estimate),

@@ -555,3 +555,62 @@ async fn merchant_and_admin_lists_merge_every_shard_under_one_cursor() {
     assert_problem(app.get_as("/api/v1/admin/orders", &merchant).await, StatusCode::FORBIDDEN, "forbidden").await;
     app.shutdown().await;
 }
+
+/// The platform's own orders earn rebates like a network's: estimated when paid, settled on
+/// completion and available after the hold, funded by the platform; a refund before completion
+/// makes the row invalid. Events delivered twice change nothing twice.
+#[tokio::test]
+async fn the_platforms_own_orders_earn_rebates_funded_by_the_platform() {
+    let app = TestApp::spawn_with(|c| {
+        c.rebate.hold = Duration::ZERO;
+        c.rebate.sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let (merchant, product) = shop(&app, "rebshop", 10).await;
+    let inviter = app.token_for("rebinviter", Role::User).await;
+    let inviter_id: Value = app.get_as("/api/v1/me", &inviter).await.json().await.unwrap();
+    app.post("/api/v1/me/rebate-profile", Some(&inviter), &json!({})).await;
+    let buyer = app.token_for("rebbuyer", Role::User).await;
+    let res = app.post("/api/v1/me/rebate-profile", Some(&buyer), &json!({"invite_code": inviter_id["id"]})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let wallet = |token: String| {
+        let app = &app;
+        async move {
+            let w: Value = app.get_as("/api/v1/me/wallet", &token).await.json().await.unwrap();
+            (w["pending_minor"].as_i64().unwrap(), w["available_minor"].as_i64().unwrap())
+        }
+    };
+
+    // 2 × 1,999 paid: a 3% commission of 119; buyer 50% = 59, inviter 10% = 11.
+    let placed: Value = order(&app, &buyer, "reb-1", &one(&product, 2)).await.json().await.unwrap();
+    let id = placed["id"].as_str().unwrap();
+    pay(&app, &buyer, id).await;
+    outbox::drain(&app.state).await.unwrap();
+    assert_eq!(wallet(buyer.clone()).await, (59, 0));
+    assert_eq!(wallet(inviter.clone()).await, (11, 0));
+    app.post(&format!("/api/v1/orders/{id}/ship"), Some(&merchant), &json!({})).await;
+    app.post(&format!("/api/v1/orders/{id}/complete"), Some(&buyer), &json!({})).await;
+    outbox::drain(&app.state).await.unwrap();
+    flashback_server::rebate::ingest::release_due(&app.state).await.unwrap();
+    assert_eq!(wallet(buyer.clone()).await, (0, 59));
+    assert_eq!(wallet(inviter.clone()).await, (0, 11));
+    let row = app.state.store.rebate_order("platform", id).await.unwrap().unwrap();
+    let me: Value = app.get_as("/api/v1/me", &buyer).await.json().await.unwrap();
+    assert_eq!(row.commission_minor, 119);
+    assert_eq!(row.user_id.map(|u| u.to_string()).as_deref(), me["id"].as_str(), "attributed to the buyer directly");
+    let expense = app.state.store.balance(flashback_core::Account::RebateExpense).await.unwrap();
+    assert_eq!(expense, 119, "the platform funds its own rebates");
+
+    // Refunded before completion: invalid, nothing pending.
+    let placed: Value = order(&app, &buyer, "reb-2", &one(&product, 1)).await.json().await.unwrap();
+    let id2 = placed["id"].as_str().unwrap();
+    pay(&app, &buyer, id2).await;
+    outbox::drain(&app.state).await.unwrap();
+    assert_eq!(wallet(buyer.clone()).await, (29, 59));
+    let res = app.post(&format!("/api/v1/orders/{id2}/refund"), Some(&merchant), &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK, "{:?}", res.text().await);
+    outbox::drain(&app.state).await.unwrap();
+    assert_eq!(wallet(buyer.clone()).await, (0, 59));
+    let audit = flashback_server::rebate::audit::audit(&app.state).await.unwrap();
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+}
