@@ -286,6 +286,14 @@ pub async fn apply(state: &AppState, line: &LineReport) -> Result<Outcome, Rebat
             Some(buyer) => beneficiaries_of(state.store.as_ref(), buyer).await?,
             None => attribute(state.store.as_ref(), line.tracking.as_deref()).await?,
         };
+        if stored.is_none()
+            && who.buyer.is_none()
+            && let Some(code) = &line.tracking
+        {
+            // Kept (the commission is still ours) but flagged: a tracking id we never issued.
+            let why = format!("unknown tracking id {code}: the row stays with the platform until claimed");
+            reject(state, &line.source, Some(&line.line_key), &why, &line.line_key).await;
+        }
         let change = Change { line, who, tier, now_ms };
         let (row, txn) = next_version(state, stored.as_ref(), &change);
         match state.store.apply_rebate(&row, stored.as_ref().map(|r| r.version), txn.as_ref()).await? {

@@ -95,6 +95,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(links::follow))
         .routes(routes!(links::claim))
         .routes(routes!(reconcile::run))
+        .routes(routes!(rejects))
 }
 
 /// One order line of a user's rebates.
@@ -324,6 +325,38 @@ pub async fn bind_tracking_id(
         other => Problem::from_store(&other),
     })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An input refused or flagged for review.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RejectView {
+    pub id: String,
+    pub source: String,
+    pub line_key: Option<String>,
+    pub reason: String,
+    /// What was sent (truncated).
+    pub payload: String,
+    pub at_ms: i64,
+}
+
+/// The most recent rebate inputs refused or flagged for review (admins).
+#[utoipa::path(get, path = "/api/v1/admin/rebate-rejects", tag = "rebates", security(("bearer" = [])),
+    responses((status = 200, body = [RejectView]), (status = 403, body = Problem)))]
+pub async fn rejects(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<RejectView>>, Problem> {
+    caller.require(&[Role::Admin])?;
+    let rows = state.store.recent_rejects(100).await.map_err(|e| Problem::from_store(&e))?;
+    Ok(axum::Json(
+        rows.into_iter()
+            .map(|r| RejectView {
+                id: r.id.to_string(),
+                source: r.source,
+                line_key: r.line_key,
+                reason: r.reason,
+                payload: r.payload,
+                at_ms: r.at_ms,
+            })
+            .collect(),
+    ))
 }
 
 /// Releases due holds every `rebate.sweep_interval_ms` until shutdown.

@@ -177,6 +177,16 @@ async fn unattributed_and_bad_rows(app: &TestApp) {
     applied(app, &line("U1", Some("sid-nobody"), NetworkStatus::Paid, 700, 0, t)).await;
     let row = app.state.store.rebate_order("taobao", "U1").await.unwrap().unwrap();
     assert_eq!((row.user_id, row.platform_share, row.buyer_share), (None, 700, 0));
+    let admin = app.token_for(&format!("un-admin-{}", now() % 100_000), Role::Admin).await;
+    let flagged: Value = app.get_as("/api/v1/admin/rebate-rejects", &admin).await.json().await.unwrap();
+    assert!(
+        flagged
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap().contains("unknown tracking id sid-nobody")),
+        "an unknown tracking id is kept for review: {flagged}"
+    );
 
     let mut absurd = line("U2", None, NetworkStatus::Paid, 30_000, 0, t);
     absurd.paid = m(20_000);
