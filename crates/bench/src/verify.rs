@@ -237,6 +237,7 @@ async fn check_order(api: &Api, fixture: &Fixture, a: &Accepted, order: &str) ->
         && line.and_then(|l| l.get("product_id")).and_then(Value::as_str) == Some(fixture.product_id.as_str())
         && line.and_then(|l| l.get("quantity")).and_then(Value::as_i64) == Some(a.ticket.quantity)
         && line.and_then(|l| l.get("unit_price_minor")).and_then(Value::as_i64) == Some(SALE_PRICE_MINOR)
+        && o.get("flash_ticket_id").and_then(Value::as_str) == Some(a.ticket.id.as_str())
         && !matches!(o.get("state").and_then(Value::as_str), Some("cancelled" | "refunded"));
     (!ok).then(|| format!("order {order} does not match ticket {}: {o}", a.ticket.id))
 }

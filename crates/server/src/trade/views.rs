@@ -66,6 +66,8 @@ pub struct OrderView {
     pub payable_minor: Money,
     /// Unpaid after this, the order expires.
     pub pay_by: String,
+    /// The flash-sale ticket this order was made from, if any.
+    pub flash_ticket_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -92,6 +94,7 @@ impl From<&Order> for OrderView {
             points_used: o.points_used,
             payable_minor: o.payable,
             pay_by: rfc3339(o.expires_at_ms),
+            flash_ticket_id: o.flash_reservation.map(|r| r.to_string()),
             created_at: rfc3339(o.created_at_ms),
             updated_at: rfc3339(o.updated_at_ms),
         }
