@@ -8,6 +8,7 @@ mod api;
 mod backends;
 mod cpu;
 mod load;
+mod rebate;
 mod report;
 mod requests;
 mod run;
@@ -36,7 +37,10 @@ enum Command {
     /// Without --target it starts its own `flashback serve` on a temporary data dir and a free
     /// loopback port, with the purchase funnel's rate limits raised so the engine is measured,
     /// not the limiter.
-    FlashSale(FlashSaleArgs),
+    FlashSale(Box<FlashSaleArgs>),
+    /// The rebate ingest path (parse, attribute, split, post; batched) and ledger postings,
+    /// embedded in this process on a temporary data dir, verified by the ledger audit.
+    Rebate(rebate::RebateArgs),
 }
 
 /// The reserve engine a self-started server runs.
@@ -123,8 +127,11 @@ pub struct FlashSaleArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Command::FlashSale(args) = cli.command;
-    match run::main(args).await {
+    let outcome = match cli.command {
+        Command::FlashSale(args) => run::main(*args).await,
+        Command::Rebate(args) => rebate::main(args).await,
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {

@@ -48,8 +48,8 @@ pub use model::{
 };
 pub use mysql::{MySqlShard, MySqlStore};
 pub use rebate::{
-    Applied, Click, Link, RebateOrder, RebateProfile, RebateReject, RebateStore, TrackingKind, WithdrawRefusal,
-    Withdrawal, WithdrawalMove, WithdrawalState, WithdrawalStore,
+    Applied, Click, Link, RebateChange, RebateOrder, RebateProfile, RebateReject, RebateStore, TrackingKind,
+    WithdrawRefusal, Withdrawal, WithdrawalMove, WithdrawalState, WithdrawalStore,
 };
 pub use shards::{ShardOptions, Shards, open_shards};
 pub use sqlite::{SqliteShard, SqliteStore};

@@ -151,6 +151,18 @@ pub enum Applied {
     Conflict,
 }
 
+/// One row change of a batch: the next version, the version it replaces (`None`: new), and the
+/// ledger transaction for the difference.
+#[derive(Debug, Clone)]
+pub struct RebateChange {
+    /// The next version.
+    pub row: RebateOrder,
+    /// The version it replaces.
+    pub expected: Option<i64>,
+    /// What it moves in the ledger.
+    pub txn: Option<NewTxn>,
+}
+
 /// A rejected input, kept for review.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RebateReject {
@@ -191,6 +203,11 @@ pub trait RebateStore: Send + Sync {
         expected_version: Option<i64>,
         txn: Option<&NewTxn>,
     ) -> Result<Applied, LedgerError>;
+    /// [`Self::apply_rebate`] for many rows in one database transaction: each row's
+    /// compare-and-set, and the ledger transactions of those that were written, together.
+    async fn apply_rebates(&self, items: &[RebateChange]) -> Result<Vec<Applied>, LedgerError>;
+    /// The stored rows among `keys` of one source (any order; absent keys are left out).
+    async fn rebate_orders_by_keys(&self, source: &str, keys: &[String]) -> StoreResult<Vec<RebateOrder>>;
     /// A user's rows, most recently changed first, before `(updated_at_ms, line_key)`.
     async fn rebates_of(
         &self,
@@ -218,6 +235,8 @@ pub trait RebateStore: Send + Sync {
     async fn advance_sync_cursor(&self, name: &str, position_ms: i64) -> StoreResult<()>;
     /// Keeps a rejected input for review.
     async fn record_reject(&self, reject: &RebateReject) -> StoreResult<()>;
+    /// Keeps many rejected or flagged inputs for review, in one transaction.
+    async fn record_rejects(&self, rejects: &[RebateReject]) -> StoreResult<()>;
     /// The most recent rejects.
     async fn recent_rejects(&self, limit: u32) -> StoreResult<Vec<RebateReject>>;
 }

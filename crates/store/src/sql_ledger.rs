@@ -116,9 +116,10 @@ macro_rules! impl_ledger_store {
                 Ok(posted)
             }
 
-            async fn post_batch_once(
-                &self,
-                txns: &[$crate::NewTxn],
+            /// Posts many unguarded transactions inside an open transaction, balances aggregated.
+            pub(crate) async fn post_many_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                txns: &[&$crate::NewTxn],
             ) -> Result<Vec<$crate::Posted>, $crate::LedgerError> {
                 let mut checked = Vec::with_capacity(txns.len());
                 for txn in txns {
@@ -130,11 +131,10 @@ macro_rules! impl_ledger_store {
                     }
                     checked.push($crate::sql_ledger::checked(txn)?);
                 }
-                let mut tx = self.writer().begin().await?;
                 let mut outcomes = Vec::with_capacity(txns.len());
                 let mut applied: Vec<(&$crate::NewTxn, Vec<$crate::Posting>)> = Vec::new();
                 for (txn, postings) in txns.iter().zip(checked) {
-                    if Self::ledger_txn_row(&mut tx, txn).await? {
+                    if Self::ledger_txn_row(tx, txn).await? {
                         outcomes.push($crate::Posted::New);
                         applied.push((txn, postings));
                     } else {
@@ -157,11 +157,21 @@ macro_rules! impl_ledger_store {
                     q.push_values(chunk, |mut b, (txn, seq, at, p)| {
                         b.push_bind(*txn).push_bind(*seq).push_bind(p.account.name()).push_bind(p.amount).push_bind(*at);
                     });
-                    q.build().execute(&mut *tx).await?;
+                    q.build().execute(&mut **tx).await?;
                 }
                 let at = txns.iter().map(|t| t.at_ms).max().unwrap_or(0);
                 let deltas = $crate::sql_ledger::deltas(applied.iter().flat_map(|(_, p)| p.iter()));
-                Self::ledger_balances(&mut tx, deltas, &[], at).await?;
+                Self::ledger_balances(tx, deltas, &[], at).await?;
+                Ok(outcomes)
+            }
+
+            async fn post_batch_once(
+                &self,
+                txns: &[$crate::NewTxn],
+            ) -> Result<Vec<$crate::Posted>, $crate::LedgerError> {
+                let mut tx = self.writer().begin().await?;
+                let refs: Vec<&$crate::NewTxn> = txns.iter().collect();
+                let outcomes = Self::post_many_in(&mut tx, &refs).await?;
                 tx.commit().await?;
                 Ok(outcomes)
             }

@@ -137,14 +137,14 @@ macro_rules! impl_rebate_store {
                     .bind(r.updated_at_ms)
             }
 
-            async fn apply_rebate_once(
-                &self,
+            /// Writes one row's next version inside an open transaction; 1 if written, 0 if
+            /// another writer got there first.
+            async fn write_row_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
                 row: &$crate::RebateOrder,
                 expected: Option<i64>,
-                txn: Option<&$crate::NewTxn>,
-            ) -> Result<$crate::Applied, $crate::LedgerError> {
-                let mut tx = self.writer().begin().await?;
-                let written = match expected {
+            ) -> Result<u64, $crate::LedgerError> {
+                Ok(match expected {
                     None => {
                         let q = sqlx::query(
                             "INSERT INTO rebate_orders (parent_key, user_id, inviter_id, grand_inviter_id, tracking, \
@@ -158,7 +158,7 @@ macro_rules! impl_rebate_store {
                             .bind(row.created_at_ms)
                             .bind(&row.source)
                             .bind(&row.line_key)
-                            .execute(&mut *tx)
+                            .execute(&mut **tx)
                             .await
                         {
                             Ok(r) => r.rows_affected(),
@@ -183,11 +183,21 @@ macro_rules! impl_rebate_store {
                             .bind(&row.source)
                             .bind(&row.line_key)
                             .bind(version)
-                            .execute(&mut *tx)
+                            .execute(&mut **tx)
                             .await?
                             .rows_affected()
                     }
-                };
+                })
+            }
+
+            async fn apply_rebate_once(
+                &self,
+                row: &$crate::RebateOrder,
+                expected: Option<i64>,
+                txn: Option<&$crate::NewTxn>,
+            ) -> Result<$crate::Applied, $crate::LedgerError> {
+                let mut tx = self.writer().begin().await?;
+                let written = Self::write_row_in(&mut tx, row, expected).await?;
                 if written != 1 {
                     return Ok($crate::Applied::Conflict);
                 }
@@ -297,6 +307,51 @@ macro_rules! impl_rebate_store {
                         other => return other,
                     }
                 }
+            }
+
+            async fn apply_rebates(
+                &self,
+                items: &[$crate::RebateChange],
+            ) -> Result<Vec<$crate::Applied>, $crate::LedgerError> {
+                let mut tx = self.writer().begin().await?;
+                let mut outcomes = Vec::with_capacity(items.len());
+                let mut txns = Vec::new();
+                for item in items {
+                    if Self::write_row_in(&mut tx, &item.row, item.expected).await? == 1 {
+                        outcomes.push($crate::Applied::Done);
+                        txns.extend(item.txn.as_ref());
+                    } else {
+                        outcomes.push($crate::Applied::Conflict);
+                    }
+                }
+                Self::post_many_in(&mut tx, &txns).await?;
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+
+            async fn rebate_orders_by_keys(
+                &self,
+                source: &str,
+                keys: &[String],
+            ) -> $crate::StoreResult<Vec<$crate::RebateOrder>> {
+                let mut out = Vec::with_capacity(keys.len());
+                for chunk in keys.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                        "SELECT {} FROM rebate_orders WHERE source = ",
+                        $crate::sql_rebate::ORDER_COLUMNS
+                    ));
+                    q.push_bind(source).push(" AND line_key IN (");
+                    let mut sep = q.separated(", ");
+                    for k in chunk {
+                        sep.push_bind(k);
+                    }
+                    q.push(")");
+                    let rows: Vec<$crate::sql_rebate::OrderRow> = q.build_query_as().fetch_all(self.writer()).await?;
+                    for r in rows {
+                        out.push($crate::RebateOrder::try_from(r)?);
+                    }
+                }
+                Ok(out)
             }
 
             async fn rebates_of(
@@ -473,6 +528,26 @@ macro_rules! impl_rebate_store {
                 .bind(r.at_ms)
                 .execute(self.writer())
                 .await?;
+                Ok(())
+            }
+
+            async fn record_rejects(&self, rejects: &[$crate::RebateReject]) -> $crate::StoreResult<()> {
+                let mut tx = self.writer().begin().await?;
+                for chunk in rejects.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO rebate_rejects (id, source, line_key, reason, payload, at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.id)
+                            .push_bind(r.source.clone())
+                            .push_bind(r.line_key.clone())
+                            .push_bind(r.reason.chars().take(255).collect::<String>())
+                            .push_bind(r.payload.chars().take(4_000).collect::<String>())
+                            .push_bind(r.at_ms);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 

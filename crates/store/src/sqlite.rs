@@ -53,12 +53,14 @@ impl SqlitePools {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(base.clone().synchronous(SqliteSynchronous::Full))
+            // A 64 MiB page cache (SQLite's default is 2 MiB): large ledgers and rebate tables
+            // keep their index pages in memory instead of re-reading them per insert.
+            .connect_with(base.clone().synchronous(SqliteSynchronous::Full).pragma("cache_size", "-65536"))
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(base.read_only(true))
+            .connect_with(base.read_only(true).pragma("cache_size", "-16384"))
             .await?;
         Ok(Self { writer, reader })
     }

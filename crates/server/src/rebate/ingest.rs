@@ -363,3 +363,138 @@ pub async fn release_due(state: &AppState) -> Result<usize, RebateError> {
         }
     }
 }
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct BatchReport {
+    /// Rows created or moved on.
+    pub applied: usize,
+    /// Stale or duplicate reports.
+    pub ignored: usize,
+    /// Refused reports (recorded for review).
+    pub rejected: usize,
+}
+
+/// Applies many reports at once: the stored rows are read in one query, attributions are
+/// looked up once per tracking id and buyer, and every row change with its ledger transaction is
+/// written in one database transaction. A row another writer changed meanwhile is applied
+/// again on its own. Same outcome as [`apply`] on each report in order.
+pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<BatchReport, RebateError> {
+    use std::collections::HashMap;
+
+    let mut report = BatchReport::default();
+    let hold_ms = i64::try_from(state.config.rebate.hold.as_millis()).unwrap_or(i64::MAX);
+    let now_ms = crate::trade::now_ms();
+    let mut valid = Vec::with_capacity(lines.len());
+    for line in lines {
+        match validate(line) {
+            Ok(()) => valid.push(line),
+            Err(why) => {
+                report.rejected += 1;
+                reject(state, &line.source, Some(&line.line_key), &why, &line.line_key).await;
+            }
+        }
+    }
+    let mut by_source: HashMap<&str, Vec<String>> = HashMap::new();
+    for line in &valid {
+        by_source.entry(line.source.as_str()).or_default().push(line.line_key.clone());
+    }
+    let mut current: HashMap<(String, String), RebateOrder> = HashMap::new();
+    for (source, keys) in by_source {
+        for row in state.store.rebate_orders_by_keys(source, &keys).await? {
+            current.insert((row.source.clone(), row.line_key.clone()), row);
+        }
+    }
+    let mut owners: HashMap<String, Option<UserId>> = HashMap::new();
+    let mut people: HashMap<UserId, (Beneficiaries, Tier)> = HashMap::new();
+    let mut changes = Vec::new();
+    let mut sources = Vec::new();
+    let mut flagged = Vec::new();
+    for line in valid {
+        let key = (line.source.clone(), line.line_key.clone());
+        let stored = current.get(&key);
+        let mut merged = line.clone();
+        if let Some(r) = stored
+            && r.refunded_minor > merged.report.refunded.minor()
+        {
+            merged.report.refunded = money(r.refunded_minor);
+        }
+        if !supersedes(stored.map(|r| (r.state, r.network_modified_ms)), &merged.report, now_ms, hold_ms) {
+            report.ignored += 1;
+            continue;
+        }
+        let buyer = match stored.and_then(|r| r.user_id).or(merged.buyer) {
+            Some(b) => Some(b),
+            None => match &merged.tracking {
+                Some(code) => match owners.get(code) {
+                    Some(owner) => *owner,
+                    None => {
+                        let owner = state.store.tracking_owner(code).await?;
+                        owners.insert(code.clone(), owner);
+                        owner
+                    }
+                },
+                None => None,
+            },
+        };
+        let (who, tier) = match buyer {
+            Some(b) => match people.get(&b) {
+                Some(p) => *p,
+                None => {
+                    let p = beneficiaries_of(state.store.as_ref(), b).await?;
+                    people.insert(b, p);
+                    p
+                }
+            },
+            None => (Beneficiaries::default(), Tier::Standard),
+        };
+        if stored.is_none()
+            && who.buyer.is_none()
+            && let Some(code) = &merged.tracking
+        {
+            flagged.push(RebateReject {
+                id: state.ids.write_ids().event,
+                source: merged.source.clone(),
+                line_key: Some(merged.line_key.clone()),
+                reason: format!("unknown tracking id {code}: the row stays with the platform until claimed"),
+                payload: merged.line_key.clone(),
+                at_ms: now_ms,
+            });
+        }
+        let change = Change { line: &merged, who, tier, now_ms };
+        let (row, txn) = next_version(state, stored, &change);
+        let expected = stored.map(|r| r.version);
+        current.insert(key, row.clone());
+        changes.push(flashback_store::RebateChange { row, expected, txn });
+        sources.push(line);
+    }
+    let outcomes = state.store.apply_rebates(&changes).await?;
+    if !flagged.is_empty() {
+        state
+            .metrics
+            .rebate_rejected
+            .get_or_create(&crate::metrics::ReasonLabel { reason: "unknown_tracking_id" })
+            .inc_by(flagged.len() as u64);
+        if let Err(e) = state.store.record_rejects(&flagged).await {
+            tracing::warn!(error = %e, rows = flagged.len(), "could not record rows flagged for review");
+        }
+    }
+    for (outcome, line) in outcomes.iter().zip(sources) {
+        match outcome {
+            Applied::Done => report.applied += 1,
+            // Another writer changed the row meanwhile: apply this report on its own.
+            Applied::Conflict => match apply(state, line).await? {
+                Outcome::Applied => report.applied += 1,
+                Outcome::Ignored => report.ignored += 1,
+            },
+        }
+    }
+    for change in changes.iter().zip(outcomes.iter()).filter(|(_, o)| **o == Applied::Done) {
+        state
+            .metrics
+            .rebate_rows
+            .get_or_create(&crate::metrics::ReasonLabel { reason: change.0.row.state.as_str() })
+            .inc();
+    }
+    Ok(report)
+}

@@ -219,10 +219,23 @@ impl Connector {
                 .ok_or("order feed: no data")?;
             let rows =
                 data.pointer("/results/publisher_order_dto").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut lines = Vec::with_capacity(rows.len());
             for row in &rows {
                 report.rows += 1;
-                apply_row(state, row, report).await;
+                match order_row(row) {
+                    Ok(l) => lines.push(l),
+                    Err(why) => {
+                        report.rejected += 1;
+                        let key = row.get("trade_id").and_then(id_text);
+                        ingest::reject(state, SOURCE, key.as_deref(), &why, &row.to_string()).await;
+                    }
+                }
             }
+            // One page, one transaction (the cursor does not move if it fails).
+            let done = ingest::apply_batch(state, &lines).await.map_err(|e| format!("applying a page: {e}"))?;
+            report.applied += done.applied as u64;
+            report.ignored += done.ignored as u64;
+            report.rejected += done.rejected as u64;
             position = data.get("position_index").and_then(id_text);
             if !data.get("has_next").and_then(Value::as_bool).unwrap_or(false) || rows.is_empty() {
                 return Ok(());
@@ -317,19 +330,6 @@ impl Feed {
             Feed::Refunds => "refunds",
         }
     }
-}
-
-async fn apply_row(state: &AppState, row: &Value, report: &mut PollReport) {
-    let line = match order_row(row) {
-        Ok(l) => l,
-        Err(why) => {
-            report.rejected += 1;
-            let key = row.get("trade_id").and_then(id_text);
-            ingest::reject(state, SOURCE, key.as_deref(), &why, &row.to_string()).await;
-            return;
-        }
-    };
-    count(state, &line, ingest::apply(state, &line).await, row, report).await;
 }
 
 async fn count(
