@@ -273,3 +273,75 @@ pub async fn a_rebate_row_and_its_ledger_move_together_once(t: &TestStore) {
     assert!(!store.posted(&format!("broken:{line}")).await.expect("posted"));
     clean(store).await;
 }
+
+/// A batch writes each row's compare-and-set and the ledger transactions of the rows that were
+/// written, together; a row whose version moved is reported, and its transaction not posted.
+pub async fn a_batch_of_row_changes_writes_only_what_won_its_race(t: &TestStore) {
+    use crate::{Applied, RebateChange, RebateOrder};
+    use flashback_core::rebate::lifecycle::RebateState;
+    let g = Arc::new(ids());
+    let store = &t.store;
+    let buyer = next(&g, UserId::new);
+    let row = |key: &str, version: i64| RebateOrder {
+        source: "batch".into(),
+        line_key: key.into(),
+        parent_key: key.into(),
+        user_id: Some(buyer),
+        inviter_id: None,
+        grand_inviter_id: None,
+        tracking: None,
+        item_id: "i".into(),
+        item_title: "t".into(),
+        category: None,
+        state: RebateState::Estimated,
+        network_status: "paid".into(),
+        paid_minor: 1_000,
+        estimate_minor: 20,
+        settled_minor: 0,
+        refunded_minor: 0,
+        commission_minor: 20,
+        buyer_share: 10,
+        inviter_share: 0,
+        grand_share: 0,
+        platform_share: 10,
+        shares_available: false,
+        click_ms: None,
+        paid_at_ms: None,
+        settled_at_ms: None,
+        available_at_ms: None,
+        network_modified_ms: 1,
+        version,
+        created_at_ms: now(),
+        updated_at_ms: now(),
+    };
+    let post = |key: String| {
+        txn(
+            &g,
+            &key,
+            vec![
+                Posting::debit(Account::Receivable, 20),
+                Posting::credit(Account::Pending(buyer), 10),
+                Posting::credit(Account::Revenue, 10),
+            ],
+        )
+    };
+    let tag = buyer.to_string();
+    let (a, b) = (format!("a{tag}"), format!("b{tag}"));
+    // b exists already at version 1: a change expecting "new" loses its race.
+    store.apply_rebate(&row(&b, 1), None, Some(&post(format!("{b}:v1")))).await.expect("seed");
+    let changes = vec![
+        RebateChange { row: row(&a, 1), expected: None, txn: Some(post(format!("{a}:v1"))) },
+        RebateChange { row: row(&b, 1), expected: None, txn: Some(post(format!("{b}:again"))) },
+    ];
+    let outcomes = store.apply_rebates(&changes).await.expect("batch");
+    assert_eq!(outcomes, vec![Applied::Done, Applied::Conflict]);
+    assert!(store.posted(&format!("{a}:v1")).await.expect("posted"));
+    assert!(!store.posted(&format!("{b}:again")).await.expect("posted"), "the loser's money did not move");
+    assert_eq!(store.wallet(buyer).await.expect("wallet").pending, 20);
+    let keys = vec![a.clone(), b.clone(), "nope".to_owned()];
+    let mut found: Vec<String> =
+        store.rebate_orders_by_keys("batch", &keys).await.expect("by keys").into_iter().map(|r| r.line_key).collect();
+    found.sort();
+    assert_eq!(found, vec![a, b]);
+    clean(store).await;
+}

@@ -52,6 +52,7 @@ macro_rules! conformance_suite {
             concurrent_batches_keep_every_balance_exact
             profiles_keep_their_inviter_and_tracking_ids_have_one_owner
             a_rebate_row_and_its_ledger_move_together_once
+            a_batch_of_row_changes_writes_only_what_won_its_race
         );
     };
     (@cases $make:path; $($case:ident)*) => {
