@@ -78,7 +78,9 @@ crate::sql_ledger::impl_ledger_store!(
     MySql,
     "INSERT IGNORE INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) VALUES (?, ?, ?, ?, ?)",
     "INSERT INTO ledger_balances (account, balance, updated_at_ms) VALUES (?, ?, ?) \
-     ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at_ms = VALUES(updated_at_ms)"
+     ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at_ms = VALUES(updated_at_ms)",
+    "INSERT IGNORE INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) ",
+    " RETURNING idem_key"
 );
 
 #[async_trait]

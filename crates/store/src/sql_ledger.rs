@@ -33,7 +33,7 @@ pub(crate) fn deltas<'a>(postings: impl IntoIterator<Item = &'a Posting>) -> BTr
 
 /// Implements [`crate::LedgerStore`] for a catalog store type with `writer()`.
 macro_rules! impl_ledger_store {
-    ($store:ty, $db:ty, $insert_txn:literal, $add_balance:literal) => {
+    ($store:ty, $db:ty, $insert_txn:literal, $add_balance:literal, $insert_txns:literal, $returning_new:literal) => {
         impl $store {
             /// Inserts the transaction row; false if its key was already posted.
             async fn ledger_txn_row(
@@ -131,10 +131,26 @@ macro_rules! impl_ledger_store {
                     }
                     checked.push($crate::sql_ledger::checked(txn)?);
                 }
+                // The transaction rows in a few statements; the database says which keys were new.
+                let mut new_keys: std::collections::HashSet<String> = std::collections::HashSet::new();
+                for chunk in txns.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new($insert_txns);
+                    q.push_values(chunk, |mut b, t| {
+                        b.push_bind(t.id)
+                            .push_bind(t.key.clone())
+                            .push_bind(t.kind.clone())
+                            .push_bind(t.reference.clone())
+                            .push_bind(t.at_ms);
+                    });
+                    q.push($returning_new);
+                    let keys: Vec<String> = q.build_query_scalar().fetch_all(&mut **tx).await?;
+                    new_keys.extend(keys);
+                }
                 let mut outcomes = Vec::with_capacity(txns.len());
                 let mut applied: Vec<(&$crate::NewTxn, Vec<$crate::Posting>)> = Vec::new();
                 for (txn, postings) in txns.iter().zip(checked) {
-                    if Self::ledger_txn_row(tx, txn).await? {
+                    // A key twice in one batch: the first is the one written.
+                    if new_keys.remove(&txn.key) {
                         outcomes.push($crate::Posted::New);
                         applied.push((txn, postings));
                     } else {

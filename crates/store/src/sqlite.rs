@@ -114,7 +114,9 @@ crate::sql_ledger::impl_ledger_store!(
     Sqlite,
     "INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     "INSERT INTO ledger_balances (account, balance, updated_at_ms) VALUES (?, ?, ?) \
-     ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance, updated_at_ms = excluded.updated_at_ms"
+     ON CONFLICT (account) DO UPDATE SET balance = balance + excluded.balance, updated_at_ms = excluded.updated_at_ms",
+    "INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) ",
+    " ON CONFLICT DO NOTHING RETURNING idem_key"
 );
 
 #[async_trait]
