@@ -102,7 +102,7 @@ pub(crate) fn profile(user_id: i64, tier: String, inviter: Option<i64>) -> Resul
 /// Implements [`crate::RebateStore`] for a catalog store type with `writer()`/`reader()`
 /// and the ledger's `post_in`.
 macro_rules! impl_rebate_store {
-    ($store:ty, $db:ty, $insert_profile:literal, $insert_cursor:literal) => {
+    ($store:ty, $db:ty, $insert_profile:literal, $insert_cursor:literal, $insert_rows:literal, $returning_keys:literal) => {
         impl $store {
             fn bind_order<'q>(
                 q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
@@ -314,10 +314,57 @@ macro_rules! impl_rebate_store {
                 items: &[$crate::RebateChange],
             ) -> Result<Vec<$crate::Applied>, $crate::LedgerError> {
                 let mut tx = self.writer().begin().await?;
+                // New rows in a few multi-row statements; the database names the rows it wrote
+                // (a row another writer inserted first is not among them).
+                let mut inserted: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+                let new_rows: Vec<&$crate::RebateOrder> =
+                    items.iter().filter(|i| i.expected.is_none()).map(|i| &i.row).collect();
+                for chunk in new_rows.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new($insert_rows);
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.source.clone())
+                            .push_bind(r.line_key.clone())
+                            .push_bind(r.parent_key.clone())
+                            .push_bind(r.user_id.map(flashback_core::UserId::get))
+                            .push_bind(r.inviter_id.map(flashback_core::UserId::get))
+                            .push_bind(r.grand_inviter_id.map(flashback_core::UserId::get))
+                            .push_bind(r.tracking.clone())
+                            .push_bind(r.item_id.clone())
+                            .push_bind(r.item_title.clone())
+                            .push_bind(r.category.clone())
+                            .push_bind(r.state.as_str())
+                            .push_bind(r.network_status.clone())
+                            .push_bind(r.paid_minor)
+                            .push_bind(r.estimate_minor)
+                            .push_bind(r.settled_minor)
+                            .push_bind(r.refunded_minor)
+                            .push_bind(r.commission_minor)
+                            .push_bind(r.buyer_share)
+                            .push_bind(r.inviter_share)
+                            .push_bind(r.grand_share)
+                            .push_bind(r.platform_share)
+                            .push_bind(i64::from(r.shares_available))
+                            .push_bind(r.click_ms)
+                            .push_bind(r.paid_at_ms)
+                            .push_bind(r.settled_at_ms)
+                            .push_bind(r.available_at_ms)
+                            .push_bind(r.network_modified_ms)
+                            .push_bind(r.version)
+                            .push_bind(r.created_at_ms)
+                            .push_bind(r.updated_at_ms);
+                    });
+                    q.push($returning_keys);
+                    let keys: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                    inserted.extend(keys);
+                }
                 let mut outcomes = Vec::with_capacity(items.len());
                 let mut txns = Vec::new();
                 for item in items {
-                    if Self::write_row_in(&mut tx, &item.row, item.expected).await? == 1 {
+                    let written = match item.expected {
+                        None => inserted.remove(&(item.row.source.clone(), item.row.line_key.clone())),
+                        Some(_) => Self::write_row_in(&mut tx, &item.row, item.expected).await? == 1,
+                    };
+                    if written {
                         outcomes.push($crate::Applied::Done);
                         txns.extend(item.txn.as_ref());
                     } else {
