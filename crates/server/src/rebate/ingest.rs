@@ -107,6 +107,54 @@ pub async fn reject(state: &AppState, source: &str, line_key: Option<&str>, reas
     }
 }
 
+/// The report with what a refund already clawed back: order feeds do not repeat refunds, and
+/// what was clawed back stays clawed back.
+fn with_stored_refund(line: &LineReport, stored: Option<&RebateOrder>) -> LineReport {
+    let mut merged = line.clone();
+    if let Some(r) = stored
+        && r.refunded_minor > merged.report.refunded.minor()
+    {
+        merged.report.refunded = money(r.refunded_minor);
+    }
+    merged
+}
+
+/// A new row naming a tracking id we never issued: kept (the commission is still ours until
+/// someone claims it) but flagged for review.
+fn unknown_tracking(
+    state: &AppState,
+    stored: Option<&RebateOrder>,
+    who: &Beneficiaries,
+    line: &LineReport,
+    now_ms: i64,
+) -> Option<RebateReject> {
+    let code = line.tracking.as_ref().filter(|_| stored.is_none() && who.buyer.is_none())?;
+    Some(RebateReject {
+        id: state.ids.write_ids().event,
+        source: line.source.clone(),
+        line_key: Some(line.line_key.clone()),
+        reason: format!("unknown tracking id {code}: the row stays with the platform until claimed"),
+        payload: line.line_key.clone(),
+        at_ms: now_ms,
+    })
+}
+
+/// Records flagged rows for review, in one statement, and counts them.
+async fn flag(state: &AppState, flagged: &[RebateReject]) {
+    if flagged.is_empty() {
+        return;
+    }
+    let n = u64::try_from(flagged.len()).unwrap_or(u64::MAX);
+    state
+        .metrics
+        .rebate_rejected
+        .get_or_create(&crate::metrics::ReasonLabel { reason: "unknown_tracking_id" })
+        .inc_by(n);
+    if let Err(e) = state.store.record_rejects(flagged).await {
+        tracing::warn!(error = %e, rows = flagged.len(), "could not record rows flagged for review");
+    }
+}
+
 /// Who shares a row and at which tier: the tracking id's owner, their inviter and the
 /// inviter's inviter.
 async fn attribute(store: &dyn Store, tracking: Option<&str>) -> Result<(Beneficiaries, Tier), RebateError> {
@@ -268,16 +316,8 @@ pub async fn apply(state: &AppState, line: &LineReport) -> Result<Outcome, Rebat
     for _ in 0..8 {
         let now_ms = crate::trade::now_ms();
         let stored = state.store.rebate_order(&line.source, &line.line_key).await?;
-        // Order feeds do not repeat refunds; what a refund clawed back stays clawed back.
-        let mut merged;
-        let line = match &stored {
-            Some(r) if r.refunded_minor > line.report.refunded.minor() => {
-                merged = line.clone();
-                merged.report.refunded = money(r.refunded_minor);
-                &merged
-            }
-            _ => line,
-        };
+        let merged = with_stored_refund(line, stored.as_ref());
+        let line = &merged;
         if !supersedes(stored.as_ref().map(|r| (r.state, r.network_modified_ms)), &line.report, now_ms, hold_ms) {
             return Ok(Outcome::Ignored);
         }
@@ -286,13 +326,8 @@ pub async fn apply(state: &AppState, line: &LineReport) -> Result<Outcome, Rebat
             Some(buyer) => beneficiaries_of(state.store.as_ref(), buyer).await?,
             None => attribute(state.store.as_ref(), line.tracking.as_deref()).await?,
         };
-        if stored.is_none()
-            && who.buyer.is_none()
-            && let Some(code) = &line.tracking
-        {
-            // Kept (the commission is still ours) but flagged: a tracking id we never issued.
-            let why = format!("unknown tracking id {code}: the row stays with the platform until claimed");
-            reject(state, &line.source, Some(&line.line_key), &why, &line.line_key).await;
+        if let Some(f) = unknown_tracking(state, stored.as_ref(), &who, line, now_ms) {
+            flag(state, &[f]).await;
         }
         let change = Change { line, who, tier, now_ms };
         let (row, txn) = next_version(state, stored.as_ref(), &change);
@@ -413,12 +448,7 @@ pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<Batch
     for line in valid {
         let key = (line.source.clone(), line.line_key.clone());
         let stored = current.get(&key);
-        let mut merged = line.clone();
-        if let Some(r) = stored
-            && r.refunded_minor > merged.report.refunded.minor()
-        {
-            merged.report.refunded = money(r.refunded_minor);
-        }
+        let merged = with_stored_refund(line, stored);
         if !supersedes(stored.map(|r| (r.state, r.network_modified_ms)), &merged.report, now_ms, hold_ms) {
             report.ignored += 1;
             continue;
@@ -448,19 +478,7 @@ pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<Batch
             },
             None => (Beneficiaries::default(), Tier::Standard),
         };
-        if stored.is_none()
-            && who.buyer.is_none()
-            && let Some(code) = &merged.tracking
-        {
-            flagged.push(RebateReject {
-                id: state.ids.write_ids().event,
-                source: merged.source.clone(),
-                line_key: Some(merged.line_key.clone()),
-                reason: format!("unknown tracking id {code}: the row stays with the platform until claimed"),
-                payload: merged.line_key.clone(),
-                at_ms: now_ms,
-            });
-        }
+        flagged.extend(unknown_tracking(state, stored, &who, &merged, now_ms));
         let change = Change { line: &merged, who, tier, now_ms };
         let (row, txn) = next_version(state, stored, &change);
         let expected = stored.map(|r| r.version);
@@ -469,16 +487,7 @@ pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<Batch
         sources.push(line);
     }
     let outcomes = state.store.apply_rebates(&changes).await?;
-    if !flagged.is_empty() {
-        state
-            .metrics
-            .rebate_rejected
-            .get_or_create(&crate::metrics::ReasonLabel { reason: "unknown_tracking_id" })
-            .inc_by(flagged.len() as u64);
-        if let Err(e) = state.store.record_rejects(&flagged).await {
-            tracing::warn!(error = %e, rows = flagged.len(), "could not record rows flagged for review");
-        }
-    }
+    flag(state, &flagged).await;
     for (outcome, line) in outcomes.iter().zip(sources) {
         match outcome {
             Applied::Done => report.applied += 1,
