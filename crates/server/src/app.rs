@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::http::{self, Problem};
-use crate::{AppState, auth, catalog, flash_sale, health, rebate, trade};
+use crate::{AppState, analytics, auth, catalog, flash_sale, health, rebate, track, trade};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .merge(trade::routes())
         .merge(flash_sale::routes())
         .merge(rebate::routes())
+        .merge(track::routes())
+        .merge(analytics::routes())
         .split_for_parts();
     let (ops, ops_doc) = OpenApiRouter::new().merge(health::routes()).split_for_parts();
     openapi.merge(ops_doc);
@@ -78,6 +80,8 @@ impl App {
         let mut background = vec![auth::spawn_limiter_pruning(&state)];
         background.push(state.products.listen_for_invalidations(state.shutdown.clone()).await?);
         background.extend(trade::spawn_background(&state));
+        background.extend(track::spawn(&state));
+        background.extend(analytics::spawn(&state));
         if let Some(connector) = rebate::taobao::Connector::from_config(&state.config.rebate) {
             background.push(rebate::taobao::spawn_poller(&state, connector));
         }

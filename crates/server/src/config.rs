@@ -11,7 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections; `FLASHBACK_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] = &["store", "cache", "auth", "http", "catalog", "trade", "events", "flash_sale", "rebate"];
+const SECTIONS: &[&str] =
+    &["store", "cache", "auth", "http", "catalog", "trade", "events", "flash_sale", "rebate", "track", "analytics"];
 
 /// Everything an instance is configured with. `Debug` never shows a secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +46,10 @@ pub struct Config {
     pub flash_sale: FlashSaleConfig,
     /// Rebates: commission splits, holds, withdrawals, and the affiliate networks.
     pub rebate: RebateConfig,
+    /// Behaviour tracking: ingest limits, the queue, the writer and retention.
+    pub track: crate::track::TrackConfig,
+    /// Real-time analytics and the live dashboard.
+    pub analytics: crate::analytics::AnalyticsConfig,
 }
 
 /// Rebates: commission splits, holds, withdrawals, and the affiliate networks.
@@ -388,6 +393,8 @@ impl Default for Config {
             events: EventsConfig::default(),
             flash_sale: FlashSaleConfig::default(),
             rebate: RebateConfig::default(),
+            track: crate::track::TrackConfig::default(),
+            analytics: crate::analytics::AnalyticsConfig::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `main` is thin: it parses the command line and calls [`cli::run`]. Tests build the same
 //! [`App`] on port 0 and talk to it over HTTP.
 
+pub mod analytics;
 pub mod app;
 pub mod auth;
 pub mod catalog;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod rebate;
 pub mod state;
 pub mod telemetry;
+pub mod track;
 pub mod trade;
 
 pub use app::App;

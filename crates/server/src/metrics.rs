@@ -56,6 +56,13 @@ pub struct Metrics {
     pub rebate_reconciliation: Family<ReasonLabel, Gauge>,
     /// The network's total minus ours in the last reconciled report, minor units.
     pub rebate_reconciliation_gap: Gauge,
+    /// Tracking events by outcome: `accepted`, or why they were not (`bot`, `duplicate`,
+    /// `invalid`, `rate_limited`, `queue_full`).
+    pub track_events: Family<ReasonLabel, Counter>,
+    /// Tracking events the writer stored in daily tables (duplicates excluded).
+    pub track_written: Counter,
+    /// Tracking events queued and not yet written.
+    pub track_backlog: Gauge,
     /// Cache counters, shared with the caches.
     pub cache: CacheMetrics,
 }
@@ -104,6 +111,20 @@ impl Metrics {
             "The network's settled total minus ours in the last reconciled report",
             rebate_reconciliation_gap.clone(),
         );
+        let track_events = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "flashback_track_events",
+            "Tracking events by outcome: accepted, or the reason dropped or refused",
+            track_events.clone(),
+        );
+        let track_written = Counter::default();
+        registry.register("flashback_track_written", "Tracking events stored by the writer", track_written.clone());
+        let track_backlog = Gauge::default();
+        registry.register(
+            "flashback_track_backlog",
+            "Tracking events queued and not yet written",
+            track_backlog.clone(),
+        );
         let cache = CacheMetrics::register(&mut registry);
         Self {
             registry,
@@ -117,6 +138,9 @@ impl Metrics {
             rebate_rejected,
             rebate_reconciliation,
             rebate_reconciliation_gap,
+            track_events,
+            track_written,
+            track_backlog,
             cache,
         }
     }

@@ -44,6 +44,10 @@ pub struct AppState {
     pub rebate: Arc<crate::rebate::RebateRuntime>,
     /// Where withdrawals are paid.
     pub payouts: Arc<dyn crate::rebate::withdraw::Payouts>,
+    /// Behaviour tracking: the ingest queue and its writer.
+    pub track: Arc<crate::track::Tracking>,
+    /// Real-time analytics: live aggregates and their subscribers.
+    pub analytics: Arc<crate::analytics::Live>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the instance begins shutting down; background tasks watch it.
@@ -200,6 +204,8 @@ impl AppState {
             seen: crate::rebate::postback::seen_signatures(config.rebate.postback_tolerance),
             click_key: crate::keys::key_file(&config.data_dir, "click.key", "click address hashing")?,
         });
+        let track = crate::track::Tracking::build(&config, redis.as_ref(), bus.as_ref()).await.context("tracking")?;
+        let analytics = crate::analytics::Live::build(&config).await.context("analytics")?;
         let products = ProductCache::new("product", settings, redis.clone(), metrics.cache.clone());
         Ok(Self {
             config: Arc::new(config),
@@ -215,6 +221,8 @@ impl AppState {
             flash,
             rebate,
             payouts: Arc::new(crate::rebate::withdraw::SimulatedAlipay::default()),
+            track,
+            analytics,
             metrics,
             shutdown: CancellationToken::new(),
             accepting: Arc::new(AtomicBool::new(true)),
