@@ -5,6 +5,8 @@
 //! never empty, an id is never zero).
 
 pub mod catalog;
+pub mod day;
+pub mod hll;
 pub mod id;
 pub mod money;
 pub mod page;
@@ -13,6 +15,7 @@ pub mod trade;
 pub mod user;
 
 pub use catalog::{Description, ImageUrl, Images, ProductStatus, Region, Regions, Sku, Stock, Title};
+pub use day::Day;
 pub use id::{CategoryId, IdGenerator, MerchantId, OrderId, ProductId, SaleId, UserId};
 pub use money::Money;
 pub use page::{Cursor, PageLimit};
