@@ -20,6 +20,7 @@ mod sql_shard;
 mod sql_stock;
 mod sql_withdraw;
 mod sqlite;
+pub mod track;
 mod trade;
 
 #[cfg(feature = "conformance")]

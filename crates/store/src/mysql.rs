@@ -22,7 +22,7 @@ fn pool_options(options: &StoreOptions) -> MySqlPoolOptions {
     MySqlPoolOptions::new().max_connections(options.max_connections.max(1)).acquire_timeout(options.acquire_timeout)
 }
 
-async fn connect(url: &str, options: &StoreOptions) -> StoreResult<MySqlPool> {
+pub(crate) async fn connect(url: &str, options: &StoreOptions) -> StoreResult<MySqlPool> {
     Ok(pool_options(options).connect_with(connect_options(url)?).await?)
 }
 

@@ -35,7 +35,7 @@ pub(crate) struct SqlitePools {
 }
 
 impl SqlitePools {
-    async fn open(path: &Path, options: &StoreOptions) -> StoreResult<Self> {
+    pub(crate) async fn open(path: &Path, options: &StoreOptions) -> StoreResult<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         }
@@ -63,6 +63,11 @@ impl SqlitePools {
             .connect_with(base.read_only(true).pragma("cache_size", "-16384"))
             .await?;
         Ok(Self { writer, reader })
+    }
+
+    /// The writer and the read pool.
+    pub(crate) fn into_parts(self) -> (SqlitePool, SqlitePool) {
+        (self.writer, self.reader)
     }
 
     async fn migrate(&self, migrator: &Migrator) -> StoreResult<()> {
