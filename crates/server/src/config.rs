@@ -637,12 +637,13 @@ impl Config {
         if self.catalog.cache_l1_ttl.is_zero() || self.catalog.cache_negative_ttl.is_zero() {
             return fail("catalog.cache_*_ttl_ms: must be at least 1");
         }
+        self.track.validate().map_err(ConfigError)?;
         Ok(())
     }
 }
 
 /// `Duration` as integer milliseconds.
-mod millis {
+pub(crate) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
@@ -657,7 +658,7 @@ mod millis {
 }
 
 /// Secrets are written out only as a placeholder, so a serialised config never leaks them.
-mod secret_opt {
+pub(crate) mod secret_opt {
     use secrecy::SecretString;
     use serde::Serializer;
 

@@ -16,4 +16,5 @@ mod health;
 mod protections;
 mod rebate;
 mod scaled_out;
+mod track;
 mod trade;
