@@ -138,6 +138,14 @@ pub struct TrackStore {
     days: Mutex<HashSet<Day>>,
 }
 
+fn is_duplicate_key(e: &StoreError) -> bool {
+    match e {
+        StoreError::Conflict(_) => true,
+        StoreError::Other(sqlx::Error::Database(d)) => d.is_unique_violation(),
+        _ => false,
+    }
+}
+
 fn table(day: Day) -> String {
     format!("events_{}", day.number())
 }
@@ -212,7 +220,15 @@ impl TrackStore {
         self.ensure_days(&days).await?;
         let batches: Vec<(Day, String, Vec<&TrackEvent>)> =
             by_day.into_iter().map(|(day, evs)| (day, table(day), evs)).collect();
-        crate::retry_deadlocks(|| self.db.write(&batches, cursor)).await
+        // Two writers that read the same redelivered batch race to insert the same ids; the
+        // loser's transaction fails on the key and, run again, finds them stored.
+        let mut tries = 0;
+        loop {
+            match crate::retry_deadlocks(|| self.db.write(&batches, cursor)).await {
+                Err(e) if is_duplicate_key(&e) && tries < 5 => tries += 1,
+                other => return other,
+            }
+        }
     }
 
     /// The cursor stored under `name`.

@@ -343,8 +343,9 @@ async fn accept(state: &AppState, ip: IpAddr, headers: &HeaderMap, body: Body) -
     let duplicates = before - events.len();
     count("too_late", too_late);
     count("duplicate", duplicates);
-    if !events.is_empty() {
-        if let Err(e) = track.queue.push(&events).await {
+    let pushed = if events.is_empty() { Ok(()) } else { track.queue.push(&events).await };
+    if let Err(e) = pushed {
+        {
             for ev in &events {
                 track.ingest.dedup.forget(ev.id);
             }

@@ -91,7 +91,14 @@ pub async fn open(
     Ok(match config.queue {
         QueueKind::Local => {
             let cursor = store.cursor(LOCAL_CURSOR).await?;
-            Arc::new(super::queue_local::LocalQueue::open(&data_dir.join("track-queue"), cursor, config)?)
+            let dir = data_dir.join("track-queue");
+            match super::queue_local::LocalQueue::open(&dir, cursor, config)? {
+                Some(queue) => Arc::new(queue),
+                None => {
+                    tracing::warn!(dir = %dir.display(), "another process holds the tracking queue; this one will not queue events");
+                    Arc::new(super::queue_local::HeldElsewhere)
+                }
+            }
         }
         QueueKind::Redis => {
             let Some(redis) = redis else { anyhow::bail!("track.queue = redis needs cache.redis_url") };

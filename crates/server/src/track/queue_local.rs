@@ -78,6 +78,8 @@ struct Reader {
 /// The embedded queue.
 #[derive(Debug)]
 pub struct LocalQueue {
+    /// Held open for its lock: one process appends to and reads a queue directory.
+    _lock: File,
     dir: PathBuf,
     appender: mpsc::Sender<Append>,
     shared: Arc<Shared>,
@@ -159,8 +161,15 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 impl LocalQueue {
     /// Opens the log in `dir`, resuming after `cursor` (where the store says the writer got).
-    pub fn open(dir: &Path, cursor: Option<QueueCursor>, config: &TrackConfig) -> anyhow::Result<Self> {
+    /// `Ok(None)` when another process holds the directory (a server, while a CLI command runs).
+    pub fn open(dir: &Path, cursor: Option<QueueCursor>, config: &TrackConfig) -> anyhow::Result<Option<Self>> {
         std::fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
         let mut existing = segments(dir)?;
         let start = match cursor {
             Some(c) => Pos::from_cursor(c),
@@ -194,13 +203,14 @@ impl LocalQueue {
             Appender { dir: dir.to_owned(), end, file, segment_bytes: config.segment_bytes, shared: shared.clone() };
         std::thread::Builder::new().name("track-queue".into()).spawn(move || appender.run(&rx))?;
         tracing::info!(dir = %dir.display(), backlog, "tracking queue open");
-        Ok(Self {
+        Ok(Some(Self {
+            _lock: lock,
             dir: dir.to_owned(),
             appender: tx,
             shared,
             reader: tokio::sync::Mutex::new(Reader { pos: start, file: None }),
             max_backlog: config.max_backlog_events,
-        })
+        }))
     }
 
     fn read(dir: &Path, mut reader: Reader, end: Pos, max_events: usize) -> std::io::Result<(Reader, Vec<TrackEvent>)> {
@@ -374,5 +384,134 @@ impl TrackQueue for LocalQueue {
 
     async fn backlog(&self) -> anyhow::Result<u64> {
         Ok(self.shared.backlog.load(Ordering::Acquire))
+    }
+}
+
+/// Stands in for the log when another process holds it: nothing is queued or read here.
+#[derive(Debug)]
+pub struct HeldElsewhere;
+
+#[async_trait]
+impl TrackQueue for HeldElsewhere {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn push(&self, _events: &[TrackEvent]) -> Result<(), PushError> {
+        Err(PushError::Unavailable(anyhow::anyhow!("another process holds the tracking queue directory")))
+    }
+
+    async fn pull(&self, _max_events: usize, wait: Duration) -> anyhow::Result<Option<Pulled>> {
+        tokio::time::sleep(wait).await;
+        Ok(None)
+    }
+
+    async fn ack(&self, _pulled: &Pulled) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn nack(&self, _pulled: &Pulled) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn backlog(&self) -> anyhow::Result<u64> {
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TrackConfig {
+        TrackConfig { segment_bytes: 1024 * 1024, ..TrackConfig::default() }
+    }
+
+    fn batch(from: u128, n: u128) -> Vec<TrackEvent> {
+        (from..from + n)
+            .map(|i| TrackEvent {
+                id: i,
+                ts_ms: 1,
+                received_ms: 1,
+                user_id: None,
+                visitor: format!("a:{i}"),
+                module: "m".into(),
+                action: "view".into(),
+                object_type: "sku".into(),
+                object_id: "x".repeat(60),
+                properties: None,
+            })
+            .collect()
+    }
+
+    async fn pull_all(q: &LocalQueue) -> (Vec<u128>, Vec<Pulled>) {
+        let (mut ids, mut pulls) = (Vec::new(), Vec::new());
+        while let Some(p) = q.pull(1_000, Duration::from_millis(50)).await.expect("pull") {
+            ids.extend(p.events.iter().map(|e| e.id));
+            pulls.push(p);
+        }
+        (ids, pulls)
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_and_every_acknowledged_batch_reads_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let q = LocalQueue::open(dir.path(), None, &config()).expect("open").expect("lock");
+        for b in 0..3 {
+            q.push(&batch(b * 10, 10)).await.expect("push");
+        }
+        drop(q);
+        // A crash mid-append leaves half a frame behind.
+        let seg = segment_path(dir.path(), 1);
+        let mut f = OpenOptions::new().append(true).open(&seg).expect("segment");
+        f.write_all(&[200, 0, 0, 0, 10, 0]).expect("garbage");
+        drop(f);
+        let q = LocalQueue::open(dir.path(), None, &config()).expect("reopen").expect("lock");
+        assert_eq!(q.backlog().await.expect("backlog"), 30);
+        q.push(&batch(100, 5)).await.expect("push after recovery");
+        let (ids, _) = pull_all(&q).await;
+        let expected: Vec<u128> = (0..30).chain(100..105).collect();
+        assert_eq!(ids, expected);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_a_held_queue() {
+        let dir = tempfile::tempdir().expect("dir");
+        let first = LocalQueue::open(dir.path(), None, &config()).expect("open");
+        assert!(first.is_some());
+        assert!(LocalQueue::open(dir.path(), None, &config()).expect("open").is_none());
+        drop(first);
+        assert!(LocalQueue::open(dir.path(), None, &config()).expect("open").is_some());
+    }
+
+    #[tokio::test]
+    async fn segments_roll_resume_from_the_cursor_and_go_once_acknowledged() {
+        let dir = tempfile::tempdir().expect("dir");
+        let q = LocalQueue::open(dir.path(), None, &config()).expect("open").expect("lock");
+        // About 3 MiB in 100-event batches: at least three segments.
+        for b in 0..200 {
+            q.push(&batch(b * 100, 100)).await.expect("push");
+        }
+        assert!(segments(dir.path()).expect("list").len() >= 3);
+        let first = q.pull(5_000, Duration::from_millis(50)).await.expect("pull").expect("some");
+        assert_eq!(first.events.len(), 5_000);
+        q.ack(&first).await.expect("ack");
+        let cursor = first.cursor.expect("cursor");
+        // A pull whose write fails is handed back and read again.
+        let second = q.pull(1_000, Duration::from_millis(50)).await.expect("pull").expect("some");
+        q.nack(&second).await.expect("nack");
+        let again = q.pull(1_000, Duration::from_millis(50)).await.expect("pull").expect("some");
+        assert_eq!(again.events[0].id, second.events[0].id);
+        drop((second, again, q));
+        // Restart from the stored cursor: what was acknowledged is not read again.
+        let q = LocalQueue::open(dir.path(), Some(cursor), &config()).expect("reopen").expect("lock");
+        assert_eq!(q.backlog().await.expect("backlog"), 15_000);
+        let (ids, pulls) = pull_all(&q).await;
+        assert_eq!(ids, (5_000..20_000).collect::<Vec<u128>>());
+        for p in &pulls {
+            q.ack(p).await.expect("ack");
+        }
+        assert_eq!(q.backlog().await.expect("backlog"), 0);
+        assert_eq!(segments(dir.path()).expect("list").len(), 1, "only the segment being written remains");
     }
 }

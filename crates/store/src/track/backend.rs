@@ -33,6 +33,23 @@ fn id_from(bytes: &[u8]) -> StoreResult<u128> {
     Ok(u128::from_be_bytes(b))
 }
 
+/// A text column. MariaDB reports columns of a binary collation (ours: keys compare byte for
+/// byte) as binary strings, which sqlx will not decode as `String`.
+fn text<R: Row>(row: &R, index: usize) -> StoreResult<String>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    match row.try_get::<String, _>(index) {
+        Ok(s) => Ok(s),
+        Err(_) => {
+            let bytes: Vec<u8> = row.try_get(index)?;
+            String::from_utf8(bytes).map_err(|_| corrupt("text column is not UTF-8"))
+        }
+    }
+}
+
 fn day_number(day: Day) -> i64 {
     i64::from(day.number())
 }
@@ -220,7 +237,7 @@ macro_rules! track_sql {
                         }
                         q.push(")").push($lock);
                         for row in q.build().fetch_all(&mut **tx).await? {
-                            let key: String = row.try_get(0)?;
+                            let key = text(&row, 0)?;
                             let bytes: Vec<u8> = row.try_get(1)?;
                             let stored = Sketch::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
                             if let Some(d) = deltas.get_mut(&(day, scope, key, action.clone())) {
@@ -292,7 +309,7 @@ macro_rules! track_sql {
                 }
                 q.push(" GROUP BY rkey ORDER BY total DESC, rkey LIMIT ").push_bind(i64::from(limit));
                 let rows = q.build().fetch_all(pool).await?;
-                rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+                rows.into_iter().map(|r| Ok((text(&r, 0)?, r.try_get(1)?))).collect()
             }
 
             fn push_filter(q: &mut QueryBuilder<'_, $db>, filter: &EventFilter) {
@@ -343,7 +360,7 @@ macro_rules! track_sql {
                 q.push(")");
                 push_filter(&mut q, filter);
                 let rows = q.build().fetch_all(pool).await?;
-                rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+                rows.into_iter().map(|r| Ok((text(&r, 0)?, text(&r, 1)?, r.try_get(2)?))).collect()
             }
 
             pub(crate) async fn days(pool: &Pool) -> StoreResult<Vec<Day>> {
