@@ -24,6 +24,12 @@ fn id_bytes(id: u128) -> Vec<u8> {
     id.to_be_bytes().to_vec()
 }
 
+/// A text column's value. Read as bytes: MariaDB reports `VARCHAR … COLLATE utf8mb4_bin`
+/// columns as `VARBINARY`, which sqlx will not decode into a `String`.
+fn text(bytes: Vec<u8>) -> StoreResult<String> {
+    String::from_utf8(bytes).map_err(|_| corrupt("a text column is not UTF-8"))
+}
+
 fn corrupt(reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt { table: "track", reason: reason.into() }
 }
@@ -220,7 +226,7 @@ macro_rules! track_sql {
                         }
                         q.push(")").push($lock);
                         for row in q.build().fetch_all(&mut **tx).await? {
-                            let key: String = row.try_get(0)?;
+                            let key = text(row.try_get(0)?)?;
                             let bytes: Vec<u8> = row.try_get(1)?;
                             let stored = Sketch::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
                             if let Some(d) = deltas.get_mut(&(day, scope, key, action.clone())) {
@@ -292,7 +298,7 @@ macro_rules! track_sql {
                 }
                 q.push(" GROUP BY rkey ORDER BY total DESC, rkey LIMIT ").push_bind(i64::from(limit));
                 let rows = q.build().fetch_all(pool).await?;
-                rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+                rows.into_iter().map(|r| Ok((text(r.try_get(0)?)?, r.try_get(1)?))).collect()
             }
 
             fn push_filter(q: &mut QueryBuilder<'_, $db>, filter: &EventFilter) {
@@ -343,7 +349,7 @@ macro_rules! track_sql {
                 q.push(")");
                 push_filter(&mut q, filter);
                 let rows = q.build().fetch_all(pool).await?;
-                rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+                rows.into_iter().map(|r| Ok((text(r.try_get(0)?)?, text(r.try_get(1)?)?, r.try_get(2)?))).collect()
             }
 
             pub(crate) async fn days(pool: &Pool) -> StoreResult<Vec<Day>> {
