@@ -191,22 +191,39 @@ async fn a_restart_loses_nothing(kind: QueueKind) {
     let Some(s) = Scaled::get(kind).await else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let config = s.config(dir.path());
+    // An instance whose writer took a batch and died before its store commit: pulled, never
+    // acknowledged, then the whole instance gone.
+    let (addr, state, server) = writerless(config.clone()).await;
+    let client = reqwest::Client::new();
+    let all = views(4_000, 4);
+    for chunk in all[..3_000].chunks(500) {
+        assert_eq!(post(&client, addr, chunk).await.status(), StatusCode::ACCEPTED);
+    }
+    let held = state.track.queue.pull(1_000, Duration::from_secs(1)).await.expect("pull").expect("a batch");
+    assert!(!held.events.is_empty());
+    stop(server, state).await;
+    // Started again on the same data directory: it takes the abandoned batch back at once.
     let app = TestApp::start(config.clone(), dir).await;
     let admin = app.token_for("admin", Role::Admin).await;
-    let all = views(3_000, 4);
-    for chunk in all.chunks(500) {
+    drained(&app, 3_000).await;
+    // Stopped at once after more arrive: the writer may be mid-way; nothing is lost.
+    for chunk in all[3_000..].chunks(500) {
         accepted(&app, chunk).await;
     }
-    // A writer that took a batch and died before its store commit: pulled, never acked.
-    let held = app.state.track.queue.pull(1_000, Duration::from_millis(50)).await.expect("pull");
-    // Stop at once: the writer may be mid-way; what was accepted is queued or stored.
     let dir = app.shutdown_keeping_data().await;
-    drop(held);
     let app = TestApp::start(config, dir).await;
-    drained(&app, 3_000).await;
-    assert_eq!(pv(&app, &admin, 4).await, 3_000);
+    drained(&app, 4_000).await;
+    assert_eq!(pv(&app, &admin, 4).await, 4_000);
     app.shutdown().await;
     s.clean_up().await;
+}
+
+/// Ends a writerless instance abruptly: its server task, background work and connections.
+async fn stop(server: tokio::task::JoinHandle<()>, state: AppState) {
+    server.abort();
+    let _ = server.await;
+    state.shutdown.cancel();
+    drop(state);
 }
 
 /// An instance serving the API with no writer running, so its queue only fills.
@@ -239,10 +256,7 @@ async fn a_full_queue_answers_503_with_retry_after(kind: QueueKind) {
     let full = post(&client, addr, &all[20..]).await;
     assert_eq!(full.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("2"));
     assert_problem(full, StatusCode::SERVICE_UNAVAILABLE, "queue_full").await;
-    server.abort();
-    let _ = server.await;
-    state.shutdown.cancel();
-    drop(state);
+    stop(server, state).await;
 
     // A writer drains what was accepted (and only that); then there is room again.
     let app = TestApp::start(config, dir).await;
