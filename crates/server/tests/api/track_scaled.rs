@@ -52,15 +52,25 @@ impl Scaled {
         let config = self.config(dir.path());
         TestApp::start(config, dir).await
     }
+}
 
-    /// Deletes the broker's queues and exchanges of this test (Redis keys and the databases
-    /// go when `Backends` drops).
-    async fn clean_up(self) {
-        if let (QueueKind::Rabbitmq, Some(url)) = (self.kind, &self.b.amqp_url) {
-            let bus = flashback_infra::RabbitBus::connect(url, &self.b.redis_prefix).await.expect("bus");
-            bus.delete_topology(&["track", "stock", "points", "rebates"]).await.expect("delete topology");
-            bus.close().await.expect("close");
-        }
+impl Drop for Scaled {
+    /// Deletes the broker's queues and exchanges of this test, also when it failed (Redis keys
+    /// and the databases go when `Backends` drops). Drop cannot await inside the test's
+    /// runtime, so this runs on a thread with a runtime of its own.
+    fn drop(&mut self) {
+        let (QueueKind::Rabbitmq, Some(url)) = (self.kind, self.b.amqp_url.clone()) else { return };
+        let prefix = self.b.redis_prefix.clone();
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let bus = flashback_infra::RabbitBus::connect(&url, &prefix).await.ok()?;
+                let deleted = bus.delete_topology(&["track", "stock", "points", "rebates"]).await;
+                let _ = bus.close().await;
+                deleted.ok()
+            })
+        });
+        let _ = done.join();
     }
 }
 
@@ -153,7 +163,6 @@ async fn counts_go_in_and_come_out_and_a_repeated_batch_counts_once(kind: QueueK
     assert_eq!(pv(&app, &admin, 1).await, 2_500);
     assert_eq!(pv(&app, &admin, 2).await, 300);
     app.shutdown().await;
-    s.clean_up().await;
 }
 
 async fn two_instances_sharing_the_queue_and_the_store_count_each_event_once(kind: QueueKind) {
@@ -184,7 +193,6 @@ async fn two_instances_sharing_the_queue_and_the_store_count_each_event_once(kin
     assert_eq!(pv(&two, &admin, 3).await, 4_000);
     one.shutdown().await;
     two.shutdown().await;
-    s.clean_up().await;
 }
 
 async fn a_restart_loses_nothing(kind: QueueKind) {
@@ -215,7 +223,6 @@ async fn a_restart_loses_nothing(kind: QueueKind) {
     drained(&app, 4_000).await;
     assert_eq!(pv(&app, &admin, 4).await, 4_000);
     app.shutdown().await;
-    s.clean_up().await;
 }
 
 /// Ends a writerless instance abruptly: its server task, background work and connections.
@@ -267,7 +274,6 @@ async fn a_full_queue_answers_503_with_retry_after(kind: QueueKind) {
     drained(&app, 30).await;
     assert_eq!(pv(&app, &admin, 5).await, 30);
     app.shutdown().await;
-    s.clean_up().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
