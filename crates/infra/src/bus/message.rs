@@ -12,7 +12,7 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 pub const AGGREGATE_HEADER: &str = "x-aggregate-id";
 
 /// Persistent: the broker writes the message to disk in a durable queue.
-const PERSISTENT: u8 = 2;
+pub(crate) const PERSISTENT: u8 = 2;
 
 /// One event as a consumer's handler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub(crate) fn with_attempt(props: &BasicProperties, attempt: u32) -> BasicProper
     props.clone().with_headers(headers).with_delivery_mode(PERSISTENT)
 }
 
-fn int_header(headers: Option<&FieldTable>, key: &str) -> Option<i64> {
+pub(crate) fn int_header(headers: Option<&FieldTable>, key: &str) -> Option<i64> {
     match headers?.inner().get(key)? {
         AMQPValue::ShortShortInt(v) => Some((*v).into()),
         AMQPValue::ShortShortUInt(v) => Some((*v).into()),

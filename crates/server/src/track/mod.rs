@@ -27,6 +27,8 @@ mod dedup;
 mod ingest;
 pub mod queue;
 mod queue_local;
+pub mod queue_rabbit;
+pub mod queue_redis;
 mod stats;
 mod writer;
 

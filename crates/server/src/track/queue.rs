@@ -102,13 +102,11 @@ pub async fn open(
         }
         QueueKind::Redis => {
             let Some(redis) = redis else { anyhow::bail!("track.queue = redis needs cache.redis_url") };
-            let _ = redis;
-            anyhow::bail!("track.queue = redis is not available in this build")
+            Arc::new(super::queue_redis::RedisQueue::open(redis, data_dir, config).await?)
         }
         QueueKind::Rabbitmq => {
             let Some(bus) = bus else { anyhow::bail!("track.queue = rabbitmq needs events.amqp_url") };
-            let _ = bus;
-            anyhow::bail!("track.queue = rabbitmq is not available in this build")
+            Arc::new(super::queue_rabbit::RabbitQueue::open(bus, config).await?)
         }
     })
 }

@@ -17,4 +17,5 @@ mod protections;
 mod rebate;
 mod scaled_out;
 mod track;
+mod track_scaled;
 mod trade;
