@@ -642,7 +642,7 @@ impl Config {
 }
 
 /// `Duration` as integer milliseconds.
-mod millis {
+pub(crate) mod millis {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -117,7 +117,12 @@ impl Subscriber for PointsAward {
 
 /// The built-in subscribers.
 pub fn subscribers() -> Vec<Arc<dyn Subscriber>> {
-    vec![Arc::new(StockSteps), Arc::new(PointsAward), Arc::new(crate::rebate::platform::PlatformRebates)]
+    vec![
+        Arc::new(StockSteps),
+        Arc::new(PointsAward),
+        Arc::new(crate::rebate::platform::PlatformRebates),
+        Arc::new(crate::analytics::consumer::Consumer),
+    ]
 }
 
 /// Delivers one batch from one shard; returns how many events were marked dispatched.
