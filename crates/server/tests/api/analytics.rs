@@ -298,3 +298,26 @@ async fn bad_parameters_get_stable_codes_and_only_admins_may_look() {
     assert_problem(res, StatusCode::UNAUTHORIZED, "unauthenticated").await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_demo_traffic_generator_places_and_pays_orders_until_shutdown() {
+    let app = TestApp::spawn().await;
+    flashback_server::demo::load(&app.state).await.unwrap();
+    let admin = app.login("admin", "admin-password").await.json::<Value>().await.unwrap();
+    let admin = admin["token"].as_str().unwrap().to_owned();
+    outbox::drain(&app.state).await.unwrap();
+    let before = json_of(&app, "/api/v1/analytics/summary", &admin).await["totals"]["paid_orders"].as_i64().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = flashback_server::demo::traffic::spawn(app.url(""), stop.clone());
+    let started = std::time::Instant::now();
+    let mut paid = before;
+    while paid < before + 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the generator paid {} orders", paid - before);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        outbox::drain(&app.state).await.unwrap();
+        paid = json_of(&app, "/api/v1/analytics/summary", &admin).await["totals"]["paid_orders"].as_i64().unwrap();
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("it stops on shutdown").unwrap();
+    app.shutdown().await;
+}
