@@ -1,6 +1,7 @@
 //! The live dashboard in a real browser: headless Chromium driven through chromedriver (Debian's
 //! `chromium` and `chromium-driver`) with fantoccini. The test logs in on the page, places and
-//! pays orders through the API, watches the GMV and order figures move, and takes a screenshot.
+//! pays orders through the API, watches the GMV and order figures move, approves a withdrawal
+//! on the page, and takes a screenshot.
 //! Without chromedriver it fails and says what to install: it never passes silently.
 
 use std::net::TcpListener;
@@ -9,10 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use flashback_core::Role;
+use flashback_core::{Account, Role, UserId};
 use flashback_server::trade::outbox;
+use flashback_store::{NewTxn, Posting};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::analytics::paid_order;
 use crate::helpers::TestApp;
@@ -92,8 +94,43 @@ async fn wait_for_attr(c: &Client, css: &str, name: &str, want: &str) -> Option<
     }
 }
 
+/// Gives `token`'s user `amount` available (a manual ledger entry) and requests a withdrawal
+/// of it; answers the withdrawal's id.
+async fn withdrawal_requested(app: &TestApp, token: &str, amount: i64) -> String {
+    let me: Value = app.get_as("/api/v1/me", token).await.json().await.unwrap();
+    let user = UserId::parse(me["id"].as_str().unwrap()).unwrap();
+    let txn = NewTxn {
+        id: app.state.ids.write_ids().event,
+        key: format!("dash-grant:{user}"),
+        kind: "manual".into(),
+        reference: "dashboard test".into(),
+        postings: vec![Posting::debit(Account::Receivable, amount), Posting::credit(Account::Available(user), amount)],
+        no_overdraft: Vec::new(),
+        at_ms: flashback_server::trade::now_ms(),
+    };
+    app.state.store.post(&txn).await.unwrap();
+    let body = json!({"amount_minor": amount, "payee": "dash@example.com"});
+    let res = app.post("/api/v1/me/withdrawals", Some(token), &body).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_for_text(c: &Client, css: &str, want: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let seen = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if seen == want || started.elapsed() > Duration::from_secs(10) {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
-async fn the_dashboard_shows_gmv_and_orders_move_as_orders_are_paid() {
+async fn the_dashboard_shows_gmv_and_orders_move_as_orders_are_paid_and_approves_withdrawals() {
     let driver = start_driver().await;
     let app = TestApp::spawn_with(|c| c.analytics.snapshot_interval = Duration::from_millis(250)).await;
     let _admin = app.token_for("dashadmin", Role::Admin).await;
@@ -125,6 +162,26 @@ async fn the_dashboard_shows_gmv_and_orders_move_as_orders_are_paid() {
     assert!(health.contains("store: up"), "{health}");
     let withdrawals = c.find(Locator::Id("withdrawals")).await.unwrap().text().await.unwrap();
     assert!(withdrawals.contains("Nothing to review"), "{withdrawals}");
+
+    // A withdrawal to review appears (the list refreshes every 5 s) and is approved on the page.
+    let id = withdrawal_requested(&app, &buyer, 2500).await;
+    let row = format!("tr[data-withdrawal-id='{id}']");
+    let started = Instant::now();
+    let approve = loop {
+        if let Ok(button) = c.find(Locator::Css(&format!("{row} button"))).await {
+            break button;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the withdrawal never showed up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    approve.click().await.unwrap();
+    let started = Instant::now();
+    while app.state.store.withdrawal(id.parse().unwrap()).await.unwrap().unwrap().state.as_str() != "paid" {
+        assert!(started.elapsed() < Duration::from_secs(10), "approving on the page paid the withdrawal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let message = wait_for_text(&c, "#withdrawal-message", &format!("Withdrawal {id}: paid.")).await;
+    assert_eq!(message, format!("Withdrawal {id}: paid."));
 
     let png = c.screenshot().await.expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
