@@ -69,7 +69,7 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
                      "--window-size=1400,1100", format!("--user-data-dir={}", profile.display())]
         }
     });
-    let serde_json::Value::Object(caps) = caps else { unreachable!() };
+    let Value::Object(caps) = caps else { unreachable!() };
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     ClientBuilder::new(connector)
         .capabilities(caps)
