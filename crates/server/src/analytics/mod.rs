@@ -154,3 +154,33 @@ async fn prune(state: AppState) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn live(offset_minutes: i32) -> Arc<Live> {
+        let mut config = Config::default();
+        config.analytics.utc_offset_minutes = offset_minutes;
+        Live::build(&config).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn today_starts_at_local_midnight_of_the_configured_offset() {
+        // 2026-11-11T17:30:00Z: still the 11th in UTC, already the 12th in UTC+8.
+        let now = 1_794_418_200_000;
+        assert_eq!(live(0).await.day_start(now), 1_794_355_200_000, "2026-11-11T00:00Z");
+        assert_eq!(live(480).await.day_start(now), 1_794_412_800_000, "2026-11-12T00:00+08:00");
+        assert_eq!(live(-300).await.day_start(now), 1_794_373_200_000, "2026-11-11T00:00-05:00");
+    }
+
+    #[tokio::test]
+    async fn settings_out_of_range_are_refused() {
+        let mut config = Config::default();
+        config.analytics.max_clients = 0;
+        assert!(Live::build(&config).await.is_err());
+        config.analytics.max_clients = 1;
+        config.analytics.utc_offset_minutes = 900;
+        assert!(Live::build(&config).await.is_err());
+    }
+}
