@@ -140,6 +140,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut network = None;
             if args.demo {
                 demo::load(&app.state).await.context("loading demo data")?;
+                let mut own = app.local_addr();
+                if own.ip().is_unspecified() {
+                    own.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                app.spawn(demo::traffic::spawn(format!("http://{own}"), app.state.shutdown.clone()));
                 if app.state.config.rebate.taobao_url.is_none() {
                     let (sim, connector) = demo::affiliate_network().await.context("starting the demo network")?;
                     tracing::info!(url = %sim.base_url(), "demo affiliate network (a stand-in for Taobao Union)");

@@ -8,6 +8,8 @@ use flashback_store::{NewProduct, StoreError};
 use crate::AppState;
 use crate::auth::{self, CreateAccountError};
 
+pub mod traffic;
+
 /// Demo accounts: (username, password, role).
 pub const ACCOUNTS: &[(&str, &str, Role)] = &[
     ("admin", "admin-password", Role::Admin),

@@ -5,6 +5,7 @@
 //! pass one conformance suite (`conformance`, behind the feature of the same name), and each
 //! owns its migrations, which [`Store::migrate`] applies at start and on `flashback migrate`.
 
+mod analytics;
 mod error;
 mod flash;
 mod ledger;
@@ -13,6 +14,7 @@ mod mysql;
 mod rebate;
 mod shards;
 mod sql;
+mod sql_analytics;
 mod sql_flash;
 mod sql_ledger;
 mod sql_rebate;
@@ -39,6 +41,7 @@ use flashback_core::{
     CategoryId, Cursor, MerchantId, PageLimit, ProductId, ProductStatus, Regions, Stock, Title, UserId, Username,
 };
 
+pub use analytics::{AnalyticsStore, MinuteRollup, RollupDelta, SkuDelta, SkuTotal};
 pub use error::StoreError;
 pub use flash::{
     FlashReservation, FlashSale, FlashSaleStore, NewFlashSale, ReservationStatus, SaleState, SqlReserveRefusal,
@@ -123,7 +126,15 @@ pub trait CatalogStore: Send + Sync {
 /// Everything a Flashback instance stores, plus the operations on the store itself.
 #[async_trait]
 pub trait Store:
-    UserStore + CatalogStore + StockStore + FlashSaleStore + LedgerStore + RebateStore + WithdrawalStore + std::fmt::Debug
+    UserStore
+    + CatalogStore
+    + StockStore
+    + FlashSaleStore
+    + LedgerStore
+    + RebateStore
+    + WithdrawalStore
+    + AnalyticsStore
+    + std::fmt::Debug
 {
     /// `"sqlite"` or `"mysql"`, for logs and health output.
     fn backend(&self) -> &'static str;

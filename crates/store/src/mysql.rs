@@ -75,6 +75,18 @@ crate::sql_rebate::impl_rebate_store!(
     "INSERT IGNORE INTO rebate_orders (source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, tracking, item_id, item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, refunded_minor, commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms, settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms) ",
     " RETURNING source, line_key"
 );
+crate::sql_analytics::impl_analytics_store!(
+    MySqlStore,
+    MySql,
+    "INSERT IGNORE INTO analytics_applied (event_id, applied_at_ms) VALUES (?, ?)",
+    "INSERT INTO analytics_minutes (minute_ms, paid_orders, gmv_minor, units, cancelled_orders, refunded_orders, refunded_minor) \
+     VALUES (?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE paid_orders = paid_orders + VALUES(paid_orders), \
+     gmv_minor = gmv_minor + VALUES(gmv_minor), units = units + VALUES(units), \
+     cancelled_orders = cancelled_orders + VALUES(cancelled_orders), \
+     refunded_orders = refunded_orders + VALUES(refunded_orders), refunded_minor = refunded_minor + VALUES(refunded_minor)",
+    "INSERT INTO analytics_sku_minutes (minute_ms, product_id, sku, units, gmv_minor) VALUES (?, ?, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE units = units + VALUES(units), gmv_minor = gmv_minor + VALUES(gmv_minor)"
+);
 crate::sql_ledger::impl_ledger_store!(
     MySqlStore,
     MySql,

@@ -116,6 +116,18 @@ crate::sql_rebate::impl_rebate_store!(
     "INSERT INTO rebate_orders (source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, tracking, item_id, item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, refunded_minor, commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms, settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms) ",
     " ON CONFLICT DO NOTHING RETURNING source, line_key"
 );
+crate::sql_analytics::impl_analytics_store!(
+    SqliteStore,
+    Sqlite,
+    "INSERT INTO analytics_applied (event_id, applied_at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
+    "INSERT INTO analytics_minutes (minute_ms, paid_orders, gmv_minor, units, cancelled_orders, refunded_orders, refunded_minor) \
+     VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (minute_ms) DO UPDATE SET paid_orders = paid_orders + excluded.paid_orders, \
+     gmv_minor = gmv_minor + excluded.gmv_minor, units = units + excluded.units, \
+     cancelled_orders = cancelled_orders + excluded.cancelled_orders, \
+     refunded_orders = refunded_orders + excluded.refunded_orders, refunded_minor = refunded_minor + excluded.refunded_minor",
+    "INSERT INTO analytics_sku_minutes (minute_ms, product_id, sku, units, gmv_minor) VALUES (?, ?, ?, ?, ?) \
+     ON CONFLICT (minute_ms, product_id) DO UPDATE SET units = units + excluded.units, gmv_minor = gmv_minor + excluded.gmv_minor"
+);
 crate::sql_ledger::impl_ledger_store!(
     SqliteStore,
     Sqlite,

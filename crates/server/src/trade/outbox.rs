@@ -31,6 +31,19 @@ pub trait Subscriber: Send + Sync {
     }
     /// Applies the event; must be idempotent.
     async fn handle(&self, state: &AppState, event: &OutboxEvent, body: &Value) -> Result<(), TradeError>;
+    /// Whether the embedded dispatcher may hand it a shard's whole batch at once, ahead of the
+    /// other subscribers (for effects that do not depend on theirs, such as analytics).
+    fn batches(&self) -> bool {
+        false
+    }
+    /// Applies several events (oldest first); answers each one's outcome. Must be idempotent.
+    async fn handle_batch(&self, state: &AppState, events: &[(&OutboxEvent, &Value)]) -> Vec<Result<(), TradeError>> {
+        let mut out = Vec::with_capacity(events.len());
+        for (event, body) in events {
+            out.push(self.handle(state, event, body).await);
+        }
+        out
+    }
 }
 
 fn order_id(body: &Value) -> Result<OrderId, TradeError> {
@@ -117,7 +130,12 @@ impl Subscriber for PointsAward {
 
 /// The built-in subscribers.
 pub fn subscribers() -> Vec<Arc<dyn Subscriber>> {
-    vec![Arc::new(StockSteps), Arc::new(PointsAward), Arc::new(crate::rebate::platform::PlatformRebates)]
+    vec![
+        Arc::new(StockSteps),
+        Arc::new(PointsAward),
+        Arc::new(crate::rebate::platform::PlatformRebates),
+        Arc::new(crate::analytics::consumer::Consumer),
+    ]
 }
 
 /// Delivers one batch from one shard; returns how many events were marked dispatched.
@@ -128,20 +146,27 @@ pub async fn dispatch_once(
     failures: &mut HashMap<i64, u32>,
 ) -> Result<usize, TradeError> {
     let events = shard.outbox_pending(200).await?;
+    let bodies: Vec<Value> = events.iter().map(|e| serde_json::from_str(&e.payload).unwrap_or(Value::Null)).collect();
+    let mut failed = std::collections::HashSet::new();
+    for sub in subscribers.iter().filter(|s| s.batches()) {
+        let mine: Vec<_> = events.iter().zip(&bodies).filter(|(e, _)| sub.wants(&e.event_type)).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        for ((event, _), result) in mine.iter().zip(sub.handle_batch(state, &mine).await) {
+            if let Err(e) = result {
+                failed.insert(event.id);
+                note_failure(failures, event.id, sub.name(), &e);
+            }
+        }
+    }
     let mut done = Vec::with_capacity(events.len());
-    for event in &events {
-        let body: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
-        let mut ok = true;
-        for sub in subscribers.iter().filter(|s| s.wants(&event.event_type)) {
-            if let Err(e) = sub.handle(state, event, &body).await {
+    for (event, body) in events.iter().zip(&bodies) {
+        let mut ok = !failed.contains(&event.id);
+        for sub in subscribers.iter().filter(|s| !s.batches() && s.wants(&event.event_type)) {
+            if let Err(e) = sub.handle(state, event, body).await {
                 ok = false;
-                let n = failures.entry(event.id).or_insert(0);
-                *n += 1;
-                if *n >= 5 {
-                    tracing::error!(event.id = event.id, subscriber = sub.name(), failures = *n, error = %e, "event keeps failing");
-                } else {
-                    tracing::warn!(event.id = event.id, subscriber = sub.name(), error = %e, "event failed; will retry");
-                }
+                note_failure(failures, event.id, sub.name(), &e);
             }
         }
         if ok {
@@ -151,6 +176,16 @@ pub async fn dispatch_once(
     }
     shard.mark_dispatched(&done).await?;
     Ok(done.len())
+}
+
+fn note_failure(failures: &mut HashMap<i64, u32>, event: i64, subscriber: &str, e: &TradeError) {
+    let n = failures.entry(event).or_insert(0);
+    *n += 1;
+    if *n >= 5 {
+        tracing::error!(event.id = event, subscriber, failures = *n, error = %e, "event keeps failing");
+    } else {
+        tracing::warn!(event.id = event, subscriber, error = %e, "event failed; will retry");
+    }
 }
 
 /// Dispatches until every shard's outbox is empty (or an event keeps failing); returns how

@@ -6,10 +6,12 @@
 mod helpers;
 
 mod affiliate;
+mod analytics;
 mod auth;
 mod cache;
 mod catalog;
 mod cli;
+mod dashboard;
 mod flash_purchase;
 mod flash_sale;
 mod health;

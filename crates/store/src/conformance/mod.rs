@@ -9,9 +9,11 @@ use flashback_core::{
     Regions, Role, Sku, Stock, Title, UserId, Username,
 };
 
+mod analytics;
 mod ledger;
 mod trade;
 
+pub use analytics::*;
 pub use ledger::*;
 pub use trade::*;
 
@@ -53,6 +55,8 @@ macro_rules! conformance_suite {
             profiles_keep_their_inviter_and_tracking_ids_have_one_owner
             a_rebate_row_and_its_ledger_move_together_once
             a_batch_of_row_changes_writes_only_what_won_its_race
+            rollups_count_each_event_once_per_minute_and_product
+            pending_rebates_are_the_ledgers_pending_balances
         );
     };
     (@cases $make:path; $($case:ident)*) => {

@@ -1,0 +1,255 @@
+//! `GET /api/v1/analytics/...`: the rollups for operators (admins only).
+
+use axum::extract::State;
+use flashback_core::{Account, Role, UserId};
+use flashback_store::{MinuteRollup, SkuTotal};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::AnalyticsError;
+use super::snapshot::{self, FlashPanel, Pending, PendingUser};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::http::Problem;
+use crate::http::extract::Query;
+
+const MINUTE: i64 = 60_000;
+
+fn limit(raw: Option<u32>, default: u32) -> Result<u32, AnalyticsError> {
+    let l = raw.unwrap_or(default);
+    if (1..=100).contains(&l) { Ok(l) } else { Err(AnalyticsError::BadLimit) }
+}
+
+/// `[from_ms, to_ms)`, at most `max_ms` long. Defaults: `to_ms` now, `from_ms` the start of
+/// the `points`-th `step` before the one holding `to_ms` (so `points` whole steps).
+fn range(
+    from: Option<i64>,
+    to: Option<i64>,
+    step: i64,
+    points: i64,
+    max_ms: i64,
+) -> Result<(i64, i64), AnalyticsError> {
+    let to = to.unwrap_or_else(|| crate::trade::now_ms() + 1);
+    let from = from.unwrap_or_else(|| (to - 1).div_euclid(step) * step - (points - 1) * step);
+    if to <= from {
+        return Err(AnalyticsError::BadRange);
+    }
+    if to - from > max_ms {
+        return Err(AnalyticsError::RangeTooLong(max_ms));
+    }
+    Ok((from, to))
+}
+
+fn max_range(state: &AppState) -> i64 {
+    i64::try_from(state.analytics.config().max_range.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Which day.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryQuery {
+    /// `YYYY-MM-DD` in the business day's offset (default today).
+    pub day: Option<String>,
+}
+
+/// One day's totals and best sellers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Summary {
+    /// The day's start and end (exclusive), Unix ms.
+    pub from_ms: i64,
+    /// See `from_ms`.
+    pub to_ms: i64,
+    /// Totals (paid orders, GMV, units, cancellations, refunds).
+    #[schema(value_type = Object)]
+    pub totals: MinuteRollup,
+    /// The ten best-selling products by value.
+    #[schema(value_type = Vec<Object>)]
+    pub top_skus: Vec<SkuTotal>,
+}
+
+/// A day's totals and top SKUs (default today).
+#[utoipa::path(get, path = "/api/v1/analytics/summary", tag = "operations", security(("bearer" = [])),
+    params(SummaryQuery), responses((status = 200, body = Summary), (status = 400, body = Problem),
+        (status = 403, body = Problem)))]
+pub async fn summary(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<SummaryQuery>,
+) -> Result<axum::Json<Summary>, Problem> {
+    caller.require(&[Role::Admin])?;
+    let live = &state.analytics;
+    let from_ms = match q.day.as_deref() {
+        None => live.day_start(crate::trade::now_ms()),
+        Some(d) => {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            let date = time::Date::parse(d, format).map_err(|_| AnalyticsError::BadDay)?;
+            let midnight = date.midnight().assume_utc().unix_timestamp() * 1000;
+            midnight - i64::from(live.config().utc_offset_minutes) * MINUTE
+        }
+    };
+    let to_ms = from_ms + 1440 * MINUTE;
+    let totals = state.store.rollup_total(from_ms, to_ms).await.map_err(AnalyticsError::from)?;
+    let top_skus = state.store.top_skus(from_ms, to_ms, 10).await.map_err(AnalyticsError::from)?;
+    Ok(axum::Json(Summary { from_ms, to_ms, totals, top_skus }))
+}
+
+/// Seconds or minutes.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    /// From memory: the last `analytics.seconds_kept` seconds of this instance.
+    Second,
+    /// From the rollups.
+    Minute,
+}
+
+/// A series' range.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesQuery {
+    /// `second` or `minute` (default).
+    pub granularity: Option<Granularity>,
+    /// Start, Unix ms (default: 60 points before `to_ms`).
+    pub from_ms: Option<i64>,
+    /// End, exclusive, Unix ms (default now).
+    pub to_ms: Option<i64>,
+}
+
+/// One point of a series.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesPoint {
+    /// Start of the second or minute, Unix ms.
+    pub at_ms: i64,
+    /// Orders paid in it.
+    pub paid_orders: i64,
+    /// GMV paid in it, minor units.
+    pub gmv_minor: i64,
+}
+
+/// GMV and paid orders per second or minute.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Series {
+    /// `second` or `minute`.
+    pub granularity: Granularity,
+    /// Every second or minute of the range, quiet ones as zeros, oldest first.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// GMV and paid orders per second (recent, from memory) or per minute (from the rollups).
+#[utoipa::path(get, path = "/api/v1/analytics/gmv", tag = "operations", security(("bearer" = [])),
+    params(SeriesQuery), responses((status = 200, body = Series), (status = 400, body = Problem),
+        (status = 403, body = Problem)))]
+pub async fn gmv(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<SeriesQuery>,
+) -> Result<axum::Json<Series>, Problem> {
+    caller.require(&[Role::Admin])?;
+    let granularity = q.granularity.unwrap_or(Granularity::Minute);
+    let points = match granularity {
+        Granularity::Second => {
+            let kept = i64::from(state.analytics.config().seconds_kept) * 1000;
+            let (from, to) = range(q.from_ms, q.to_ms, 1000, 60, kept)?;
+            let series = state.analytics.seconds().series(from, to);
+            series
+                .into_iter()
+                .map(|p| SeriesPoint { at_ms: p.at_ms, paid_orders: p.paid_orders, gmv_minor: p.gmv_minor })
+                .collect()
+        }
+        Granularity::Minute => {
+            let (from, to) = range(q.from_ms, q.to_ms, MINUTE, 60, max_range(&state))?;
+            let rows = state.store.rollup_minutes(from, to).await.map_err(AnalyticsError::from)?;
+            snapshot::fill_minutes(rows, from, to)
+                .into_iter()
+                .map(|m| SeriesPoint { at_ms: m.minute_ms, paid_orders: m.paid_orders, gmv_minor: m.gmv_minor })
+                .collect()
+        }
+    };
+    Ok(axum::Json(Series { granularity, points }))
+}
+
+/// A top list's range and length.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TopQuery {
+    /// Start, Unix ms (default: start of today).
+    pub from_ms: Option<i64>,
+    /// End, exclusive, Unix ms (default now).
+    pub to_ms: Option<i64>,
+    /// 1 to 100 (default 10).
+    pub limit: Option<u32>,
+}
+
+/// The best-selling products by value over a range (default today).
+#[utoipa::path(get, path = "/api/v1/analytics/top-skus", tag = "operations", security(("bearer" = [])),
+    params(TopQuery), responses((status = 200, body = [Object]), (status = 400, body = Problem),
+        (status = 403, body = Problem)))]
+pub async fn top_skus(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<TopQuery>,
+) -> Result<axum::Json<Vec<SkuTotal>>, Problem> {
+    caller.require(&[Role::Admin])?;
+    let limit = limit(q.limit, 10)?;
+    let now = crate::trade::now_ms();
+    let from = q.from_ms.or(Some(state.analytics.day_start(now)));
+    let (from, to) = range(from, q.to_ms, 1, 1, max_range(&state))?;
+    Ok(axum::Json(state.store.top_skus(from, to, limit).await.map_err(AnalyticsError::from)?))
+}
+
+/// A list's length.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LimitQuery {
+    /// 1 to 100 (default 20).
+    pub limit: Option<u32>,
+}
+
+/// Open flash sales with stock, units sold and sell-through, newest first.
+#[utoipa::path(get, path = "/api/v1/analytics/flash-sales", tag = "operations", security(("bearer" = [])),
+    params(LimitQuery), responses((status = 200, body = [FlashPanel]), (status = 400, body = Problem),
+        (status = 403, body = Problem)))]
+pub async fn flash_sales(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<LimitQuery>,
+) -> Result<axum::Json<Vec<FlashPanel>>, Problem> {
+    caller.require(&[Role::Admin])?;
+    let limit = limit(q.limit, 20)?;
+    Ok(axum::Json(snapshot::flash_panels(&state, limit).await.map_err(AnalyticsError::from)?))
+}
+
+/// Whose pending rebates.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PendingQuery {
+    /// Only this user (their pending balance).
+    pub user_id: Option<String>,
+    /// 1 to 100 (default 20).
+    pub limit: Option<u32>,
+}
+
+/// Pending rebates: the total and the users with the most, or one user's.
+#[utoipa::path(get, path = "/api/v1/analytics/pending-rebates", tag = "operations", security(("bearer" = [])),
+    params(PendingQuery), responses((status = 200, body = Pending), (status = 400, body = Problem),
+        (status = 403, body = Problem)))]
+pub async fn pending_rebates(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<PendingQuery>,
+) -> Result<axum::Json<Pending>, Problem> {
+    caller.require(&[Role::Admin])?;
+    let limit = limit(q.limit, 20)?;
+    if let Some(u) = q.user_id.as_deref() {
+        let user = UserId::parse(u).map_err(|_| AnalyticsError::BadUser)?;
+        let pending = state.store.balance(Account::Pending(user)).await.map_err(AnalyticsError::from)?;
+        let top = vec![PendingUser { user_id: user.to_string(), pending_minor: pending }];
+        return Ok(axum::Json(Pending { total_minor: pending, top }));
+    }
+    Ok(axum::Json(snapshot::pending(&state, limit).await.map_err(AnalyticsError::from)?))
+}
