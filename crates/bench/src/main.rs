@@ -1,4 +1,5 @@
-//! `flashback-bench`: the command line; `flash-sale` storms one sale and checks what it sold.
+//! `flashback-bench`: the command line; `flash-sale` storms one sale and checks what it sold,
+//! `rebate` times the rebate ingest and the ledger, `track` the behaviour-tracking ingest.
 //!
 //! Human output goes to standard error; standard output carries the final summary, or with
 //! `--json` exactly one JSON object on its last line. The exit status is 0 only when every run
@@ -14,6 +15,7 @@ mod requests;
 mod run;
 mod server;
 mod setup;
+mod track;
 mod verify;
 
 use std::path::PathBuf;
@@ -41,6 +43,13 @@ enum Command {
     /// The rebate ingest path (parse, attribute, split, post; batched) and ledger postings,
     /// embedded in this process on a temporary data dir, verified by the ledger audit.
     Rebate(rebate::RebateArgs),
+    /// Tracking ingest through `POST /api/v1/track` (batches, durable on 202), the writer's
+    /// drain into the day tables, and a raw bulk insert into the same store as the baseline;
+    /// verified when every distinct event is stored exactly once.
+    ///
+    /// Without --target it starts its own `flashback serve` (embedded: local queue, SQLite)
+    /// with only the per-client event rate raised, since all load comes from one address.
+    Track(Box<track::TrackArgs>),
 }
 
 /// The reserve engine a self-started server runs.
@@ -130,6 +139,7 @@ async fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::FlashSale(args) => run::main(*args).await,
         Command::Rebate(args) => rebate::main(args).await,
+        Command::Track(args) => track::main(*args).await,
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

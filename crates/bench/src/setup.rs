@@ -54,12 +54,13 @@ pub struct Plan {
     pub admin_password: String,
 }
 
-fn now_ms() -> i64 {
+/// Now, Unix ms.
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Logs in, retrying while the login limiter answers 429 (waiting its `Retry-After`).
-async fn login(api: &Api, username: &str, password: &str) -> anyhow::Result<Value> {
+pub async fn login(api: &Api, username: &str, password: &str) -> anyhow::Result<Value> {
     let body = json!({ "username": username, "password": password });
     let mut waited = Duration::ZERO;
     loop {
