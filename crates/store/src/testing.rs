@@ -106,6 +106,10 @@ fn drop_databases(server_url: String, databases: Vec<String>) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
         rt.block_on(async {
             let mut c = sqlx::MySqlConnection::connect(&server_url).await.ok()?;
+            // A test that panicked mid-transaction leaves that transaction's metadata locks
+            // until its pool is dropped; without a bound the drop would wait for them forever
+            // (MariaDB's default is a year) and hang the run instead of failing the test.
+            sqlx::query("SET SESSION lock_wait_timeout = 10").execute(&mut c).await.ok()?;
             for db in databases {
                 sqlx::query(&format!("DROP DATABASE IF EXISTS `{db}`")).execute(&mut c).await.ok()?;
             }
