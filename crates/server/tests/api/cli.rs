@@ -226,7 +226,10 @@ async fn killing_the_process_mid_order_leaks_and_oversells_nothing_once_swept() 
     let dir = tempfile::tempdir().unwrap();
     // Sagas are cut off after 1 s, so reservations older than 1.5 s without an order are orphans.
     let env = [("FLASHBACK_HTTP_REQUEST_TIMEOUT_MS", "1000"), ("FLASHBACK_TRADE_ORPHAN_AFTER_MS", "1500")];
-    let mut server = Server::start(dir.path(), &["--demo"], &env).await;
+    // The demo data without `serve --demo`'s traffic generator, whose own orders would move the
+    // counts this test compares.
+    assert!(flashback_with(dir.path(), &["demo"], &env).status.success());
+    let mut server = Server::start(dir.path(), &[], &env).await;
     let client = reqwest::Client::new();
     let login: Value = client
         .post(format!("{}/api/v1/auth/login", server.base))
@@ -307,7 +310,9 @@ async fn killing_the_process_mid_sale_loses_no_accepted_reservation_on_the_redis
 /// the same settings every ticket a client heard about becomes its order and the audits pass.
 async fn kill_mid_sale(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &["--demo"], env).await;
+    // The demo data, quietly (see above).
+    assert!(flashback_with(dir.path(), &["demo"], env).status.success());
+    let mut server = Server::start(dir.path(), &[], env).await;
     let client = reqwest::Client::new();
     let base = server.base.clone();
     let login = |name: &'static str, password: &'static str| {
