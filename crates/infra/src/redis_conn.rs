@@ -64,4 +64,44 @@ impl RedisHandle {
         anyhow::ensure!(pong == "PONG", "unexpected ping reply {pong:?}");
         Ok(())
     }
+
+    /// Creates consumer group `group` on `stream` (and the stream), reading from its start;
+    /// a group that already exists is fine.
+    pub async fn ensure_group(&self, stream: &str, group: &str) -> anyhow::Result<()> {
+        let mut c = self.conn();
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(anyhow::anyhow!("creating consumer group {group} on {stream}: {e}")),
+        }
+    }
+
+    /// Warns, naming `what` may be lost, unless Redis keeps every write on disk before it
+    /// answers (`appendonly yes`, `appendfsync always`) and never evicts (`noeviction`).
+    /// Says nothing when `CONFIG` is not allowed (often renamed away on managed Redis).
+    pub async fn warn_if_not_durable(&self, what: &str) {
+        let mut c = self.conn();
+        for (name, wanted) in [("appendonly", "yes"), ("appendfsync", "always"), ("maxmemory-policy", "noeviction")] {
+            let reply: redis::RedisResult<std::collections::HashMap<String, String>> =
+                redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut c).await;
+            match reply {
+                Ok(map) if map.get(name).map(String::as_str) == Some(wanted) => {}
+                Ok(map) => tracing::warn!(
+                    setting = name,
+                    value = map.get(name).map(String::as_str).unwrap_or("?"),
+                    wanted,
+                    "redis: {what} may not survive a Redis crash"
+                ),
+                Err(_) => return,
+            }
+        }
+    }
 }

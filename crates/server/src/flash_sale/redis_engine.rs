@@ -74,41 +74,9 @@ impl RedisEngine {
             redis,
             store,
         };
-        let mut c = engine.redis.conn();
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(engine.stream())
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut c)
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(anyhow::anyhow!("creating the reservation stream's consumer group: {e}")),
-        }
-        engine.warn_if_not_durable().await;
+        engine.redis.ensure_group(&engine.stream(), GROUP).await?;
+        engine.redis.warn_if_not_durable("accepted flash-sale reservations").await;
         Ok(Arc::new(engine))
-    }
-
-    async fn warn_if_not_durable(&self) {
-        let mut c = self.redis.conn();
-        let get = |name: &'static str| redis::cmd("CONFIG").arg("GET").arg(name).clone();
-        for (name, wanted) in [("appendonly", "yes"), ("appendfsync", "always"), ("maxmemory-policy", "noeviction")] {
-            let reply: redis::RedisResult<HashMap<String, String>> = get(name).query_async(&mut c).await;
-            match reply {
-                Ok(map) if map.get(name).map(String::as_str) == Some(wanted) => {}
-                Ok(map) => tracing::warn!(
-                    setting = name,
-                    value = map.get(name).map(String::as_str).unwrap_or("?"),
-                    wanted,
-                    "redis flash engine: accepted reservations may not survive a Redis crash"
-                ),
-                // CONFIG is often renamed away on managed Redis: nothing to check then.
-                Err(_) => return,
-            }
-        }
     }
 
     fn stream(&self) -> String {

@@ -21,7 +21,6 @@
 //! per event-loop turn, a group commit) and `maxmemory-policy noeviction`, or an accepted batch
 //! can be lost in a Redis crash. The queue warns at start when it can see otherwise.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -150,21 +149,8 @@ impl RedisQueue {
                 claim_from: "0-0".into(),
             }),
         };
-        let mut c = redis.conn();
-        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(queue.stream())
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut c)
-            .await;
-        match created {
-            Ok(()) => {}
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
-            Err(e) => return Err(anyhow::anyhow!("creating the tracking stream's consumer group: {e}")),
-        }
-        queue.warn_if_not_durable().await;
+        queue.redis.ensure_group(&queue.stream(), GROUP).await?;
+        queue.redis.warn_if_not_durable("accepted tracking events").await;
         tracing::info!(stream = %queue.stream(), consumer = %queue.consumer, "tracking queue open on redis");
         Ok(queue)
     }
@@ -175,25 +161,6 @@ impl RedisQueue {
             .set_connection_timeout(redis.timeout())
             .set_response_timeout(max_block + redis.timeout() * 4);
         Ok(ConnectionManager::new_with_config(redis.client().clone(), config).await?)
-    }
-
-    async fn warn_if_not_durable(&self) {
-        let mut c = self.redis.conn();
-        for (name, wanted) in [("appendonly", "yes"), ("appendfsync", "always"), ("maxmemory-policy", "noeviction")] {
-            let reply: redis::RedisResult<HashMap<String, String>> =
-                redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut c).await;
-            match reply {
-                Ok(map) if map.get(name).map(String::as_str) == Some(wanted) => {}
-                Ok(map) => tracing::warn!(
-                    setting = name,
-                    value = map.get(name).map(String::as_str).unwrap_or("?"),
-                    wanted,
-                    "redis tracking queue: accepted events may not survive a Redis crash"
-                ),
-                // CONFIG is often renamed away on managed Redis: nothing to check then.
-                Err(_) => return,
-            }
-        }
     }
 
     /// The stream (`<prefix>:{track}:stream`).
