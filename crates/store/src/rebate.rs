@@ -192,6 +192,12 @@ pub trait RebateStore: Send + Sync {
     async fn bind_tracking_id(&self, code: &str, user: UserId, kind: TrackingKind, at_ms: i64) -> StoreResult<()>;
     /// The user a tracking id is bound to.
     async fn tracking_owner(&self, code: &str) -> StoreResult<Option<UserId>>;
+    /// [`Self::tracking_owner`] for many ids in a few queries: the bound ones with their
+    /// owners (any order; unbound ids are left out).
+    async fn tracking_owners(&self, codes: &[String]) -> StoreResult<Vec<(String, UserId)>>;
+    /// [`Self::rebate_profile`] for many users in a few queries (any order; users without a
+    /// profile are left out).
+    async fn rebate_profiles(&self, users: &[UserId]) -> StoreResult<Vec<RebateProfile>>;
     /// One row.
     async fn rebate_order(&self, source: &str, line_key: &str) -> StoreResult<Option<RebateOrder>>;
     /// Writes `row` — inserting it when `expected_version` is `None`, else only if the stored

@@ -1,8 +1,10 @@
 //! The ledger, written once for both backends (see `sql.rs` for why a macro).
 //!
-//! The macro takes the two statements the dialects spell differently: inserting a
-//! transaction row unless its idempotency key exists (affecting 0 rows then), and adding to a
-//! balance row, creating it if absent.
+//! The macro takes the statements the dialects spell differently: inserting a transaction row
+//! unless its idempotency key exists (affecting 0 rows then), and adding to many balance rows
+//! at once, creating those absent, from one JSON array bound as a single parameter (SQLite's
+//! `json_each`, MariaDB's `JSON_TABLE`): one statement of constant text however many accounts
+//! a batch touches, prepared once.
 
 use std::collections::BTreeMap;
 
@@ -33,7 +35,7 @@ pub(crate) fn deltas<'a>(postings: impl IntoIterator<Item = &'a Posting>) -> BTr
 
 /// Implements [`crate::LedgerStore`] for a catalog store type with `writer()`.
 macro_rules! impl_ledger_store {
-    ($store:ty, $db:ty, $insert_txn:literal, $add_balance:literal, $insert_txns:literal, $returning_new:literal) => {
+    ($store:ty, $db:ty, $insert_txn:literal, $add_balances:literal, $insert_txns:literal, $returning_new:literal) => {
         impl $store {
             /// Inserts the transaction row; false if its key was already posted.
             async fn ledger_txn_row(
@@ -57,10 +59,20 @@ macro_rules! impl_ledger_store {
                 guarded: &[flashback_core::Account],
                 at_ms: i64,
             ) -> Result<(), $crate::LedgerError> {
-                for (name, (account, delta)) in deltas {
-                    if delta == 0 {
-                        continue;
+                // Unguarded changes in one statement: `[[account, delta], …]` as JSON, in account
+                // order (the order rows are locked in).
+                let mut unguarded: Vec<(&str, i64)> = Vec::with_capacity(deltas.len());
+                for (name, (account, delta)) in &deltas {
+                    if *delta != 0 && !(*delta < 0 && guarded.contains(account)) {
+                        unguarded.push((name.as_str(), *delta));
                     }
+                }
+                if !unguarded.is_empty() {
+                    let changes = serde_json::to_string(&unguarded)
+                        .map_err(|e| $crate::LedgerError::Unbalanced(format!("balance changes: {e}")))?;
+                    sqlx::query($add_balances).bind(at_ms).bind(changes).execute(&mut **tx).await?;
+                }
+                for (name, (account, delta)) in deltas {
                     if delta < 0 && guarded.contains(&account) {
                         // The conditional write: only if the balance stays at or above zero.
                         let moved = sqlx::query(
@@ -76,8 +88,6 @@ macro_rules! impl_ledger_store {
                         if moved.rows_affected() != 1 {
                             return Err($crate::LedgerError::Overdraft(account));
                         }
-                    } else {
-                        sqlx::query($add_balance).bind(&name).bind(delta).bind(at_ms).execute(&mut **tx).await?;
                     }
                 }
                 Ok(())

@@ -99,6 +99,28 @@ pub(crate) fn profile(user_id: i64, tier: String, inviter: Option<i64>) -> Resul
     })
 }
 
+/// Keys per lookup statement.
+pub(crate) const LOOKUP_CHUNK: usize = 512;
+
+/// Pushes `keys` as the rest of an `IN (` list, padded to a power of two by repeating the last
+/// key: the statement text then takes one of a few shapes, each prepared once per connection
+/// and cached, instead of a new shape (and a new prepare) for every length.
+pub(crate) fn push_padded<'a, DB, T>(q: &mut sqlx::QueryBuilder<'a, DB>, keys: &'a [T])
+where
+    DB: sqlx::Database,
+    T: sqlx::Encode<'a, DB> + sqlx::Type<DB> + Clone + Send + 'a,
+{
+    let Some(last) = keys.last() else {
+        q.push("NULL)");
+        return;
+    };
+    let mut sep = q.separated(", ");
+    for k in keys.iter().chain(std::iter::repeat_n(last, keys.len().next_power_of_two() - keys.len())) {
+        sep.push_bind(k.clone());
+    }
+    q.push(")");
+}
+
 /// Implements [`crate::RebateStore`] for a catalog store type with `writer()`/`reader()`
 /// and the ledger's `post_in`.
 macro_rules! impl_rebate_store {
@@ -278,6 +300,45 @@ macro_rules! impl_rebate_store {
                     table: "tracking_ids",
                     reason: e.to_string(),
                 })
+            }
+
+            async fn tracking_owners(
+                &self,
+                codes: &[String],
+            ) -> $crate::StoreResult<Vec<(String, flashback_core::UserId)>> {
+                let mut out = Vec::with_capacity(codes.len());
+                for chunk in codes.chunks($crate::sql_rebate::LOOKUP_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("SELECT code, user_id FROM tracking_ids WHERE code IN (");
+                    $crate::sql_rebate::push_padded(&mut q, chunk);
+                    let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(self.reader()).await?;
+                    for (code, id) in rows {
+                        let owner = flashback_core::UserId::new(id).map_err(|e| $crate::StoreError::Corrupt {
+                            table: "tracking_ids",
+                            reason: e.to_string(),
+                        })?;
+                        out.push((code, owner));
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn rebate_profiles(
+                &self,
+                users: &[flashback_core::UserId],
+            ) -> $crate::StoreResult<Vec<$crate::RebateProfile>> {
+                let ids: Vec<i64> = users.iter().map(|u| u.get()).collect();
+                let mut out = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks($crate::sql_rebate::LOOKUP_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT user_id, tier, inviter_id FROM rebate_profiles WHERE user_id IN (",
+                    );
+                    $crate::sql_rebate::push_padded(&mut q, chunk);
+                    let rows: Vec<(i64, String, Option<i64>)> = q.build_query_as().fetch_all(self.writer()).await?;
+                    for (u, t, i) in rows {
+                        out.push($crate::sql_rebate::profile(u, t, i)?);
+                    }
+                }
+                Ok(out)
             }
 
             async fn rebate_order(

@@ -5,13 +5,13 @@
 //! Every source (a polled feed, a postback, the platform's own orders) normalises its input
 //! to a [`LineReport`] first; this module is the one place rows and money change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use flashback_core::rebate::lifecycle::{
     Beneficiaries, Holding, NetworkStatus, Report, commission_for, moves, state_for, supersedes,
 };
 use flashback_core::{Account, Money, Split, Tier, UserId};
-use flashback_store::{Applied, NewTxn, Posting, RebateOrder, RebateReject, Store};
+use flashback_store::{Applied, NewTxn, Posting, RebateOrder, RebateProfile, RebateReject, Store};
 
 use crate::AppState;
 use crate::rebate::RebateError;
@@ -167,14 +167,45 @@ async fn attribute(store: &dyn Store, tracking: Option<&str>) -> Result<(Benefic
 
 /// A buyer's beneficiaries and tier, from their profile.
 pub async fn beneficiaries_of(store: &dyn Store, buyer: UserId) -> Result<(Beneficiaries, Tier), RebateError> {
-    let profile = store.rebate_profile(buyer).await?;
-    let tier = profile.map_or(Tier::Standard, |p| p.tier);
-    let inviter = profile.and_then(|p| p.inviter_id);
-    let grand_inviter = match inviter {
-        Some(i) => store.rebate_profile(i).await?.and_then(|p| p.inviter_id).filter(|g| *g != buyer),
-        None => None,
-    };
-    Ok((Beneficiaries { buyer: Some(buyer), inviter, grand_inviter }, tier))
+    let people = people_of(store, &[], vec![buyer]).await?;
+    Ok(people.of(buyer))
+}
+
+/// Who a batch of rows may name, looked up in a few queries: the owners of its tracking ids and
+/// the profiles of its buyers and of their inviters.
+#[derive(Debug, Default)]
+struct People {
+    owners: HashMap<String, UserId>,
+    profiles: HashMap<UserId, RebateProfile>,
+}
+
+impl People {
+    /// A buyer's beneficiaries (their inviter and the inviter's inviter) and tier.
+    fn of(&self, buyer: UserId) -> (Beneficiaries, Tier) {
+        let profile = self.profiles.get(&buyer);
+        let tier = profile.map_or(Tier::Standard, |p| p.tier);
+        let inviter = profile.and_then(|p| p.inviter_id);
+        let grand_inviter =
+            inviter.and_then(|i| self.profiles.get(&i)).and_then(|p| p.inviter_id).filter(|g| *g != buyer);
+        (Beneficiaries { buyer: Some(buyer), inviter, grand_inviter }, tier)
+    }
+}
+
+async fn people_of(store: &dyn Store, codes: &[String], mut buyers: Vec<UserId>) -> Result<People, RebateError> {
+    let owners: HashMap<String, UserId> = store.tracking_owners(codes).await?.into_iter().collect();
+    buyers.extend(owners.values().copied());
+    buyers.sort_unstable();
+    buyers.dedup();
+    let mut profiles: HashMap<UserId, RebateProfile> =
+        store.rebate_profiles(&buyers).await?.into_iter().map(|p| (p.user_id, p)).collect();
+    let mut inviters: Vec<UserId> =
+        profiles.values().filter_map(|p| p.inviter_id).filter(|i| !profiles.contains_key(i)).collect();
+    inviters.sort_unstable();
+    inviters.dedup();
+    if !inviters.is_empty() {
+        profiles.extend(store.rebate_profiles(&inviters).await?.into_iter().map(|p| (p.user_id, p)));
+    }
+    Ok(People { owners, profiles })
 }
 
 fn money(minor: i64) -> Money {
@@ -410,13 +441,11 @@ pub struct BatchReport {
     pub rejected: usize,
 }
 
-/// Applies many reports at once: the stored rows are read in one query, attributions are
-/// looked up once per tracking id and buyer, and every row change with its ledger transaction is
-/// written in one database transaction. A row another writer changed meanwhile is applied
-/// again on its own. Same outcome as [`apply`] on each report in order.
+/// Applies many reports at once: the stored rows are read in one query, the tracking ids'
+/// owners and the buyers' profiles in a few more, and every row change with its ledger
+/// transaction is written in one database transaction. A row another writer changed meanwhile
+/// is applied again on its own. Same outcome as [`apply`] on each report in order.
 pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<BatchReport, RebateError> {
-    use std::collections::HashMap;
-
     let mut report = BatchReport::default();
     let hold_ms = i64::try_from(state.config.rebate.hold.as_millis()).unwrap_or(i64::MAX);
     let now_ms = crate::trade::now_ms();
@@ -440,8 +469,13 @@ pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<Batch
             current.insert((row.source.clone(), row.line_key.clone()), row);
         }
     }
-    let mut owners: HashMap<String, Option<UserId>> = HashMap::new();
-    let mut people: HashMap<UserId, (Beneficiaries, Tier)> = HashMap::new();
+    // Everyone the batch may name, before any row is built.
+    let mut codes: Vec<String> = valid.iter().filter_map(|l| l.tracking.clone()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let buyers: Vec<UserId> =
+        valid.iter().filter_map(|l| l.buyer).chain(current.values().filter_map(|r| r.user_id)).collect();
+    let people = people_of(state.store.as_ref(), &codes, buyers).await?;
     let mut changes = Vec::new();
     let mut sources = Vec::new();
     let mut flagged = Vec::new();
@@ -453,31 +487,12 @@ pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<Batch
             report.ignored += 1;
             continue;
         }
-        let buyer = match stored.and_then(|r| r.user_id).or(merged.buyer) {
-            Some(b) => Some(b),
-            None => match &merged.tracking {
-                Some(code) => match owners.get(code) {
-                    Some(owner) => *owner,
-                    None => {
-                        let owner = state.store.tracking_owner(code).await?;
-                        owners.insert(code.clone(), owner);
-                        owner
-                    }
-                },
-                None => None,
-            },
-        };
-        let (who, tier) = match buyer {
-            Some(b) => match people.get(&b) {
-                Some(p) => *p,
-                None => {
-                    let p = beneficiaries_of(state.store.as_ref(), b).await?;
-                    people.insert(b, p);
-                    p
-                }
-            },
-            None => (Beneficiaries::default(), Tier::Standard),
-        };
+        // Attribution sticks: once a row has a buyer it keeps it.
+        let buyer = stored
+            .and_then(|r| r.user_id)
+            .or(merged.buyer)
+            .or_else(|| merged.tracking.as_ref().and_then(|code| people.owners.get(code).copied()));
+        let (who, tier) = buyer.map_or((Beneficiaries::default(), Tier::Standard), |b| people.of(b));
         flagged.extend(unknown_tracking(state, stored, &who, &merged, now_ms));
         let change = Change { line: &merged, who, tier, now_ms };
         let (row, txn) = next_version(state, stored, &change);

@@ -177,6 +177,63 @@ pub async fn profiles_keep_their_inviter_and_tracking_ids_have_one_owner(t: &Tes
     assert!(matches!(stolen, Err(StoreError::Conflict(_))), "{stolen:?}");
     assert_eq!(store.tracking_owner(&code).await.expect("owner"), Some(buyer));
     assert_eq!(store.tracking_owner("nobody").await.expect("owner"), None);
+
+    // The batched lookups agree with the single ones, for any number of keys (the statements
+    // pad their lists) and for none.
+    let other_code = format!("sid-{other}");
+    store.bind_tracking_id(&other_code, other, TrackingKind::RelationId, now()).await.expect("bind other");
+    let mut asked: Vec<String> = (0..700).map(|i| format!("nobody-{i}")).collect();
+    asked.extend([code.clone(), other_code.clone(), code.clone()]);
+    let mut owners = store.tracking_owners(&asked).await.expect("owners");
+    owners.sort();
+    owners.dedup();
+    let mut expected = vec![(code, buyer), (other_code, other)];
+    expected.sort();
+    assert_eq!(owners, expected);
+    assert!(store.tracking_owners(&[]).await.expect("none").is_empty());
+    let mut profiles = store.rebate_profiles(&[other, buyer, buyer]).await.expect("profiles");
+    profiles.dedup();
+    assert_eq!(profiles, vec![promoted], "only the user with a profile, once");
+    assert!(store.rebate_profiles(&[]).await.expect("none").is_empty());
+}
+
+/// Balance changes of any size, and of many accounts in one batch, land exactly (they travel
+/// to the database as one JSON parameter).
+pub async fn balances_of_a_batch_are_exact_for_any_amount(t: &TestStore) {
+    let g = ids();
+    let store = &t.store;
+    let users: Vec<UserId> = (0..1_200).map(|_| next(&g, UserId::new)).collect();
+    // One account's change in the batch above 2^53 (where a double would round): the largest
+    // entries allowed, many times, plus one; then one change per user.
+    let max = crate::ledger::MAX_ENTRY_MINOR;
+    let times = (1_i64 << 53) / max + 1;
+    let mut batch: Vec<NewTxn> = (0..=times)
+        .map(|i| {
+            let amount = if i == times { 1 } else { max };
+            txn(
+                &g,
+                &format!("big:{}:{i}", users[0]),
+                vec![Posting::debit(Account::Receivable, amount), Posting::credit(Account::Pending(users[0]), amount)],
+            )
+        })
+        .collect();
+    let big = times * max + 1;
+    assert!(big > 1_i64 << 53);
+    batch.extend(users.iter().enumerate().map(|(i, u)| {
+        let amount = i64::try_from(i).unwrap_or(0) + 1;
+        txn(
+            &g,
+            &format!("each:{u}"),
+            vec![Posting::debit(Account::Receivable, amount), Posting::credit(Account::Pending(*u), amount)],
+        )
+    }));
+    let outcomes = store.post_batch(&batch).await.expect("batch");
+    assert!(outcomes.iter().all(|o| *o == Posted::New));
+    assert_eq!(store.balance(Account::Pending(users[0])).await.expect("big"), big + 1);
+    for (i, u) in users.iter().enumerate().skip(1) {
+        assert_eq!(store.wallet(*u).await.expect("wallet").pending, i64::try_from(i).unwrap_or(0) + 1);
+    }
+    clean(store).await;
 }
 
 /// Racing writers of one row: exactly one wins each version, and the ledger moves with it.

@@ -53,6 +53,7 @@ macro_rules! conformance_suite {
             concurrent_withdrawals_never_overdraw
             concurrent_batches_keep_every_balance_exact
             profiles_keep_their_inviter_and_tracking_ids_have_one_owner
+            balances_of_a_batch_are_exact_for_any_amount
             a_rebate_row_and_its_ledger_move_together_once
             a_batch_of_row_changes_writes_only_what_won_its_race
             rollups_count_each_event_once_per_minute_and_product
