@@ -10,6 +10,7 @@ mod backends;
 mod cpu;
 mod load;
 mod rebate;
+mod rebate_floor;
 mod report;
 mod requests;
 mod run;

@@ -8,6 +8,11 @@
 //! 2. postings: balanced ledger transactions (four entries each) posted in batches; postings/s
 //!    counts entries;
 //!
+//! 3. the floor (`rebate_floor`): the stored rows and their ledger transactions written again
+//!    into a fresh copy of the schema through the same driver with none of the ingest's work —
+//!    what this disk allows; the ingest's ratio to it says how much of the time is ours; and
+//!    likewise the postings as plain inserts;
+//!
 //! and verifies: every row landed once, the full ledger audit after the ingest (balances against
 //! the rows) and the ledger's own audit after the postings.
 
@@ -88,6 +93,7 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
     let now = flashback_server::trade::now_ms();
     let rows: Vec<Value> = (0..args.rows).map(|i| feed_row(i, args.users, now)).collect();
     eprintln!("bench: ingesting {} rows in batches of {}", args.rows, args.batch);
+    settle();
     let started = Instant::now();
     let mut applied = 0;
     for chunk in rows.chunks(args.batch) {
@@ -107,14 +113,12 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
     // Balanced transactions straight to the ledger.
     eprintln!("bench: posting {} transactions in batches of {}", args.transactions, args.posting_batch);
     let mut posted = 0;
+    let txns: Vec<NewTxn> = (0..args.transactions).map(|i| txn(&state, i, &users, now)).collect();
+    settle();
     let started = Instant::now();
-    let mut next = 0;
-    while next < args.transactions {
-        let n = args.posting_batch.min(args.transactions - next);
-        let batch: Vec<NewTxn> = (next..next + n).map(|i| txn(&state, i, &users, now)).collect();
-        let outcomes = state.store.post_batch(&batch).await?;
+    for batch in txns.chunks(args.posting_batch) {
+        let outcomes = state.store.post_batch(batch).await?;
         posted += outcomes.iter().filter(|o| **o == flashback_store::Posted::New).count() * 4;
-        next += n;
     }
     let post_secs = started.elapsed().as_secs_f64();
     let postings_per_sec = rate(posted, post_secs);
@@ -124,6 +128,34 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
     if posted != args.transactions * 4 {
         problems.push(format!("{posted} postings of {}", args.transactions * 4));
     }
+    // The floor: the same rows and their ledger transactions written with none of our work.
+    let mut stored = Vec::with_capacity(args.rows);
+    let mut after = None;
+    loop {
+        let page = state.store.rebate_orders_page(after.clone(), 5_000).await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.source.clone(), last.line_key.clone()));
+        stored.extend(page);
+    }
+    stored.sort_by_key(|r| r.created_at_ms);
+    eprintln!("bench: floor: writing the {} stored rows again with none of the ingest's work", stored.len());
+    let floor_dir = tempfile::Builder::new().prefix("flashback-bench-rebate-floor-").tempdir()?;
+    let floor = crate::rebate_floor::fresh(floor_dir.path()).await?;
+    settle();
+    let floor_rows_per_sec = crate::rebate_floor::rows(&floor, &stored, args.batch).await?;
+    drop(stored);
+    eprintln!(
+        "bench: floor {floor_rows_per_sec:.0} rows/s; the ingest ran at {:.2}x the floor",
+        ratio(rows_per_sec, floor_rows_per_sec)
+    );
+    settle();
+    let floor_postings_per_sec = crate::rebate_floor::postings(&floor, &txns, args.posting_batch).await?;
+    floor.close().await;
+    eprintln!(
+        "bench: floor {floor_postings_per_sec:.0} postings/s; the ledger ran at {:.2}x the floor",
+        ratio(postings_per_sec, floor_postings_per_sec)
+    );
+    drop(txns);
     let verified = problems.is_empty();
     for p in problems.iter().take(20) {
         eprintln!("bench: violation: {p}");
@@ -135,9 +167,13 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
         "rows": args.rows,
         "batch": args.batch,
         "rows_per_sec": rows_per_sec.round(),
+        "floor_rows_per_sec": floor_rows_per_sec.round(),
+        "rows_ratio_to_floor": (ratio(rows_per_sec, floor_rows_per_sec) * 100.0).round() / 100.0,
         "transactions": args.transactions,
         "postings": posted,
         "postings_per_sec": postings_per_sec.round(),
+        "floor_postings_per_sec": floor_postings_per_sec.round(),
+        "postings_ratio_to_floor": (ratio(postings_per_sec, floor_postings_per_sec) * 100.0).round() / 100.0,
         "ledger_transactions": ledger.transactions,
         "violations": problems.len(),
         "verified": verified,
@@ -158,6 +194,16 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
 
 fn rate(n: usize, secs: f64) -> f64 {
     if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+/// Flushes what earlier phases left for the kernel to write, so that their write-back does not
+/// slow the next timed phase's commits.
+fn settle() {
+    rustix::fs::sync();
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
 }
 
 fn fen(minor: i64) -> String {

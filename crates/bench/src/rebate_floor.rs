@@ -1,0 +1,204 @@
+//! The store's own floor for `flashback-bench rebate`: what the same rows cost to write with
+//! none of the ingest's work.
+//!
+//! Rows: the rows the ingest stored, each with the ledger transaction a new row gets (a debit of the
+//! payer, a credit per non-zero share), are written to a fresh copy of the schema (the store's
+//! own migrations, its SQLite settings: WAL, a synced commit, a 64 MiB page cache, foreign
+//! keys) through the same driver, with multi-row inserts of 500 and one transaction per batch —
+//! but no parsing, lookups, splitting, duplicate detection, compare-and-set or balances. The
+//! ingest cannot beat it on this disk; its ratio to it says how much of the time is ours.
+//! Postings: then, into the same database (as large as the real one was at that point), the
+//! transactions the ledger phase posts, as plain inserts of their rows and entries (no
+//! duplicate detection, no balances).
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Instant;
+
+use flashback_core::Account;
+use flashback_store::{NewTxn, RebateOrder, StoreOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite};
+
+const ROWS: &str = "INSERT INTO rebate_orders (source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, \
+     tracking, item_id, item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, \
+     refunded_minor, commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, \
+     click_ms, paid_at_ms, settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, \
+     updated_at_ms) ";
+
+/// One entry of a floor transaction.
+struct Entry {
+    txn: i64,
+    seq: i32,
+    account: String,
+    amount: i64,
+}
+
+/// A floor transaction's row.
+struct Txn {
+    id: i64,
+    key: String,
+    kind: String,
+    reference: String,
+    at_ms: i64,
+}
+
+/// A fresh database with the store's schema under `dir`, opened with its SQLite settings.
+pub async fn fresh(dir: &Path) -> anyhow::Result<sqlx::SqlitePool> {
+    // The store's migrations make the schema.
+    let options = StoreOptions {
+        url: None,
+        data_dir: dir.to_owned(),
+        max_connections: 1,
+        acquire_timeout: std::time::Duration::from_secs(10),
+    };
+    flashback_store::open(&options).await?.close().await;
+    let connect = SqliteConnectOptions::from_str("sqlite:")?
+        .filename(dir.join("flashback.db"))
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .pragma("cache_size", "-65536");
+    Ok(SqlitePoolOptions::new().max_connections(1).connect_with(connect).await?)
+}
+
+/// Inserts transactions and their entries, 500 rows a statement.
+async fn insert_ledger(tx: &mut sqlx::SqliteConnection, txns: &[Txn], entries: &[Entry]) -> anyhow::Result<()> {
+    for part in txns.chunks(500) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) ");
+        q.push_values(part, |mut b, t| {
+            b.push_bind(t.id)
+                .push_bind(t.key.clone())
+                .push_bind(t.kind.clone())
+                .push_bind(t.reference.clone())
+                .push_bind(t.at_ms);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    for part in entries.chunks(500) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT INTO ledger_entries (txn_id, seq, account, amount, created_at_ms) ");
+        q.push_values(part, |mut b, e| {
+            b.push_bind(e.txn).push_bind(e.seq).push_bind(e.account.clone()).push_bind(e.amount).push_bind(0_i64);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Writes `txns` in batches of `batch` as plain inserts (no duplicate detection, no
+/// balances); returns entries per second.
+pub async fn postings(pool: &sqlx::SqlitePool, txns: &[NewTxn], batch: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut postings = 0_usize;
+    for chunk in txns.chunks(batch) {
+        let rows: Vec<Txn> = chunk
+            .iter()
+            .map(|t| Txn {
+                id: t.id,
+                key: t.key.clone(),
+                kind: t.kind.clone(),
+                reference: t.reference.clone(),
+                at_ms: t.at_ms,
+            })
+            .collect();
+        let entries: Vec<Entry> = chunk
+            .iter()
+            .flat_map(|t| {
+                t.postings.iter().enumerate().map(|(seq, p)| Entry {
+                    txn: t.id,
+                    seq: i32::try_from(seq).unwrap_or(i32::MAX),
+                    account: p.account.name(),
+                    amount: p.amount,
+                })
+            })
+            .collect();
+        postings += entries.len();
+        let mut tx = pool.begin().await?;
+        insert_ledger(&mut tx, &rows, &entries).await?;
+        tx.commit().await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(if secs > 0.0 { postings as f64 / secs } else { 0.0 })
+}
+
+/// Writes `rows` (and their ledger transactions) in batches of `batch`; returns rows per
+/// second.
+pub async fn rows(pool: &sqlx::SqlitePool, rows: &[RebateOrder], batch: usize) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut next_txn = 1_i64;
+    for chunk in rows.chunks(batch) {
+        let mut txns: Vec<Txn> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
+        for row in chunk.iter().filter(|r| r.commission_minor > 0) {
+            let id = next_txn;
+            next_txn += 1;
+            txns.push(Txn {
+                id,
+                key: format!("rebate:{}:{}:v{}:{}", row.source, row.line_key, row.version, row.state.as_str()),
+                kind: format!("rebate.{}", row.state.as_str()),
+                reference: format!("{}:{}", row.source, row.line_key),
+                at_ms: row.updated_at_ms,
+            });
+            let shares = [
+                (row.user_id.map(Account::Pending), row.buyer_share),
+                (row.inviter_id.map(Account::Pending), row.inviter_share),
+                (row.grand_inviter_id.map(Account::Pending), row.grand_share),
+                (Some(Account::Revenue), row.platform_share),
+            ];
+            let mut seq = 0;
+            let mut push = |account: Account, amount: i64| {
+                entries.push(Entry { txn: id, seq, account: account.name(), amount });
+                seq += 1;
+            };
+            push(Account::Receivable, row.commission_minor);
+            for (account, amount) in shares {
+                if let Some(account) = account.filter(|_| amount != 0) {
+                    push(account, -amount);
+                }
+            }
+        }
+        let mut tx = pool.begin().await?;
+        for part in chunk.chunks(500) {
+            let mut q = QueryBuilder::<Sqlite>::new(ROWS);
+            q.push_values(part, |mut b, r| {
+                b.push_bind(r.source.clone())
+                    .push_bind(r.line_key.clone())
+                    .push_bind(r.parent_key.clone())
+                    .push_bind(r.user_id.map(flashback_core::UserId::get))
+                    .push_bind(r.inviter_id.map(flashback_core::UserId::get))
+                    .push_bind(r.grand_inviter_id.map(flashback_core::UserId::get))
+                    .push_bind(r.tracking.clone())
+                    .push_bind(r.item_id.clone())
+                    .push_bind(r.item_title.clone())
+                    .push_bind(r.category.clone())
+                    .push_bind(r.state.as_str())
+                    .push_bind(r.network_status.clone())
+                    .push_bind(r.paid_minor)
+                    .push_bind(r.estimate_minor)
+                    .push_bind(r.settled_minor)
+                    .push_bind(r.refunded_minor)
+                    .push_bind(r.commission_minor)
+                    .push_bind(r.buyer_share)
+                    .push_bind(r.inviter_share)
+                    .push_bind(r.grand_share)
+                    .push_bind(r.platform_share)
+                    .push_bind(i64::from(r.shares_available))
+                    .push_bind(r.click_ms)
+                    .push_bind(r.paid_at_ms)
+                    .push_bind(r.settled_at_ms)
+                    .push_bind(r.available_at_ms)
+                    .push_bind(r.network_modified_ms)
+                    .push_bind(r.version)
+                    .push_bind(r.created_at_ms)
+                    .push_bind(r.updated_at_ms);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        insert_ledger(&mut tx, &txns, &entries).await?;
+        tx.commit().await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(if secs > 0.0 { rows.len() as f64 / secs } else { 0.0 })
+}
