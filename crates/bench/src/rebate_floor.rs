@@ -20,12 +20,6 @@ use flashback_store::{NewTxn, RebateOrder, StoreOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 
-const ROWS: &str = "INSERT INTO rebate_orders (source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, \
-     tracking, item_id, item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, \
-     refunded_minor, commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, \
-     click_ms, paid_at_ms, settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, \
-     updated_at_ms) ";
-
 /// One entry of a floor transaction.
 struct Entry {
     txn: i64,
@@ -161,39 +155,11 @@ pub async fn rows(pool: &sqlx::SqlitePool, rows: &[RebateOrder], batch: usize) -
         }
         let mut tx = pool.begin().await?;
         for part in chunk.chunks(500) {
-            let mut q = QueryBuilder::<Sqlite>::new(ROWS);
-            q.push_values(part, |mut b, r| {
-                b.push_bind(r.source.clone())
-                    .push_bind(r.line_key.clone())
-                    .push_bind(r.parent_key.clone())
-                    .push_bind(r.user_id.map(flashback_core::UserId::get))
-                    .push_bind(r.inviter_id.map(flashback_core::UserId::get))
-                    .push_bind(r.grand_inviter_id.map(flashback_core::UserId::get))
-                    .push_bind(r.tracking.clone())
-                    .push_bind(r.item_id.clone())
-                    .push_bind(r.item_title.clone())
-                    .push_bind(r.category.clone())
-                    .push_bind(r.state.as_str())
-                    .push_bind(r.network_status.clone())
-                    .push_bind(r.paid_minor)
-                    .push_bind(r.estimate_minor)
-                    .push_bind(r.settled_minor)
-                    .push_bind(r.refunded_minor)
-                    .push_bind(r.commission_minor)
-                    .push_bind(r.buyer_share)
-                    .push_bind(r.inviter_share)
-                    .push_bind(r.grand_share)
-                    .push_bind(r.platform_share)
-                    .push_bind(i64::from(r.shares_available))
-                    .push_bind(r.click_ms)
-                    .push_bind(r.paid_at_ms)
-                    .push_bind(r.settled_at_ms)
-                    .push_bind(r.available_at_ms)
-                    .push_bind(r.network_modified_ms)
-                    .push_bind(r.version)
-                    .push_bind(r.created_at_ms)
-                    .push_bind(r.updated_at_ms);
-            });
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "INSERT INTO rebate_orders ({}) ",
+                flashback_store::REBATE_ORDER_COLUMNS
+            ));
+            q.push_values(part, flashback_store::push_rebate_order);
             q.build().execute(&mut *tx).await?;
         }
         insert_ledger(&mut tx, &txns, &entries).await?;

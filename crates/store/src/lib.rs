@@ -56,6 +56,7 @@ pub use rebate::{
     WithdrawRefusal, Withdrawal, WithdrawalMove, WithdrawalState, WithdrawalStore,
 };
 pub use shards::{ShardOptions, Shards, open_shards};
+pub use sql_rebate::{ORDER_COLUMNS as REBATE_ORDER_COLUMNS, push_order as push_rebate_order};
 pub use sqlite::{SqliteShard, SqliteStore};
 pub use trade::{
     Created, NewOrder, Order, OrderFilter, OrderLine, OrderShard, OutboxEvent, Payment, PaymentState, Read,

@@ -5,7 +5,8 @@ use flashback_core::{Tier, UserId};
 
 use crate::{RebateOrder, StoreError};
 
-pub(crate) const ORDER_COLUMNS: &str = "source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, tracking, \
+/// Every column of `rebate_orders`, in the order rows are read and inserted.
+pub const ORDER_COLUMNS: &str = "source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, tracking, \
      item_id, item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, refunded_minor, \
      commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms, \
      settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms";
@@ -97,6 +98,48 @@ pub(crate) fn profile(user_id: i64, tier: String, inviter: Option<i64>) -> Resul
         tier: Tier::parse(&tier).map_err(bad)?,
         inviter_id: inviter.map(UserId::new).transpose().map_err(bad)?,
     })
+}
+
+/// Pushes one row's values in [`ORDER_COLUMNS`] order into a multi-row `VALUES` list (the
+/// batch insert, and the rebate bench's floor, which writes the same rows).
+pub fn push_order<'a, DB>(mut b: sqlx::query_builder::Separated<'_, 'a, DB, &'static str>, r: &'a RebateOrder)
+where
+    DB: sqlx::Database,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<&'a str>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    b.push_bind(r.source.as_str())
+        .push_bind(r.line_key.as_str())
+        .push_bind(r.parent_key.as_str())
+        .push_bind(r.user_id.map(UserId::get))
+        .push_bind(r.inviter_id.map(UserId::get))
+        .push_bind(r.grand_inviter_id.map(UserId::get))
+        .push_bind(r.tracking.as_deref())
+        .push_bind(r.item_id.as_str())
+        .push_bind(r.item_title.as_str())
+        .push_bind(r.category.as_deref())
+        .push_bind(r.state.as_str())
+        .push_bind(r.network_status.as_str())
+        .push_bind(r.paid_minor)
+        .push_bind(r.estimate_minor)
+        .push_bind(r.settled_minor)
+        .push_bind(r.refunded_minor)
+        .push_bind(r.commission_minor)
+        .push_bind(r.buyer_share)
+        .push_bind(r.inviter_share)
+        .push_bind(r.grand_share)
+        .push_bind(r.platform_share)
+        .push_bind(i64::from(r.shares_available))
+        .push_bind(r.click_ms)
+        .push_bind(r.paid_at_ms)
+        .push_bind(r.settled_at_ms)
+        .push_bind(r.available_at_ms)
+        .push_bind(r.network_modified_ms)
+        .push_bind(r.version)
+        .push_bind(r.created_at_ms)
+        .push_bind(r.updated_at_ms);
 }
 
 /// Keys per lookup statement.
@@ -382,38 +425,7 @@ macro_rules! impl_rebate_store {
                     items.iter().filter(|i| i.expected.is_none()).map(|i| &i.row).collect();
                 for chunk in new_rows.chunks(500) {
                     let mut q = sqlx::QueryBuilder::<$db>::new($insert_rows);
-                    q.push_values(chunk, |mut b, r| {
-                        b.push_bind(r.source.clone())
-                            .push_bind(r.line_key.clone())
-                            .push_bind(r.parent_key.clone())
-                            .push_bind(r.user_id.map(flashback_core::UserId::get))
-                            .push_bind(r.inviter_id.map(flashback_core::UserId::get))
-                            .push_bind(r.grand_inviter_id.map(flashback_core::UserId::get))
-                            .push_bind(r.tracking.clone())
-                            .push_bind(r.item_id.clone())
-                            .push_bind(r.item_title.clone())
-                            .push_bind(r.category.clone())
-                            .push_bind(r.state.as_str())
-                            .push_bind(r.network_status.clone())
-                            .push_bind(r.paid_minor)
-                            .push_bind(r.estimate_minor)
-                            .push_bind(r.settled_minor)
-                            .push_bind(r.refunded_minor)
-                            .push_bind(r.commission_minor)
-                            .push_bind(r.buyer_share)
-                            .push_bind(r.inviter_share)
-                            .push_bind(r.grand_share)
-                            .push_bind(r.platform_share)
-                            .push_bind(i64::from(r.shares_available))
-                            .push_bind(r.click_ms)
-                            .push_bind(r.paid_at_ms)
-                            .push_bind(r.settled_at_ms)
-                            .push_bind(r.available_at_ms)
-                            .push_bind(r.network_modified_ms)
-                            .push_bind(r.version)
-                            .push_bind(r.created_at_ms)
-                            .push_bind(r.updated_at_ms);
-                    });
+                    q.push_values(chunk, |b, r| $crate::sql_rebate::push_order(b, r));
                     q.push($returning_keys);
                     let keys: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
                     inserted.extend(keys);
