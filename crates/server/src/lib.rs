@@ -13,6 +13,7 @@ pub mod demo;
 pub mod flash_sale;
 pub mod health;
 pub mod http;
+pub mod journal;
 pub mod keys;
 pub mod metrics;
 pub mod rebate;
