@@ -2,18 +2,23 @@
 //!
 //! - `memory`: each sale's remaining units and per-buyer counts in process, changed under one
 //!   short lock (limit checked before stock is touched); an accepted reservation is answered
-//!   only after the group-commit writer has made it durable, many reservations per transaction.
-//!   After a restart the book is rebuilt from the durable reservations.
+//!   only once it is in the engine's [`Journal`] (group commit: many reservations per fsync).
+//!   An importer moves journaled reservations into the store in batches; until then they are
+//!   "unrecorded" (tickets read them from the engine, audits count them). At start the journal
+//!   is imported before anything is sold, and books are rebuilt from the store.
 //! - `sql`: one transaction per attempt: conditional decrement of the sale row, the buyer's
 //!   total checked under that row's lock, the reservation row. The plain baseline.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use flashback_core::{SaleId, UserId};
-use flashback_store::{FlashReservation, FlashSale, SqlReserveRefusal, Store};
-use tokio::sync::{mpsc, oneshot};
+use flashback_store::{FlashReservation, FlashSale, ReservationStatus, SqlReserveRefusal, Store};
+
+use crate::journal::Journal;
 
 /// Why a reserve step said no; nothing was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,43 +113,158 @@ impl Engine for SqlEngine {
 struct Book {
     remaining: i64,
     per_user: HashMap<UserId, i64>,
+    /// Units accepted (durable in the journal) that the store does not hold yet.
+    unrecorded: i64,
+    /// The sale is being ended: sell nothing more.
+    closed: bool,
 }
-
-type Commit = (FlashReservation, oneshot::Sender<Result<(), String>>);
 
 /// The `memory` engine.
 #[derive(Debug)]
 pub struct MemoryEngine {
     store: Arc<dyn Store>,
     books: Mutex<HashMap<SaleId, Arc<Mutex<Book>>>>,
-    commits: mpsc::Sender<Commit>,
+    /// `None` when another process holds the journal (a CLI command while a server runs):
+    /// this process sells nothing.
+    journal: Option<Journal>,
+    /// Accepted reservations the importer has not put in the store yet, by id.
+    unrecorded: Mutex<HashMap<i64, FlashReservation>>,
 }
 
-/// Reservations waiting for the group-commit writer; beyond this, purchases are refused
-/// (`Unavailable`) rather than queued without bound.
-pub const COMMIT_QUEUE: usize = 65_536;
-/// Most reservations written in one transaction.
-pub const COMMIT_BATCH: usize = 2_048;
+/// Accepted reservations waiting to be imported into the store; beyond this, purchases are
+/// refused (`Unavailable`) rather than queued without bound.
+pub const MAX_UNRECORDED: usize = 1_000_000;
+/// Most reservations the importer writes to the store in one transaction.
+pub const IMPORT_BATCH: usize = 4_096;
+/// The journal's segment size: at most this much is imported again after a restart.
+const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// A reservation in the journal: id, sale, buyer, quantity, time (i64 little-endian each).
+const RECORD: usize = 40;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn encode(r: &FlashReservation) -> [u8; RECORD] {
+    let mut out = [0u8; RECORD];
+    for (slot, v) in out.chunks_exact_mut(8).zip([r.id, r.sale_id.get(), r.user_id.get(), r.quantity, r.created_at_ms])
+    {
+        slot.copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+fn decode(payload: &[u8]) -> anyhow::Result<Vec<FlashReservation>> {
+    anyhow::ensure!(payload.len() % RECORD == 0, "a flash journal frame of {} bytes", payload.len());
+    payload
+        .chunks_exact(RECORD)
+        .map(|rec| {
+            let mut v = rec.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+            let mut next = || v.next().unwrap_or(0);
+            let (id, sale, user, quantity, at) = (next(), next(), next(), next(), next());
+            anyhow::ensure!(quantity > 0, "reservation {id} with quantity {quantity}");
+            Ok(FlashReservation {
+                id,
+                sale_id: SaleId::new(sale)?,
+                user_id: UserId::new(user)?,
+                quantity,
+                status: ReservationStatus::Reserved,
+                order_id: None,
+                created_at_ms: at,
+            })
+        })
+        .collect()
+}
 
 impl MemoryEngine {
-    /// An engine writing through `store`, with its group-commit writer task started.
-    pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(COMMIT_QUEUE);
-        tokio::spawn(group_commit(Arc::clone(&store), rx));
-        Arc::new(Self { store, books: Mutex::new(HashMap::new()), commits: tx })
+    /// An engine writing through `store`, with its journal under `data_dir`. Whatever the
+    /// journal holds from before (a crash, a kill) is put in the store before this returns, so
+    /// books rebuilt from the store count every accepted reservation.
+    pub async fn start(store: Arc<dyn Store>, data_dir: &Path) -> anyhow::Result<Arc<Self>> {
+        let dir = data_dir.join("flash-journal");
+        let journal = match Journal::open(&dir, "flash-journal", None, SEGMENT_BYTES)? {
+            Some((journal, records)) => {
+                if records > 0 {
+                    tracing::info!(records, "flash journal: importing reservations written before the restart");
+                }
+                Some(journal)
+            }
+            None => {
+                tracing::warn!(dir = %dir.display(), "another process holds the flash journal; this one sells nothing");
+                None
+            }
+        };
+        let engine = Self { store, books: Mutex::new(HashMap::new()), journal, unrecorded: Mutex::new(HashMap::new()) };
+        while engine.import_once(Duration::ZERO).await?.is_some() {}
+        Ok(Arc::new(engine))
     }
 
     /// The sale's book, rebuilt from durable reservations on first use.
     async fn book(&self, sale: &FlashSale) -> Result<Arc<Mutex<Book>>, Refusal> {
-        if let Some(b) = self.books.lock().unwrap_or_else(|p| p.into_inner()).get(&sale.id) {
+        if let Some(b) = lock(&self.books).get(&sale.id) {
             return Ok(Arc::clone(b));
         }
         let held = self.store.sale_book(sale.id).await.map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let taken: i64 = held.iter().map(|(_, n)| n).sum();
-        let book = Book { remaining: (sale.stock - taken).max(0), per_user: held.into_iter().collect() };
-        let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
+        let book = Book {
+            remaining: (sale.stock - taken).max(0),
+            per_user: held.into_iter().collect(),
+            unrecorded: 0,
+            closed: false,
+        };
         // Another request may have loaded it meanwhile; the first one in wins.
-        Ok(Arc::clone(books.entry(sale.id).or_insert_with(|| Arc::new(Mutex::new(book)))))
+        Ok(Arc::clone(lock(&self.books).entry(sale.id).or_insert_with(|| Arc::new(Mutex::new(book)))))
+    }
+
+    /// Moves one batch of durable reservations from the journal into the store (idempotent by
+    /// id, so a batch imported again after a crash changes nothing). `None` when none came
+    /// within `wait`.
+    async fn import_once(&self, wait: Duration) -> anyhow::Result<Option<usize>> {
+        let Some(journal) = &self.journal else { return Ok(None) };
+        let Some(frames) = journal.read(IMPORT_BATCH, wait).await? else { return Ok(None) };
+        let mut rows = Vec::new();
+        for payload in &frames.payloads {
+            rows.extend(decode(payload)?);
+        }
+        if let Err(e) = self.store.insert_reservations(&rows).await {
+            journal.rewind(frames.from).await;
+            return Err(e.into());
+        }
+        let mut recorded: HashMap<SaleId, i64> = HashMap::new();
+        {
+            let mut unrecorded = lock(&self.unrecorded);
+            for r in &rows {
+                if let Some(r) = unrecorded.remove(&r.id) {
+                    *recorded.entry(r.sale_id).or_default() += r.quantity;
+                }
+            }
+        }
+        for (sale, units) in recorded {
+            if let Some(book) = lock(&self.books).get(&sale) {
+                lock(book).unrecorded -= units;
+            }
+        }
+        journal.release(frames.to).await?;
+        Ok(Some(rows.len()))
+    }
+
+    /// Imports until shutdown, then whatever is left.
+    async fn run_importer(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let wait = if shutdown.is_cancelled() { Duration::ZERO } else { Duration::from_millis(200) };
+            match self.import_once(wait).await {
+                Ok(Some(_)) => {}
+                Ok(None) if shutdown.is_cancelled() => return,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "flash journal import failed; will retry");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -156,8 +276,8 @@ impl Engine for MemoryEngine {
 
     async fn returned(&self, r: &FlashReservation) -> Result<(), Refusal> {
         // Only this process sells from the book, and the store released the reservation once.
-        if let Some(book) = self.books.lock().unwrap_or_else(|p| p.into_inner()).get(&r.sale_id) {
-            let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(book) = lock(&self.books).get(&r.sale_id) {
+            let mut b = lock(book);
             b.remaining += r.quantity;
             if let Some(n) = b.per_user.get_mut(&r.user_id) {
                 *n = (*n - r.quantity).max(0);
@@ -166,24 +286,50 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
+    async fn in_flight(&self, id: i64) -> Result<Option<FlashReservation>, Refusal> {
+        if let Some(r) = lock(&self.unrecorded).get(&id) {
+            return Ok(Some(r.clone()));
+        }
+        // Imported between the caller's read of the store and now.
+        self.store.flash_reservation(id).await.map_err(|e| Refusal::Unavailable(e.to_string()))
+    }
+
+    async fn close(&self, sale: SaleId) -> Result<bool, Refusal> {
+        let Some(book) = lock(&self.books).get(&sale).cloned() else { return Ok(true) };
+        let mut b = lock(&book);
+        b.closed = true;
+        Ok(b.unrecorded == 0)
+    }
+
     async fn forget(&self, sale: SaleId) {
-        self.books.lock().unwrap_or_else(|p| p.into_inner()).remove(&sale);
+        lock(&self.books).remove(&sale);
     }
 
     async fn book(&self, sale: SaleId) -> Result<Option<(i64, i64)>, Refusal> {
-        let books = self.books.lock().unwrap_or_else(|p| p.into_inner());
-        // Nothing is accepted before it is durable: nothing is ever in flight.
-        Ok(books.get(&sale).map(|b| (b.lock().unwrap_or_else(|p| p.into_inner()).remaining, 0)))
+        let books = lock(&self.books);
+        Ok(books.get(&sale).map(|b| {
+            let b = lock(b);
+            (b.remaining, b.unrecorded)
+        }))
     }
 
     async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<(), Refusal> {
         if !in_window(sale, now_ms) {
             return Err(Refusal::Closed);
         }
+        let Some(journal) = &self.journal else {
+            return Err(Refusal::Unavailable("another process holds the flash journal".into()));
+        };
+        if lock(&self.unrecorded).len() >= MAX_UNRECORDED {
+            return Err(Refusal::Unavailable("too many reservations waiting to be recorded".into()));
+        }
         let book = self.book(sale).await?;
-        let (user, quantity) = (reservation.user_id, reservation.quantity);
+        let (id, user, quantity) = (reservation.id, reservation.user_id, reservation.quantity);
         {
-            let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
+            let mut b = lock(&book);
+            if b.closed {
+                return Err(Refusal::Closed);
+            }
             // The buyer's limit first: a duplicate purchase never touches stock.
             let held = b.per_user.get(&user).copied().unwrap_or(0);
             if held + quantity > sale.per_user_limit {
@@ -193,38 +339,26 @@ impl Engine for MemoryEngine {
                 return Err(Refusal::SoldOut);
             }
             b.remaining -= quantity;
+            b.unrecorded += quantity;
             *b.per_user.entry(user).or_insert(0) += quantity;
         }
-        let (done, durable) = oneshot::channel();
-        let outcome = match self.commits.try_send((reservation, done)) {
-            Ok(()) => durable.await.unwrap_or_else(|_| Err("group commit stopped".into())),
-            Err(_) => Err("group commit queue full".into()),
-        };
-        if let Err(e) = outcome {
+        let record = encode(&reservation);
+        lock(&self.unrecorded).insert(id, reservation);
+        if let Err(e) = journal.append(&record, 1).await {
             // Not durable, so not accepted: undo the in-memory step.
-            let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
+            lock(&self.unrecorded).remove(&id);
+            let mut b = lock(&book);
             b.remaining += quantity;
+            b.unrecorded -= quantity;
             if let Some(n) = b.per_user.get_mut(&user) {
                 *n -= quantity;
             }
-            return Err(Refusal::Unavailable(e));
+            return Err(Refusal::Unavailable(e.to_string()));
         }
         Ok(())
     }
-}
 
-/// Writes queued reservations in batches: waits for one, takes whatever else is queued (up to
-/// [`COMMIT_BATCH`]), commits them in one transaction, then answers every waiter.
-async fn group_commit(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Commit>) {
-    let mut batch: Vec<Commit> = Vec::with_capacity(COMMIT_BATCH);
-    while rx.recv_many(&mut batch, COMMIT_BATCH).await > 0 {
-        let rows: Vec<FlashReservation> = batch.iter().map(|(r, _)| r.clone()).collect();
-        let result = store.insert_reservations(&rows).await.map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, rows = rows.len(), "flash reservation group commit failed");
-        }
-        for (_, waiter) in batch.drain(..) {
-            let _ = waiter.send(result.clone());
-        }
+    fn background(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![tokio::spawn(self.run_importer(shutdown))]
     }
 }

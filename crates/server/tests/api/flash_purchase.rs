@@ -240,6 +240,69 @@ async fn the_memory_engine_recovers_its_book_from_durable_reservations_after_a_r
     again.shutdown().await;
 }
 
+/// A crash after the journal's fsync and before the importer ran: the reservations exist only
+/// in the journal. The next start imports them before selling, so nothing accepted is lost and
+/// the book counts them.
+#[tokio::test]
+async fn reservations_only_in_the_memory_journal_survive_a_crash_and_count_in_the_book() {
+    use flashback_server::flash_sale::engine::{Engine, MemoryEngine};
+    use flashback_store::{FlashReservation, ReservationStatus};
+    let app = TestApp::spawn().await;
+    let id = sale(&app, 4, 3, -1_000, false).await;
+    let buyer = app.token_for("journalonly", Role::User).await;
+    let buyer_id = app.state.auth.tokens.verify(&buyer).unwrap().id;
+    let dir = app.shutdown_keeping_data().await;
+
+    // The engine alone, without its importer, as a process that dies right after the fsync.
+    let options = flashback_store::testing::test_options(None, dir.path().to_owned());
+    let store = flashback_store::open(&options).await.unwrap();
+    let sale_id = id.parse().unwrap();
+    let sale = store.flash_sale(sale_id).await.unwrap().unwrap();
+    let engine = MemoryEngine::start(Arc::clone(&store), dir.path()).await.unwrap();
+    let mut accepted = Vec::new();
+    for n in 0..3 {
+        let r = FlashReservation {
+            id: 9_000_000_000 + now_ms() * 10 + n,
+            sale_id,
+            user_id: buyer_id,
+            quantity: 1,
+            status: ReservationStatus::Reserved,
+            order_id: None,
+            created_at_ms: now_ms(),
+        };
+        engine.reserve(&sale, r.clone(), now_ms()).await.unwrap();
+        accepted.push(r.id);
+    }
+    let fourth = FlashReservation { id: accepted[0] + 100, ..engine.in_flight(accepted[0]).await.unwrap().unwrap() };
+    assert_eq!(
+        engine.reserve(&sale, fourth, now_ms()).await,
+        Err(flashback_server::flash_sale::engine::Refusal::LimitReached)
+    );
+    assert_eq!(engine.book(sale_id).await.unwrap(), Some((1, 3)), "1 left, 3 accepted and not yet in the store");
+    for r in &accepted {
+        assert!(store.flash_reservation(*r).await.unwrap().is_none(), "not imported yet");
+        assert_eq!(engine.in_flight(*r).await.unwrap().map(|r| r.status), Some(ReservationStatus::Reserved));
+    }
+    drop(engine);
+    drop(store);
+
+    let again = TestApp::start(test_config(dir.path()), dir).await;
+    for r in &accepted {
+        let stored = again.state.store.flash_reservation(*r).await.unwrap();
+        assert!(stored.is_some(), "reservation {r} was accepted and must survive");
+    }
+    assert_eq!(taken(&again, &id).await, 3);
+    assert_problem(buy(&again, &buyer, &id).await, StatusCode::CONFLICT, "limit_reached").await;
+    let other = again.token_for("journalother", Role::User).await;
+    assert_eq!(buy(&again, &other, &id).await.status(), StatusCode::ACCEPTED, "the fourth unit");
+    assert_problem(buy(&again, &other, &id).await, StatusCode::CONFLICT, "sold_out").await;
+    for r in &accepted {
+        wait_for_order(&again, &buyer, &r.to_string()).await;
+    }
+    audit_clean(&again, &id).await;
+    again.shutdown().await;
+}
+
 async fn wait_for_order(app: &TestApp, token: &str, ticket: &str) -> String {
     let started = std::time::Instant::now();
     loop {
