@@ -117,8 +117,15 @@ pub async fn prepare(api: &Api, plan: &Plan) -> anyhow::Result<Fixture> {
     Ok(Fixture { sale_id, product_id, buyers })
 }
 
+/// Units the bench's product holds beyond the sale's stock. Between the product and the sale
+/// the buyers register (seconds), and a `--demo` server's traffic (a few orders a second on
+/// any listed product) may buy some of it meanwhile: creating the sale then failed with
+/// `409 insufficient_stock` (seen once in a few runs). The surplus stays with the product.
+const PRODUCT_HEADROOM: i64 = 10_000;
+
 /// A product of the account's merchant (or, for an admin, of the first merchant listed) with
-/// `stock` units available, in the first category (an admin creates "Bench" if there is none).
+/// `stock` units available for the sale (and [`PRODUCT_HEADROOM`] more), in the first category
+/// (an admin creates "Bench" if there is none).
 async fn create_product(api: &Api, token: &str, role: &str, tag: &str, stock: i64) -> anyhow::Result<String> {
     let merchant_id = match role {
         "merchant" => None,
@@ -147,7 +154,7 @@ async fn create_product(api: &Api, token: &str, role: &str, tag: &str, stock: i6
         "title": "Flash-sale bench product",
         "list_price_minor": 9900,
         "category_id": category_id,
-        "available": stock,
+        "available": stock.saturating_add(PRODUCT_HEADROOM),
     });
     if let Some(m) = merchant_id {
         body["merchant_id"] = Value::String(m);
