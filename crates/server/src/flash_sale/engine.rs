@@ -155,7 +155,7 @@ fn encode(r: &FlashReservation) -> [u8; RECORD] {
 }
 
 fn decode(payload: &[u8]) -> anyhow::Result<Vec<FlashReservation>> {
-    anyhow::ensure!(payload.len() % RECORD == 0, "a flash journal frame of {} bytes", payload.len());
+    anyhow::ensure!(payload.len().is_multiple_of(RECORD), "a flash journal frame of {} bytes", payload.len());
     payload
         .chunks_exact(RECORD)
         .map(|rec| {
