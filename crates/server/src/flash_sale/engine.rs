@@ -222,14 +222,22 @@ impl MemoryEngine {
     async fn import_once(&self, wait: Duration) -> anyhow::Result<Option<usize>> {
         let Some(journal) = &self.journal else { return Ok(None) };
         let Some(frames) = journal.read(IMPORT_BATCH, wait).await? else { return Ok(None) };
-        let mut rows = Vec::new();
-        for payload in &frames.payloads {
-            rows.extend(decode(payload)?);
-        }
-        if let Err(e) = self.store.insert_reservations(&rows).await {
-            journal.rewind(frames.from).await;
-            return Err(e.into());
-        }
+        let stored = async {
+            let mut rows = Vec::new();
+            for payload in &frames.payloads {
+                rows.extend(decode(payload)?);
+            }
+            self.store.insert_reservations(&rows).await?;
+            anyhow::Ok(rows)
+        };
+        let rows = match stored.await {
+            Ok(rows) => rows,
+            Err(e) => {
+                // Read again next time: an accepted reservation is never skipped.
+                journal.rewind(frames.from).await;
+                return Err(e);
+            }
+        };
         let mut recorded: HashMap<SaleId, i64> = HashMap::new();
         {
             let mut unrecorded = lock(&self.unrecorded);

@@ -303,6 +303,28 @@ async fn reservations_only_in_the_memory_journal_survive_a_crash_and_count_in_th
     again.shutdown().await;
 }
 
+/// A journal record the importer cannot store stops the start loudly, every time: it is never
+/// skipped (and so never released from the journal) as if it had been imported.
+#[tokio::test]
+async fn an_unreadable_journal_record_stops_the_start_instead_of_being_skipped() {
+    use flashback_server::flash_sale::engine::MemoryEngine;
+    use flashback_server::journal::Journal;
+    let dir = tempfile::tempdir().unwrap();
+    let options = flashback_store::testing::test_options(None, dir.path().to_owned());
+    let store = flashback_store::open(&options).await.unwrap();
+    {
+        let (journal, _) = Journal::open(&dir.path().join("flash-journal"), "test", None, 1 << 20).unwrap().unwrap();
+        // id 1, sale 2, buyer 3, quantity 0 (no reservation has that), time 5.
+        let record: Vec<u8> = [1i64, 2, 3, 0, 5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        journal.append(&record, 1).await.unwrap();
+    }
+    for _ in 0..2 {
+        let started = MemoryEngine::start(Arc::clone(&store), dir.path()).await;
+        let e = started.expect_err("an unreadable record must stop the start");
+        assert!(format!("{e:#}").contains("quantity 0"), "{e:#}");
+    }
+}
+
 async fn wait_for_order(app: &TestApp, token: &str, ticket: &str) -> String {
     let started = std::time::Instant::now();
     loop {
