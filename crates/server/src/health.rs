@@ -82,6 +82,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             detail: if up { "events".into() } else { "not connected".into() },
         });
     }
+    if let Some(local) = state.flash.engine.readiness() {
+        checks.push(match local {
+            Ok(()) => Check { name: "flash_journal", status: "up", detail: state.flash.engine.name().into() },
+            Err(why) => Check { name: "flash_journal", status: "down", detail: why },
+        });
+    }
     let accepting = state.accepting.load(Ordering::Relaxed);
     let all_up = checks.iter().all(|c| c.status == "up");
     let (code, status) = match (accepting, all_up) {

@@ -271,6 +271,11 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether a write or fsync failed: no append succeeds until a restart.
+    pub fn failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
     /// The segment files present (for tests and operators).
     pub fn segment_count(&self) -> std::io::Result<usize> {
         segments(&self.dir).map(|s| s.len())

@@ -68,6 +68,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         Ok(None)
     }
 
+    /// For readiness: the state the engine keeps on this instance, if any (`None`: nothing
+    /// local to check; its remote dependencies are checked on their own).
+    fn readiness(&self) -> Option<Result<(), String>> {
+        None
+    }
+
     /// Tasks the engine runs until shutdown.
     fn background(self: Arc<Self>, _shutdown: tokio_util::sync::CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         Vec::new()
@@ -258,6 +264,10 @@ impl MemoryEngine {
 
     /// Imports until shutdown, then whatever is left.
     async fn run_importer(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        if self.journal.is_none() {
+            // Another process holds the journal: nothing is written here to import.
+            return;
+        }
         loop {
             let wait = if shutdown.is_cancelled() { Duration::ZERO } else { Duration::from_millis(200) };
             match self.import_once(wait).await {
@@ -364,6 +374,14 @@ impl Engine for MemoryEngine {
             return Err(Refusal::Unavailable(e.to_string()));
         }
         Ok(())
+    }
+
+    fn readiness(&self) -> Option<Result<(), String>> {
+        Some(match &self.journal {
+            None => Err("another process holds data_dir/flash-journal: this instance sells nothing".into()),
+            Some(j) if j.failed() => Err("a journal write failed: purchases are refused until a restart".into()),
+            Some(_) => Ok(()),
+        })
     }
 
     fn background(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {

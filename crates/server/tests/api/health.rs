@@ -18,6 +18,29 @@ async fn a_fresh_embedded_instance_is_live_and_ready() {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"][0]["name"], "store");
     assert_eq!(body["checks"][0]["detail"], "sqlite");
+    assert_eq!(
+        (body["checks"][1]["name"].as_str(), body["checks"][1]["status"].as_str()),
+        (Some("flash_journal"), Some("up"))
+    );
+    app.shutdown().await;
+}
+
+/// An instance that cannot take its flash journal (another process holds the data directory's
+/// journal) sells nothing, and says so: not ready.
+#[tokio::test]
+async fn an_instance_without_its_flash_journal_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = flashback_server::journal::Journal::open(&dir.path().join("flash-journal"), "other", None, 1 << 20)
+        .unwrap()
+        .expect("free before the app starts");
+    let app = TestApp::start(crate::helpers::test_config(dir.path()), dir).await;
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    let journal = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "flash_journal").expect("checked");
+    assert_eq!(journal["status"], "down");
+    assert!(journal["detail"].as_str().unwrap().contains("another process"), "{journal}");
+    drop(held);
     app.shutdown().await;
 }
 
