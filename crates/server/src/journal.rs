@@ -20,7 +20,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -85,6 +85,8 @@ pub struct Journal {
     appender: mpsc::Sender<Append>,
     shared: Arc<Shared>,
     reader: tokio::sync::Mutex<Reader>,
+    /// No segment before this one is left: a release that does not pass it has nothing to do.
+    first_kept: AtomicU64,
 }
 
 fn segment_path(dir: &Path, segment: u64) -> PathBuf {
@@ -211,6 +213,7 @@ impl Journal {
             appender: tx,
             shared,
             reader: tokio::sync::Mutex::new(Reader { pos: start, file: None }),
+            first_kept: AtomicU64::new(start.segment),
         };
         Ok(Some((journal, records)))
     }
@@ -260,6 +263,11 @@ impl Journal {
 
     /// Everything before `upto` is kept elsewhere: deletes the segments wholly before it.
     pub async fn release(&self, upto: Pos) -> anyhow::Result<()> {
+        // Owners release after every batch; only a batch that crossed into a later segment
+        // frees a file, so the directory is listed once per segment, not once per batch.
+        if upto.segment <= self.first_kept.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             for old in segments(&dir)?.into_iter().filter(|&s| s < upto.segment) {
@@ -268,6 +276,7 @@ impl Journal {
             Ok(())
         })
         .await??;
+        self.first_kept.fetch_max(upto.segment, Ordering::AcqRel);
         Ok(())
     }
 
