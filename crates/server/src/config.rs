@@ -185,8 +185,9 @@ pub struct FlashSaleConfig {
     pub cluster_per_sale_per_sec: u32,
     /// Purchase attempts per second one buyer may make.
     pub per_user_per_sec: u32,
-    /// Orders made from reservations at once. Low on purpose: reservations queue up during a
-    /// storm and orders follow at a steady pace (peak shaving), leaving the CPU to purchases.
+    /// Order shards written at once by the flash order worker (each shard's orders of a pass,
+    /// up to 500, are one transaction). Low on purpose: reservations queue up during a storm
+    /// and orders follow at a steady pace (peak shaving), leaving the CPU to purchases.
     pub order_concurrency: usize,
     /// Purchase attempts per second one client IP may make.
     pub per_ip_per_sec: u32,

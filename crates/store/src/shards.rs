@@ -56,6 +56,12 @@ impl Shards {
         self.by_gene(OrderId::gene_of(buyer))
     }
 
+    /// The position in [`Shards::all`] of the shard holding `buyer`'s orders (for grouping a
+    /// batch by shard).
+    pub fn index_for_buyer(&self, buyer: UserId) -> usize {
+        usize::from(OrderId::gene_of(buyer)) % self.shards.len()
+    }
+
     /// The shard holding order `id`.
     pub fn for_order(&self, id: OrderId) -> &Arc<dyn OrderShard> {
         self.by_gene(id.gene())

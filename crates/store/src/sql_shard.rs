@@ -72,6 +72,41 @@ pub(crate) fn assemble(orders: Vec<OrderRow>, lines: Vec<LineRow>) -> Result<Vec
         .collect()
 }
 
+/// Rows per multi-row statement of a batch write (11 binds per order row: 5,500 per statement,
+/// well inside SQLite's and MySQL's limits on bound parameters).
+pub(crate) const BATCH_ROWS: usize = 500;
+
+/// How a batch of new orders maps onto idempotency keys claimed before: which inputs to write
+/// (by index) and, for every input, the id of its order — its own, or the earlier holder's of
+/// its key. `claimed` maps `(buyer, key)` to the order already holding it; a key repeated in the
+/// batch is written once, by its first order.
+pub(crate) fn plan_batch(
+    batch: &[(crate::NewOrder, i64)],
+    mut claimed: std::collections::HashMap<(i64, String), i64>,
+) -> Result<(Vec<usize>, Vec<OrderId>), StoreError> {
+    let mut write = Vec::with_capacity(batch.len());
+    let mut ids = Vec::with_capacity(batch.len());
+    for (i, (new, _)) in batch.iter().enumerate() {
+        let o = &new.order;
+        let holder = match &new.idempotency {
+            Some((key, _)) => match claimed.entry((o.buyer.get(), key.clone())) {
+                std::collections::hash_map::Entry::Occupied(held) => *held.get(),
+                std::collections::hash_map::Entry::Vacant(free) => {
+                    free.insert(o.id.get());
+                    write.push(i);
+                    o.id.get()
+                }
+            },
+            None => {
+                write.push(i);
+                o.id.get()
+            }
+        };
+        ids.push(OrderId::new(holder).map_err(corrupt)?);
+    }
+    Ok((write, ids))
+}
+
 /// Implements [`crate::OrderShard`] for a shard type with `writer()`/`reader()` pools, a
 /// `migrator()` and the connection-level `ping`/`close`.
 macro_rules! impl_order_shard {
@@ -178,6 +213,130 @@ macro_rules! impl_order_shard {
                 Self::write_event(&mut tx, ids.event, t.event(), &order, previous).await?;
                 tx.commit().await?;
                 Ok(order)
+            }
+
+            /// The orders already holding any of the batch's idempotency keys, by `(buyer, key)`.
+            async fn claimed_keys(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                batch: &[($crate::NewOrder, i64)],
+            ) -> $crate::StoreResult<std::collections::HashMap<(i64, String), i64>> {
+                let keyed: Vec<(i64, &str)> = batch
+                    .iter()
+                    .filter_map(|(n, _)| n.idempotency.as_ref().map(|(k, _)| (n.order.buyer.get(), k.as_str())))
+                    .collect();
+                let mut claimed = std::collections::HashMap::new();
+                for chunk in keyed.chunks($crate::sql_shard::BATCH_ROWS) {
+                    let mut buyers: Vec<i64> = chunk.iter().map(|(b, _)| *b).collect();
+                    buyers.sort_unstable();
+                    buyers.dedup();
+                    // Both columns of the primary key by IN lists (portable, and a range scan on
+                    // both backends); the pairs are matched exactly below.
+                    // The key as text: MySQL stores it with a binary collation (case-sensitive),
+                    // which the driver would hand back as bytes.
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT buyer_id, CAST(idem_key AS CHAR) AS idem_key, order_id FROM idempotency_keys \
+                         WHERE buyer_id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for b in &buyers {
+                        list.push_bind(*b);
+                    }
+                    q.push(") AND idem_key IN (");
+                    let mut list = q.separated(", ");
+                    for (_, k) in chunk {
+                        list.push_bind(*k);
+                    }
+                    q.push(")");
+                    let rows: Vec<(i64, String, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
+                    for (buyer, key, order) in rows {
+                        if chunk.iter().any(|(b, k)| *b == buyer && *k == key) {
+                            claimed.insert((buyer, key), order);
+                        }
+                    }
+                }
+                Ok(claimed)
+            }
+
+            /// One attempt of [`crate::OrderShard::create_orders`].
+            async fn create_orders_once(
+                &self,
+                batch: &[($crate::NewOrder, i64)],
+            ) -> $crate::StoreResult<Vec<flashback_core::OrderId>> {
+                let mut tx = self.writer().begin().await?;
+                let claimed = Self::claimed_keys(&mut tx, batch).await?;
+                let (write, ids) = $crate::sql_shard::plan_batch(batch, claimed)?;
+                let now = $crate::now_ms();
+                for chunk in write.chunks($crate::sql_shard::BATCH_ROWS) {
+                    let news: Vec<&($crate::NewOrder, i64)> = chunk.iter().map(|i| &batch[*i]).collect();
+                    let keyed: Vec<_> = news
+                        .iter()
+                        .filter_map(|(n, _)| n.idempotency.as_ref().map(|(k, h)| (&n.order, k, h)))
+                        .collect();
+                    if !keyed.is_empty() {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO idempotency_keys (buyer_id, idem_key, request_hash, order_id, created_at_ms) ",
+                        );
+                        q.push_values(keyed, |mut b, (o, key, hash)| {
+                            b.push_bind(o.buyer.get())
+                                .push_bind(key.as_str())
+                                .push_bind(hash.as_str())
+                                .push_bind(o.id.get())
+                                .push_bind(o.created_at_ms);
+                        });
+                        q.build()
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| $crate::error::on_write(e, "idempotency_key", "order"))?;
+                    }
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO orders (id, buyer_id, merchant_id, state, total_minor, points_used, payable_minor, \
+                         expires_at_ms, created_at_ms, updated_at_ms, flash_reservation_id) ",
+                    );
+                    q.push_values(&news, |mut b, (n, _)| {
+                        let o = &n.order;
+                        b.push_bind(o.id.get())
+                            .push_bind(o.buyer.get())
+                            .push_bind(o.merchant.get())
+                            .push_bind(o.state.as_str())
+                            .push_bind(o.total.minor())
+                            .push_bind(o.points_used.get())
+                            .push_bind(o.payable.minor())
+                            .push_bind(o.expires_at_ms)
+                            .push_bind(o.created_at_ms)
+                            .push_bind(o.updated_at_ms)
+                            .push_bind(o.flash_reservation);
+                    });
+                    q.build().execute(&mut *tx).await.map_err(|e| $crate::error::on_write(e, "order", "order"))?;
+                    let lines: Vec<_> =
+                        news.iter().flat_map(|(n, _)| n.order.lines.iter().map(|l| (n.order.id, l))).collect();
+                    for lines in lines.chunks($crate::sql_shard::BATCH_ROWS) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO order_lines (order_id, product_id, sku, title, quantity, unit_price_minor) ",
+                        );
+                        q.push_values(lines, |mut b, (id, l)| {
+                            b.push_bind(id.get())
+                                .push_bind(l.product_id.get())
+                                .push_bind(l.sku.as_str())
+                                .push_bind(l.title.as_str())
+                                .push_bind(l.quantity.get())
+                                .push_bind(l.unit_price.minor());
+                        });
+                        q.build().execute(&mut *tx).await?;
+                    }
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO outbox (id, event_type, aggregate_id, payload, created_at_ms) ",
+                    );
+                    q.push_values(&news, |mut b, (n, event)| {
+                        b.push_bind(*event)
+                            .push_bind("order.created")
+                            .push_bind(n.order.id.get())
+                            .push_bind($crate::order_event_payload(*event, "order.created", &n.order, None, now))
+                            .push_bind(now);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(ids)
             }
 
             async fn load_order(
@@ -381,6 +540,31 @@ macro_rules! impl_order_shard {
                 Self::write_event(&mut tx, ids.event, "order.created", o, None).await?;
                 tx.commit().await?;
                 Ok($crate::Created::New(new.order))
+            }
+
+            async fn create_orders(
+                &self,
+                batch: &[($crate::NewOrder, i64)],
+            ) -> $crate::StoreResult<Vec<flashback_core::OrderId>> {
+                if batch.iter().any(|(n, _)| n.order.points_used.get() > 0) {
+                    return Err($crate::StoreError::ConditionFailed("points"));
+                }
+                let mut tries = 0;
+                loop {
+                    match self.create_orders_once(batch).await {
+                        // Another writer claimed one of the keys after this attempt looked
+                        // (two instances working the same reservations): the next attempt
+                        // finds its order. Deadlocks are retried as everywhere.
+                        Err(e)
+                            if tries < 3
+                                && (e.is_retryable() || matches!(e, $crate::StoreError::Conflict("idempotency_key"))) =>
+                        {
+                            tries += 1;
+                            tracing::debug!(tries, error = %e, "order batch raced another writer; retrying");
+                        }
+                        other => return other,
+                    }
+                }
             }
 
             async fn order(&self, id: flashback_core::OrderId) -> $crate::StoreResult<Option<$crate::Order>> {

@@ -247,6 +247,17 @@ pub trait OrderShard: Send + Sync + std::fmt::Debug {
     /// the balance) and its `order.created` event in one transaction.
     /// [`StoreError::ConditionFailed`]`("points")` when the balance is short.
     async fn create_order(&self, new: NewOrder, ids: WriteIds) -> StoreResult<Created>;
+    /// Writes many orders that redeem no points — each with its lines, its idempotency key and
+    /// its `order.created` event (id given beside it) — in one transaction: one commit for the
+    /// whole batch instead of one per order (the flash-sale order worker's passes).
+    ///
+    /// An order whose idempotency key was claimed before (by an earlier batch, another
+    /// instance's, or an earlier order of this batch) is not written; the id of the order that
+    /// holds the key is returned in its place, so a batch retried after a crash writes nothing
+    /// twice. Returns one order id per input, in input order.
+    /// [`StoreError::ConditionFailed`]`("points")` if an order redeems points (that takes the
+    /// balance check of [`OrderShard::create_order`]); nothing is written then.
+    async fn create_orders(&self, batch: &[(NewOrder, i64)]) -> StoreResult<Vec<OrderId>>;
     /// One order, from the primary.
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>>;
     /// Orders matching `filter`, newest first, with ids below the cursor's.

@@ -1,5 +1,7 @@
 //! Orders from reservations, made asynchronously in batches: each waiting reservation becomes
-//! one order on its buyer's shard, at the sale price, with the normal payment deadline.
+//! one order on its buyer's shard, at the sale price, with the normal payment deadline. A pass
+//! writes each shard's orders in one transaction (one commit for up to [`BATCH`] orders, not one
+//! per order: while a storm runs, the orders share the disk and the CPU with it).
 //!
 //! Exactly one order per reservation: the order is written under the idempotency key
 //! `flash:<reservation id>`, so a retry after a crash finds the order it made instead of making
@@ -8,7 +10,7 @@
 use std::collections::HashMap;
 
 use flashback_core::{OrderId, OrderState, Quantity, SaleId};
-use flashback_store::{Created, FlashReservation, FlashSale, NewOrder, Order, OrderLine, Product};
+use flashback_store::{FlashReservation, FlashSale, NewOrder, Order, OrderLine, Product};
 
 use crate::AppState;
 use crate::trade::{TradeError, now_ms};
@@ -31,13 +33,21 @@ pub async fn create_orders_once(state: &AppState) -> Result<usize, TradeError> {
             state.store.product(sale.product_id).await?.ok_or(TradeError::Invalid("product vanished".into()))?;
         goods.insert(r.sale_id, (sale, product));
     }
-    let jobs: Vec<_> = waiting
-        .iter()
-        .filter_map(|r| goods.get(&r.sale_id).map(|(sale, product)| made(state, r, sale, product)))
-        .collect();
-    let made: Vec<(i64, OrderId)> = futures::stream::iter(jobs)
+    let mut by_shard: HashMap<usize, Vec<(i64, (NewOrder, i64))>> = HashMap::new();
+    for r in &waiting {
+        let Some((sale, product)) = goods.get(&r.sale_id) else { continue };
+        match order_for(state, r, sale, product) {
+            Ok(new) => by_shard
+                .entry(state.shards.index_for_buyer(r.user_id))
+                .or_default()
+                .push((r.id, (new, state.ids.write_ids().event))),
+            Err(e) => tracing::warn!(reservation.id = r.id, error = %e, "flash reservation cannot become an order"),
+        }
+    }
+    let made: Vec<(i64, OrderId)> = futures::stream::iter(by_shard)
+        .map(|(shard, batch)| write_batch(state, shard, batch))
         .buffer_unordered(state.config.flash_sale.order_concurrency)
-        .filter_map(std::future::ready)
+        .flat_map(futures::stream::iter)
         .collect()
         .await;
     // One catalog transaction marks the whole pass (the embedded store has one writer, which
@@ -46,23 +56,26 @@ pub async fn create_orders_once(state: &AppState) -> Result<usize, TradeError> {
     Ok(made.len())
 }
 
-async fn made(state: &AppState, r: &FlashReservation, sale: &FlashSale, product: &Product) -> Option<(i64, OrderId)> {
-    match order_for(state, r, sale, product).await {
-        Ok(order) => Some((r.id, order)),
+/// Writes one shard's orders of a pass; on failure none are made and the next pass retries them.
+async fn write_batch(state: &AppState, shard: usize, batch: Vec<(i64, (NewOrder, i64))>) -> Vec<(i64, OrderId)> {
+    let (reservations, orders): (Vec<i64>, Vec<(NewOrder, i64)>) = batch.into_iter().unzip();
+    let Some(target) = state.shards.all().get(shard) else { return Vec::new() };
+    match target.create_orders(&orders).await {
+        Ok(ids) => reservations.into_iter().zip(ids).collect(),
         Err(e) => {
-            tracing::warn!(reservation.id = r.id, error = %e, "flash order not created yet; will retry");
-            None
+            tracing::warn!(shard, orders = orders.len(), error = %e, "flash orders not created yet; will retry");
+            Vec::new()
         }
     }
 }
 
-/// Makes (or finds) the reservation's order; the caller marks the reservation.
-async fn order_for(
+/// The reservation's order, under its idempotency key; the caller writes it.
+fn order_for(
     state: &AppState,
     r: &FlashReservation,
     sale: &FlashSale,
     product: &Product,
-) -> Result<OrderId, TradeError> {
+) -> Result<NewOrder, TradeError> {
     let quantity = Quantity::new(r.quantity).map_err(|e| TradeError::Invalid(e.to_string()))?;
     let total = sale.sale_price.checked_mul(r.quantity).ok_or_else(|| TradeError::Invalid("total too large".into()))?;
     let now = now_ms();
@@ -87,12 +100,7 @@ async fn order_for(
         updated_at_ms: now,
         flash_reservation: Some(r.id),
     };
-    let key = format!("flash:{}", r.id);
-    let new = NewOrder { order, idempotency: Some((key, "flash".into())) };
-    let order = match state.shards.for_buyer(r.user_id).create_order(new, state.ids.write_ids()).await? {
-        Created::New(o) | Created::Existing { order: o, .. } => o,
-    };
-    Ok(order.id)
+    Ok(NewOrder { order, idempotency: Some((format!("flash:{}", r.id), "flash".into())) })
 }
 
 /// Gives a flash order's units back to its sale (expired, cancelled, or refunded before

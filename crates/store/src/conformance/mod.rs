@@ -41,6 +41,8 @@ macro_rules! conformance_suite {
             concurrent_reservations_of_one_sku_never_oversell
             an_order_redeems_points_atomically_or_not_at_all
             an_idempotency_key_returns_the_first_order
+            a_batch_of_orders_is_written_once_per_idempotency_key
+            racing_order_batches_leave_one_order_per_key
             transitions_are_compare_and_set_and_cancelling_returns_points
             racing_payment_and_expiry_leave_each_order_in_one_state
             the_outbox_keeps_events_until_dispatched_and_consumers_record_once

@@ -223,6 +223,133 @@ pub async fn an_idempotency_key_returns_the_first_order(t: &TestStore) {
     assert_eq!(mine.await.expect("list").len(), 1);
 }
 
+/// Buyers whose orders live on the same shard as `first`'s (a batch is one shard's).
+fn buyers_on_one_shard(t: &TestStore, g: &IdGenerator, n: usize) -> Vec<UserId> {
+    let first = next(g, UserId::new);
+    let shard = t.shards.index_for_buyer(first);
+    let mut buyers = vec![first];
+    while buyers.len() < n {
+        let b = next(g, UserId::new);
+        if t.shards.index_for_buyer(b) == shard {
+            buyers.push(b);
+        }
+    }
+    buyers
+}
+
+/// Every order of `buyers` on their shard (at most 100 each).
+async fn orders_of(t: &TestStore, buyers: &[UserId]) -> Vec<Order> {
+    let mut all = Vec::new();
+    for b in buyers {
+        let mine = t.shards.for_buyer(*b).orders(
+            OrderFilter { buyer: Some(*b), ..Default::default() },
+            None,
+            PageLimit::try_from(100).expect("limit"),
+            crate::Read::Primary,
+        );
+        all.extend(mine.await.expect("list"));
+    }
+    all
+}
+
+/// A batch writes each order once with its lines and event, in one call; a key claimed before
+/// (by an earlier batch, or earlier in the same batch) returns its first order and writes nothing.
+pub async fn a_batch_of_orders_is_written_once_per_idempotency_key(t: &TestStore) {
+    let g = ids();
+    let buyers = buyers_on_one_shard(t, &g, 3);
+    let merchant = next(&g, MerchantId::new);
+    let shard = t.shards.for_buyer(buyers[0]);
+    let keyed = |i: usize, units: i64| {
+        let new = new_order(&g, buyers[i % 3], merchant, units, 0, Some(&format!("flash:{i}")));
+        (new, g.next_at(now_ms()))
+    };
+    let first: Vec<_> = (0..12).map(|i| keyed(i, 1 + (i as i64 % 3))).collect();
+    let ids = shard.create_orders(&first).await.expect("batch");
+    assert_eq!(ids, first.iter().map(|(n, _)| n.order.id).collect::<Vec<_>>(), "one id per input, in order");
+    let stored = orders_of(t, &buyers).await;
+    assert_eq!(stored.len(), 12);
+    for (n, _) in &first {
+        let found = stored.iter().find(|o| o.id == n.order.id).expect("written");
+        assert_eq!(found, &n.order, "written whole, lines included");
+    }
+    let events = shard.outbox_pending(1_000).await.expect("outbox");
+    for (n, event) in &first {
+        let e = events.iter().find(|e| e.id == *event).expect("its event");
+        assert_eq!((e.event_type.as_str(), e.aggregate_id), ("order.created", n.order.id.get()));
+    }
+
+    // The same batch again (a retry whose answer was lost), then new order ids for old keys
+    // mixed with new keys and a key twice in one batch.
+    assert_eq!(shard.create_orders(&first).await.expect("replay"), ids, "a replay writes nothing");
+    let mut second: Vec<_> = (8..16).map(|i| keyed(i, 2)).collect();
+    second.push(keyed(14, 3));
+    let again = shard.create_orders(&second).await.expect("second batch");
+    assert_eq!(&again[..4], &ids[8..12], "claimed keys keep their first order");
+    for (i, id) in again[4..8].iter().enumerate() {
+        assert_eq!(*id, second[4 + i].0.order.id, "new keys get their own order");
+    }
+    assert_eq!(again[8], again[6], "a key twice in one batch is one order");
+    assert_eq!(orders_of(t, &buyers).await.len(), 16, "12 + 4 new keys, nothing doubled");
+    let (held, _) = shard.idempotent(buyers[14 % 3], "flash:14").await.expect("lookup").expect("claimed");
+    assert_eq!(held.id, again[6]);
+
+    // An order redeeming points cannot be batched; the batch writes nothing.
+    let mut mixed = vec![keyed(20, 1)];
+    mixed.push((new_order(&g, buyers[0], merchant, 2, 100, Some("flash:21")), g.next_at(now_ms())));
+    let res = shard.create_orders(&mixed).await;
+    assert!(matches!(res, Err(StoreError::ConditionFailed("points"))), "{res:?}");
+    assert_eq!(orders_of(t, &buyers).await.len(), 16, "nothing written");
+    assert!(shard.idempotent(buyers[20 % 3], "flash:20").await.expect("lookup").is_none());
+}
+
+/// Writers racing with overlapping batches (instances working the same reservations) leave
+/// exactly one order per key, and every writer is told that order's id.
+pub async fn racing_order_batches_leave_one_order_per_key(t: &TestStore) {
+    let g = Arc::new(ids());
+    let buyers = buyers_on_one_shard(t, &g, 4);
+    let merchant = next(&g, MerchantId::new);
+    let shard = t.shards.for_buyer(buyers[0]).clone();
+    let keys = 40_usize;
+    let mut writers = Vec::new();
+    for w in 0..4_usize {
+        let (g, shard, buyers) = (g.clone(), shard.clone(), buyers.clone());
+        writers.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            // Each writer covers every key, in its own order and batch size.
+            let mut order: Vec<usize> = (0..keys).collect();
+            order.rotate_left(w * 10);
+            for chunk in order.chunks(5 + w * 3) {
+                let batch: Vec<_> = chunk
+                    .iter()
+                    .map(|&k| {
+                        let key = format!("flash:{k}");
+                        (new_order(&g, buyers[k % 4], merchant, 1, 0, Some(&key)), g.next_at(now_ms()))
+                    })
+                    .collect();
+                let ids = shard.create_orders(&batch).await.expect("batch");
+                answers.extend(chunk.iter().copied().zip(ids));
+            }
+            answers
+        }));
+    }
+    let mut holder: std::collections::HashMap<usize, OrderId> = std::collections::HashMap::new();
+    for w in writers {
+        for (k, id) in w.await.expect("writer") {
+            assert_eq!(*holder.entry(k).or_insert(id), id, "key {k} was answered with two orders");
+        }
+    }
+    let stored = orders_of(t, &buyers).await;
+    assert_eq!(stored.len(), keys, "one order per key");
+    for (k, id) in &holder {
+        let (held, _) = shard.idempotent(buyers[k % 4], &format!("flash:{k}")).await.expect("lookup").expect("claimed");
+        assert_eq!(held.id, *id);
+        assert!(stored.iter().any(|o| o.id == *id));
+    }
+    let events = shard.outbox_pending(1_000).await.expect("outbox");
+    let created = events.iter().filter(|e| stored.iter().any(|o| o.id.get() == e.aggregate_id)).count();
+    assert_eq!(created, keys, "one order.created event per order");
+}
+
 /// Each transition is a compare-and-set on the state; cancelling returns redeemed points once.
 pub async fn transitions_are_compare_and_set_and_cancelling_returns_points(t: &TestStore) {
     let g = ids();
