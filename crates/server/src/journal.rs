@@ -18,7 +18,8 @@
 //! fsync per message or not at all, and this one must group-commit.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -114,37 +115,66 @@ fn frame(payload: &[u8], count: u32) -> Vec<u8> {
     out
 }
 
+/// What lies at the start of a buffer.
+enum Parsed<'a> {
+    /// A whole, intact frame: its count and payload.
+    Frame(u32, &'a [u8]),
+    /// Not enough bytes for the frame: it needs this many in all.
+    Short(u64),
+    /// A whole frame whose checksum does not match.
+    Bad,
+}
+
+fn word(buf: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    if let Some(b) = buf.get(at..at + 4) {
+        w.copy_from_slice(b);
+    }
+    u32::from_le_bytes(w)
+}
+
+fn parse_frame(buf: &[u8]) -> Parsed<'_> {
+    if (buf.len() as u64) < HEADER {
+        return Parsed::Short(HEADER);
+    }
+    let (len, count, crc) = (word(buf, 0), word(buf, 4), word(buf, 8));
+    let total = HEADER + u64::from(len);
+    match buf.get(HEADER as usize..total as usize) {
+        None => Parsed::Short(total),
+        Some(payload) if crc32fast::hash(payload) == crc => Parsed::Frame(count, payload),
+        Some(_) => Parsed::Bad,
+    }
+}
+
 /// Reads the frame at `at`: (its count, its payload), or `None` if there is no whole, intact
 /// frame there before `limit`.
-fn read_frame(file: &mut File, limit: u64, at: u64) -> std::io::Result<Option<(u32, Vec<u8>)>> {
+fn read_frame(file: &File, limit: u64, at: u64) -> std::io::Result<Option<(u32, Vec<u8>)>> {
     if at + HEADER > limit {
         return Ok(None);
     }
-    let mut header = [0u8; 12];
-    file.seek(SeekFrom::Start(at))?;
-    file.read_exact(&mut header)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    let count = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if at + HEADER + u64::from(len) > limit {
-        return Ok(None);
+    let mut buf = vec![0u8; HEADER as usize];
+    file.read_exact_at(&mut buf, at)?;
+    if let Parsed::Short(total) = parse_frame(&buf) {
+        if at + total > limit {
+            return Ok(None);
+        }
+        buf.resize(total as usize, 0);
+        file.read_exact_at(&mut buf, at)?;
     }
-    let mut payload = vec![0u8; len as usize];
-    file.read_exact(&mut payload)?;
-    if crc32fast::hash(&payload) != crc {
-        return Ok(None);
-    }
-    Ok(Some((count, payload)))
+    Ok(match parse_frame(&buf) {
+        Parsed::Frame(count, payload) => Some((count, payload.to_vec())),
+        Parsed::Short(_) | Parsed::Bad => None,
+    })
 }
 
 /// Checks `segment` from `from`: returns where its intact frames end and the records they
 /// hold; cuts off anything after (a torn append).
 fn recover_segment(dir: &Path, label: &str, segment: u64, from: u64) -> std::io::Result<(u64, u64)> {
     let path = segment_path(dir, segment);
-    let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+    let file = OpenOptions::new().read(true).write(true).open(&path)?;
     let len = file.metadata()?.len();
     let (mut at, mut records) = (from.min(len), 0u64);
-    while let Some((count, payload)) = read_frame(&mut file, len, at)? {
+    while let Some((count, payload)) = read_frame(&file, len, at)? {
         at += HEADER + payload.len() as u64;
         records += u64::from(count);
     }
@@ -291,6 +321,9 @@ impl Journal {
     }
 }
 
+/// Bytes the reader takes from a segment per read (a frame larger than this is read whole).
+const READ_BYTES: u64 = 1 << 20;
+
 fn read_frames(
     dir: &Path,
     label: &str,
@@ -299,28 +332,46 @@ fn read_frames(
     max_records: usize,
 ) -> std::io::Result<(Reader, Vec<Vec<u8>>)> {
     let (mut payloads, mut records) = (Vec::new(), 0usize);
+    let mut buf = Vec::new();
     while records < max_records && reader.pos < end {
         if reader.file.as_ref().is_none_or(|(s, _)| *s != reader.pos.segment) {
             reader.file = Some((reader.pos.segment, File::open(segment_path(dir, reader.pos.segment))?));
         }
-        let Some((_, file)) = reader.file.as_mut() else { break };
+        let Some((_, file)) = reader.file.as_ref() else { break };
         let limit = if reader.pos.segment == end.segment { end.position } else { file.metadata()?.len() };
-        match read_frame(file, limit, reader.pos.position)? {
-            Some((count, payload)) => {
-                reader.pos.position += HEADER + payload.len() as u64;
+        // One read for a range of frames, not a seek and two reads per frame: a flash-sale
+        // reservation is a 40-byte frame of its own.
+        let available = limit.saturating_sub(reader.pos.position);
+        let mut want = available.min(READ_BYTES);
+        let mut taken = 0u64;
+        for _ in 0..2 {
+            buf.resize(want as usize, 0);
+            file.read_exact_at(&mut buf, reader.pos.position)?;
+            let mut rest = buf.as_slice();
+            while records < max_records {
+                let Parsed::Frame(count, payload) = parse_frame(rest) else { break };
+                payloads.push(payload.to_vec());
                 records += count as usize;
-                payloads.push(payload);
+                let size = HEADER as usize + payload.len();
+                taken += size as u64;
+                rest = rest.get(size..).unwrap_or_default();
             }
+            match parse_frame(&buf) {
+                // The first frame is larger than the range read: read it whole.
+                Parsed::Short(total) if taken == 0 && total > want && total <= available => want = total,
+                _ => break,
+            }
+        }
+        if taken > 0 {
+            reader.pos.position += taken;
+        } else if reader.pos.segment < end.segment {
             // A finished segment: the next one starts at 0.
-            None if reader.pos.segment < end.segment => {
-                reader.pos = Pos { segment: reader.pos.segment + 1, position: 0 };
-            }
-            None => {
-                return Err(std::io::Error::other(format!(
-                    "{label} journal: no intact frame at {:?} before the durable end {end:?}",
-                    reader.pos
-                )));
-            }
+            reader.pos = Pos { segment: reader.pos.segment + 1, position: 0 };
+        } else {
+            return Err(std::io::Error::other(format!(
+                "{label} journal: no intact frame at {:?} before the durable end {end:?}",
+                reader.pos
+            )));
         }
     }
     Ok((reader, payloads))
@@ -425,6 +476,30 @@ mod tests {
         j.append(&[9; 4], 4).await.expect("append after recovery");
         let (all, _) = read_all(&j).await;
         assert_eq!(all, vec![vec![0; 10], vec![1; 10], vec![2; 10], vec![9; 4]]);
+    }
+
+    #[tokio::test]
+    async fn frames_larger_than_one_read_and_many_small_ones_read_back_in_order_and_by_count() {
+        let dir = tempfile::tempdir().expect("dir");
+        // Segments of 8 MiB: the big frames do not roll them, so one read range holds many
+        // small frames and a big frame spans more than one read.
+        let (j, _) = Journal::open(dir.path(), "test", None, 8 << 20).expect("open").expect("lock");
+        let mut expected = Vec::new();
+        for i in 0..3_000u32 {
+            let payload = if i % 1_000 == 500 {
+                vec![(i % 251) as u8; usize::try_from(READ_BYTES).expect("fits") + 12_345]
+            } else {
+                i.to_le_bytes().to_vec()
+            };
+            j.append(&payload, 1).await.expect("append");
+            expected.push(payload);
+        }
+        // A bounded read stops at its count, and the next read goes on from there.
+        let first = j.read(7, Duration::ZERO).await.expect("read").expect("frames");
+        assert_eq!(first.payloads, expected[..7]);
+        let (rest, _) = read_all(&j).await;
+        assert_eq!(rest.len(), expected.len() - 7);
+        assert!(rest == expected[7..], "every frame after the first read, in order, byte for byte");
     }
 
     #[tokio::test]
