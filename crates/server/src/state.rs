@@ -15,9 +15,24 @@ use crate::catalog::ProductCache;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
-/// Shared by every request; cheap to clone.
+/// Shared by every request: one `Arc`, so a clone (axum makes one per extractor and per
+/// middleware that takes the state) is one atomic increment, not one per service — under a
+/// purchase storm the per-field clones and drops were ~9 % of the server's CPU, both cores
+/// bouncing the same reference counts. Fields are reached through `Deref`.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What an instance runs on: configuration, stores, caches, runtimes (see [`AppState`]).
+#[derive(Debug)]
+pub struct Services {
     /// The configuration the instance started with.
     pub config: Arc<Config>,
     /// The relational store (catalog, accounts, stock).
@@ -209,7 +224,7 @@ impl AppState {
         let track = crate::track::Tracking::build(&config, redis.as_ref(), bus.as_ref()).await.context("tracking")?;
         let analytics = crate::analytics::Live::build(&config).await.context("analytics")?;
         let products = ProductCache::new("product", settings, redis.clone(), metrics.cache.clone());
-        Ok(Self {
+        Ok(Self(Arc::new(Services {
             config: Arc::new(config),
             store,
             shards,
@@ -228,6 +243,6 @@ impl AppState {
             metrics,
             shutdown: CancellationToken::new(),
             accepting: Arc::new(AtomicBool::new(true)),
-        })
+        })))
     }
 }
