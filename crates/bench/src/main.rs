@@ -106,6 +106,11 @@ pub struct FlashSaleArgs {
     /// The flashback binary [default: next to this binary, else on PATH].
     #[arg(long, value_name = "PATH")]
     pub flashback: Option<PathBuf>,
+    /// A configuration variable for the self-started server, `FLASHBACK_KEY=value`
+    /// (repeatable; after the bench's own, so it wins), e.g.
+    /// `--server-env FLASHBACK_FLASH_SALE_ORDERS_PER_SEC=0`.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = server_env)]
+    pub server_env: Vec<(String, String)>,
     /// The engine of the self-started server (with --target: only a label for the report).
     #[arg(long, value_enum, default_value_t = Engine::Memory)]
     pub engine: Engine,
@@ -150,5 +155,15 @@ async fn main() -> ExitCode {
             // 130: the shell's code for a process stopped by SIGINT.
             ExitCode::from(if e.is::<run::Interrupted>() { 130 } else { 2 })
         }
+    }
+}
+
+/// Parses `--server-env`: only `FLASHBACK_*` keys (the server's configuration).
+fn server_env(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if key.starts_with("FLASHBACK_") && key.len() > "FLASHBACK_".len() => {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected FLASHBACK_KEY=value, got {arg:?}")),
     }
 }

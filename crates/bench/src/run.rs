@@ -189,6 +189,7 @@ async fn run_engine(args: &FlashSaleArgs, engine: Engine) -> anyhow::Result<RunR
         }
         (None, _) => None,
     };
+    env.extend(args.server_env.iter().cloned());
     let spec = ServerSpec { binary, data_dir: data_dir.path().to_owned(), env };
     let outcome = tokio::select! {
         r = self_started(args, engine, &spec, store) => r,

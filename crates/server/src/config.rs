@@ -189,6 +189,12 @@ pub struct FlashSaleConfig {
     /// up to 500, are one transaction). Low on purpose: reservations queue up during a storm
     /// and orders follow at a steady pace (peak shaving), leaving the CPU to purchases.
     pub order_concurrency: usize,
+    /// Orders per second the flash order worker makes at most while this instance is
+    /// accepting purchases (0: no limit). The peak shaver: during a storm reservations wait in
+    /// the queue (each durable, its ticket `queued`) while orders follow at this pace, so making
+    /// them does not take the CPU and disk that accepting purchases needs; after the storm the
+    /// queue drains as fast as the shards take it.
+    pub storm_orders_per_sec: u32,
     /// Purchase attempts per second one client IP may make.
     pub per_ip_per_sec: u32,
     /// How long before a sale's start purchase tokens are issued (sales that require them).
@@ -209,6 +215,7 @@ impl Default for FlashSaleConfig {
             cluster_per_sale_per_sec: 100_000,
             per_user_per_sec: 5,
             order_concurrency: 4,
+            storm_orders_per_sec: 1_000,
             per_ip_per_sec: 200,
             token_window: Duration::from_secs(300),
             token_secret: None,

@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-const HEADER: u64 = 12;
+const HEADER_BYTES: usize = 12;
+const HEADER: u64 = HEADER_BYTES as u64;
 /// Bytes one group write gathers at most.
 const GROUP_BYTES: usize = 16 * 1024 * 1024;
 
@@ -133,13 +134,18 @@ fn word(buf: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(w)
 }
 
+/// A length read from disk as a buffer size (saturating: an absurd one then fails to fit).
+fn to_len(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 fn parse_frame(buf: &[u8]) -> Parsed<'_> {
     if (buf.len() as u64) < HEADER {
         return Parsed::Short(HEADER);
     }
     let (len, count, crc) = (word(buf, 0), word(buf, 4), word(buf, 8));
     let total = HEADER + u64::from(len);
-    match buf.get(HEADER as usize..total as usize) {
+    match buf.get(HEADER_BYTES..to_len(total)) {
         None => Parsed::Short(total),
         Some(payload) if crc32fast::hash(payload) == crc => Parsed::Frame(count, payload),
         Some(_) => Parsed::Bad,
@@ -152,13 +158,13 @@ fn read_frame(file: &File, limit: u64, at: u64) -> std::io::Result<Option<(u32, 
     if at + HEADER > limit {
         return Ok(None);
     }
-    let mut buf = vec![0u8; HEADER as usize];
+    let mut buf = vec![0u8; HEADER_BYTES];
     file.read_exact_at(&mut buf, at)?;
     if let Parsed::Short(total) = parse_frame(&buf) {
         if at + total > limit {
             return Ok(None);
         }
-        buf.resize(total as usize, 0);
+        buf.resize(to_len(total), 0);
         file.read_exact_at(&mut buf, at)?;
     }
     Ok(match parse_frame(&buf) {
@@ -345,14 +351,14 @@ fn read_frames(
         let mut want = available.min(READ_BYTES);
         let mut taken = 0u64;
         for _ in 0..2 {
-            buf.resize(want as usize, 0);
+            buf.resize(to_len(want), 0);
             file.read_exact_at(&mut buf, reader.pos.position)?;
             let mut rest = buf.as_slice();
             while records < max_records {
                 let Parsed::Frame(count, payload) = parse_frame(rest) else { break };
                 payloads.push(payload.to_vec());
                 records += count as usize;
-                let size = HEADER as usize + payload.len();
+                let size = HEADER_BYTES + payload.len();
                 taken += size as u64;
                 rest = rest.get(size..).unwrap_or_default();
             }

@@ -8,12 +8,16 @@
 //! another, and only then is the reservation marked `ordered` (compare-and-set).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use flashback_core::{OrderId, OrderState, Quantity, SaleId};
 use flashback_store::{FlashReservation, FlashSale, NewOrder, Order, OrderLine, Product};
 
 use crate::AppState;
 use crate::trade::{TradeError, now_ms};
+
+/// A reservation's id with its order and the order's event id, waiting to be written.
+type Pending = (i64, (NewOrder, i64));
 
 /// Reservations turned into orders per pass.
 pub const BATCH: u32 = 500;
@@ -33,7 +37,7 @@ pub async fn create_orders_once(state: &AppState) -> Result<usize, TradeError> {
             state.store.product(sale.product_id).await?.ok_or(TradeError::Invalid("product vanished".into()))?;
         goods.insert(r.sale_id, (sale, product));
     }
-    let mut by_shard: HashMap<usize, Vec<(i64, (NewOrder, i64))>> = HashMap::new();
+    let mut by_shard: HashMap<usize, Vec<Pending>> = HashMap::new();
     for r in &waiting {
         let Some((sale, product)) = goods.get(&r.sale_id) else { continue };
         match order_for(state, r, sale, product) {
@@ -57,7 +61,7 @@ pub async fn create_orders_once(state: &AppState) -> Result<usize, TradeError> {
 }
 
 /// Writes one shard's orders of a pass; on failure none are made and the next pass retries them.
-async fn write_batch(state: &AppState, shard: usize, batch: Vec<(i64, (NewOrder, i64))>) -> Vec<(i64, OrderId)> {
+async fn write_batch(state: &AppState, shard: usize, batch: Vec<Pending>) -> Vec<(i64, OrderId)> {
     let (reservations, orders): (Vec<i64>, Vec<(NewOrder, i64)>) = batch.into_iter().unzip();
     let Some(target) = state.shards.all().get(shard) else { return Vec::new() };
     match target.create_orders(&orders).await {
@@ -119,24 +123,68 @@ pub async fn give_back(state: &AppState, reservation: i64) -> Result<(), TradeEr
 }
 
 /// Makes orders from reservations until shutdown: at once after a full batch, else every 50 ms.
+///
+/// Peak shaving: while this instance is accepting purchases (its count of accepted purchases
+/// grew since the last pass), a pass of n orders takes at least n / `storm_orders_per_sec`
+/// seconds, so the purchase path keeps the CPU and the disk; once the storm is over the queue
+/// drains as fast as the shards take it.
 pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
+        let pace = state.config.flash_sale.storm_orders_per_sec;
+        let mut accepted = state.flash.accepted();
         loop {
-            let busy = match create_orders_once(&state).await {
-                Ok(n) => n >= BATCH as usize,
+            let started = tokio::time::Instant::now();
+            let made = match create_orders_once(&state).await {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(error = %e, "flash order pass failed; will retry");
-                    false
+                    0
                 }
             };
-            if busy {
+            let now_accepted = state.flash.accepted();
+            let storming = now_accepted != accepted;
+            accepted = now_accepted;
+            let rest = pause(made, storming, pace, started.elapsed());
+            if rest.is_zero() {
                 continue;
             }
             tokio::select! {
                 () = state.shutdown.cancelled() => return,
-                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                () = tokio::time::sleep(rest) => {}
             }
         }
     })
+}
+
+/// How long the worker waits after a pass that made `made` orders in `took`: not at all after
+/// a full batch, 50 ms after a partial one (the queue is empty), and while `storming` long
+/// enough that the pass's orders take 1 / `pace` seconds each (`pace` 0: no pacing).
+fn pause(made: usize, storming: bool, pace: u32, took: Duration) -> Duration {
+    let rest = if made >= BATCH as usize { Duration::ZERO } else { Duration::from_millis(50) };
+    if !storming || pace == 0 {
+        return rest;
+    }
+    let share = Duration::from_secs_f64(made as f64 / f64::from(pace));
+    rest.max(share.saturating_sub(took))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_follow_a_storm_at_the_pace_and_drain_at_once_after_it() {
+        let ms = Duration::from_millis;
+        // After the storm (or with no pace) a full batch is followed at once.
+        assert_eq!(pause(500, false, 1_000, ms(40)), Duration::ZERO);
+        assert_eq!(pause(500, true, 0, ms(40)), Duration::ZERO);
+        // During it, 500 orders at 1,000/s take half a second, the pass's own time included.
+        assert_eq!(pause(500, true, 1_000, ms(40)), ms(460));
+        assert_eq!(pause(500, true, 1_000, ms(700)), Duration::ZERO);
+        // A partial batch means the queue is empty: the usual 50 ms, or the pace if longer.
+        assert_eq!(pause(10, false, 1_000, ms(1)), ms(50));
+        assert_eq!(pause(100, true, 1_000, ms(10)), ms(90));
+        assert_eq!(pause(0, true, 1_000, ms(1)), ms(50));
+    }
 }
