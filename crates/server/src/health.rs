@@ -88,6 +88,12 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             Err(why) => Check { name: "flash_journal", status: "down", detail: why },
         });
     }
+    if let Some(local) = state.track.queue.readiness() {
+        checks.push(match local {
+            Ok(()) => Check { name: "track_queue", status: "up", detail: state.track.queue.kind().into() },
+            Err(why) => Check { name: "track_queue", status: "down", detail: why },
+        });
+    }
     let accepting = state.accepting.load(Ordering::Relaxed);
     let all_up = checks.iter().all(|c| c.status == "up");
     let (code, status) = match (accepting, all_up) {

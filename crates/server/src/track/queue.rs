@@ -65,6 +65,11 @@ pub trait TrackQueue: Send + Sync + std::fmt::Debug {
     async fn nack(&self, pulled: &Pulled) -> anyhow::Result<()>;
     /// Events queued and not yet acknowledged (for a shared queue, by every instance).
     async fn backlog(&self) -> anyhow::Result<u64>;
+    /// For readiness: the state the queue keeps on this instance, if any (`None`: nothing
+    /// local to check; a shared queue's server is checked on its own).
+    fn readiness(&self) -> Option<Result<(), String>> {
+        None
+    }
 }
 
 /// The name the local log's cursor is stored under in the tracking store.

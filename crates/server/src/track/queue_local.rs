@@ -53,6 +53,14 @@ impl TrackQueue for LocalQueue {
         "local"
     }
 
+    fn readiness(&self) -> Option<Result<(), String>> {
+        Some(if self.journal.failed() {
+            Err("a journal write failed: tracking events are refused until a restart".into())
+        } else {
+            Ok(())
+        })
+    }
+
     async fn push(&self, events: &[TrackEvent]) -> Result<(), PushError> {
         let n = events.len() as u64;
         let reserved = self
@@ -111,6 +119,10 @@ pub struct HeldElsewhere;
 impl TrackQueue for HeldElsewhere {
     fn kind(&self) -> &'static str {
         "local"
+    }
+
+    fn readiness(&self) -> Option<Result<(), String>> {
+        Some(Err("another process holds data_dir/track-queue: tracking events are refused".into()))
     }
 
     async fn push(&self, _events: &[TrackEvent]) -> Result<(), PushError> {

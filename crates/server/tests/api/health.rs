@@ -45,6 +45,32 @@ async fn an_instance_without_its_flash_journal_is_not_ready() {
 }
 
 #[tokio::test]
+async fn an_instance_without_its_tracking_queue_is_not_ready() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    let queue = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "track_queue").expect("checked");
+    assert_eq!((queue["status"].as_str(), queue["detail"].as_str()), (Some("up"), Some("local")));
+    app.shutdown().await;
+
+    // An instance whose data directory's queue another process holds.
+    let dir = tempfile::tempdir().unwrap();
+    let held = flashback_server::journal::Journal::open(&dir.path().join("track-queue"), "other", None, 1 << 20)
+        .unwrap()
+        .expect("free before the app starts");
+    let app = TestApp::start(crate::helpers::test_config(dir.path()), dir).await;
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = res.json().await.unwrap();
+    let queue = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "track_queue").expect("checked");
+    assert_eq!(queue["status"], "down");
+    assert!(queue["detail"].as_str().unwrap().contains("another process"), "{queue}");
+    drop(held);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn metrics_are_served_as_prometheus_text_with_per_route_counts() {
     let app = TestApp::spawn().await;
     app.get("/healthz").await;
