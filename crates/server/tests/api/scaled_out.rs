@@ -29,7 +29,8 @@ async fn both_dependencies_are_checked_for_readiness() {
     let ready: Value = one.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["status"], "ready");
     let names: Vec<&str> = ready["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["store", "redis"]);
+    // The tracking queue is each instance's own journal here (track.queue = local).
+    assert_eq!(names, ["store", "redis", "track_queue"]);
     assert_eq!(ready["checks"][0]["detail"], "mysql");
     one.shutdown().await;
     two.shutdown().await;
