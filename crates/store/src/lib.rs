@@ -202,7 +202,18 @@ pub async fn open(options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
 
 /// Runs a transaction again (up to three times) when the database aborted it to break a
 /// deadlock, as InnoDB asks; every attempt is a whole transaction, so nothing half-applies.
-pub(crate) async fn retry_deadlocks<T, F, Fut>(mut attempt: F) -> StoreResult<T>
+pub(crate) async fn retry_deadlocks<T, F, Fut>(attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = StoreResult<T>>,
+{
+    retry_when(StoreError::is_retryable, attempt).await
+}
+
+/// Runs a whole transaction again (up to three times, backing off) while it fails with an
+/// error `again` says a new attempt can get past: a deadlock, or a race the next attempt sees
+/// the winner of.
+pub(crate) async fn retry_when<T, F, Fut>(again: impl Fn(&StoreError) -> bool, mut attempt: F) -> StoreResult<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = StoreResult<T>>,
@@ -210,9 +221,9 @@ where
     let mut tries = 0;
     loop {
         match attempt().await {
-            Err(e) if e.is_retryable() && tries < 3 => {
+            Err(e) if again(&e) && tries < 3 => {
                 tries += 1;
-                tracing::debug!(tries, "transaction aborted by a deadlock; retrying");
+                tracing::debug!(tries, error = %e, "transaction lost a race or a deadlock; retrying");
                 tokio::time::sleep(Duration::from_millis(5 * tries)).await;
             }
             other => return other,

@@ -265,76 +265,29 @@ macro_rules! impl_order_shard {
                 let mut tx = self.writer().begin().await?;
                 let claimed = Self::claimed_keys(&mut tx, batch).await?;
                 let (write, ids) = $crate::sql_shard::plan_batch(batch, claimed)?;
-                let now = $crate::now_ms();
-                for chunk in write.chunks($crate::sql_shard::BATCH_ROWS) {
-                    let news: Vec<&($crate::NewOrder, i64)> = chunk.iter().map(|i| &batch[*i]).collect();
-                    let keyed: Vec<_> = news
-                        .iter()
-                        .filter_map(|(n, _)| n.idempotency.as_ref().map(|(k, h)| (&n.order, k, h)))
-                        .collect();
-                    if !keyed.is_empty() {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO idempotency_keys (buyer_id, idem_key, request_hash, order_id, created_at_ms) ",
-                        );
-                        q.push_values(keyed, |mut b, (o, key, hash)| {
-                            b.push_bind(o.buyer.get())
-                                .push_bind(key.as_str())
-                                .push_bind(hash.as_str())
-                                .push_bind(o.id.get())
-                                .push_bind(o.created_at_ms);
-                        });
-                        q.build()
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(|e| $crate::error::on_write(e, "idempotency_key", "order"))?;
-                    }
+                let news: Vec<&($crate::NewOrder, i64)> = write.iter().map(|i| &batch[*i]).collect();
+                let keyed: Vec<_> =
+                    news.iter().filter_map(|(n, _)| n.idempotency.as_ref().map(|(k, h)| (&n.order, k, h))).collect();
+                for chunk in keyed.chunks($crate::sql_shard::BATCH_ROWS) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO orders (id, buyer_id, merchant_id, state, total_minor, points_used, payable_minor, \
-                         expires_at_ms, created_at_ms, updated_at_ms, flash_reservation_id) ",
+                        "INSERT INTO idempotency_keys (buyer_id, idem_key, request_hash, order_id, created_at_ms) ",
                     );
-                    q.push_values(&news, |mut b, (n, _)| {
-                        let o = &n.order;
-                        b.push_bind(o.id.get())
-                            .push_bind(o.buyer.get())
-                            .push_bind(o.merchant.get())
-                            .push_bind(o.state.as_str())
-                            .push_bind(o.total.minor())
-                            .push_bind(o.points_used.get())
-                            .push_bind(o.payable.minor())
-                            .push_bind(o.expires_at_ms)
-                            .push_bind(o.created_at_ms)
-                            .push_bind(o.updated_at_ms)
-                            .push_bind(o.flash_reservation);
+                    q.push_values(chunk, |mut b, (o, key, hash)| {
+                        b.push_bind(o.buyer.get())
+                            .push_bind(key.as_str())
+                            .push_bind(hash.as_str())
+                            .push_bind(o.id.get())
+                            .push_bind(o.created_at_ms);
                     });
-                    q.build().execute(&mut *tx).await.map_err(|e| $crate::error::on_write(e, "order", "order"))?;
-                    let lines: Vec<_> =
-                        news.iter().flat_map(|(n, _)| n.order.lines.iter().map(|l| (n.order.id, l))).collect();
-                    for lines in lines.chunks($crate::sql_shard::BATCH_ROWS) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO order_lines (order_id, product_id, sku, title, quantity, unit_price_minor) ",
-                        );
-                        q.push_values(lines, |mut b, (id, l)| {
-                            b.push_bind(id.get())
-                                .push_bind(l.product_id.get())
-                                .push_bind(l.sku.as_str())
-                                .push_bind(l.title.as_str())
-                                .push_bind(l.quantity.get())
-                                .push_bind(l.unit_price.minor());
-                        });
-                        q.build().execute(&mut *tx).await?;
-                    }
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO outbox (id, event_type, aggregate_id, payload, created_at_ms) ",
-                    );
-                    q.push_values(&news, |mut b, (n, event)| {
-                        b.push_bind(*event)
-                            .push_bind("order.created")
-                            .push_bind(n.order.id.get())
-                            .push_bind($crate::order_event_payload(*event, "order.created", &n.order, None, now))
-                            .push_bind(now);
-                    });
-                    q.build().execute(&mut *tx).await?;
+                    q.build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| $crate::error::on_write(e, "idempotency_key", "order"))?;
                 }
+                let orders: Vec<&$crate::Order> = news.iter().map(|(n, _)| &n.order).collect();
+                Self::insert_orders(&mut tx, &orders).await?;
+                let events: Vec<_> = news.iter().map(|(n, event)| (*event, "order.created", &n.order, None)).collect();
+                Self::insert_events(&mut tx, &events).await?;
                 tx.commit().await?;
                 Ok(ids)
             }
@@ -353,17 +306,71 @@ macro_rules! impl_order_shard {
                 order: &$crate::Order,
                 previous: Option<flashback_core::OrderState>,
             ) -> $crate::StoreResult<()> {
+                Self::insert_events(conn, &[(event_id, event_type, order, previous)]).await
+            }
+
+            /// Writes outbox events `(id, type, order, previous state)`, many rows a statement.
+            async fn insert_events(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                events: &[(i64, &str, &$crate::Order, Option<flashback_core::OrderState>)],
+            ) -> $crate::StoreResult<()> {
                 let now = $crate::now_ms();
-                sqlx::query(
-                    "INSERT INTO outbox (id, event_type, aggregate_id, payload, created_at_ms) VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(event_id)
-                .bind(event_type)
-                .bind(order.id.get())
-                .bind($crate::order_event_payload(event_id, event_type, order, previous, now))
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
+                for chunk in events.chunks($crate::sql_shard::BATCH_ROWS) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO outbox (id, event_type, aggregate_id, payload, created_at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, (id, event_type, order, previous)| {
+                        b.push_bind(*id)
+                            .push_bind(*event_type)
+                            .push_bind(order.id.get())
+                            .push_bind($crate::order_event_payload(*id, event_type, order, *previous, now))
+                            .push_bind(now);
+                    });
+                    q.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// Writes order rows and their line rows, many rows a statement.
+            async fn insert_orders(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                orders: &[&$crate::Order],
+            ) -> $crate::StoreResult<()> {
+                for chunk in orders.chunks($crate::sql_shard::BATCH_ROWS) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO orders (id, buyer_id, merchant_id, state, total_minor, points_used, payable_minor, \
+                         expires_at_ms, created_at_ms, updated_at_ms, flash_reservation_id) ",
+                    );
+                    q.push_values(chunk, |mut b, o| {
+                        b.push_bind(o.id.get())
+                            .push_bind(o.buyer.get())
+                            .push_bind(o.merchant.get())
+                            .push_bind(o.state.as_str())
+                            .push_bind(o.total.minor())
+                            .push_bind(o.points_used.get())
+                            .push_bind(o.payable.minor())
+                            .push_bind(o.expires_at_ms)
+                            .push_bind(o.created_at_ms)
+                            .push_bind(o.updated_at_ms)
+                            .push_bind(o.flash_reservation);
+                    });
+                    q.build().execute(&mut *conn).await.map_err(|e| $crate::error::on_write(e, "order", "order"))?;
+                }
+                let lines: Vec<_> = orders.iter().flat_map(|o| o.lines.iter().map(|l| (o.id, l))).collect();
+                for chunk in lines.chunks($crate::sql_shard::BATCH_ROWS) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO order_lines (order_id, product_id, sku, title, quantity, unit_price_minor) ",
+                    );
+                    q.push_values(chunk, |mut b, (id, l)| {
+                        b.push_bind(id.get())
+                            .push_bind(l.product_id.get())
+                            .push_bind(l.sku.as_str())
+                            .push_bind(l.title.as_str())
+                            .push_bind(l.quantity.get())
+                            .push_bind(l.unit_price.minor());
+                    });
+                    q.build().execute(&mut *conn).await?;
+                }
                 Ok(())
             }
 
@@ -500,39 +507,7 @@ macro_rules! impl_order_shard {
                         };
                     }
                 }
-                sqlx::query(
-                    "INSERT INTO orders (id, buyer_id, merchant_id, state, total_minor, points_used, payable_minor, \
-                     expires_at_ms, created_at_ms, updated_at_ms, flash_reservation_id) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(o.id.get())
-                .bind(o.buyer.get())
-                .bind(o.merchant.get())
-                .bind(o.state.as_str())
-                .bind(o.total.minor())
-                .bind(o.points_used.get())
-                .bind(o.payable.minor())
-                .bind(o.expires_at_ms)
-                .bind(o.created_at_ms)
-                .bind(o.updated_at_ms)
-                .bind(o.flash_reservation)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| $crate::error::on_write(e, "order", "order"))?;
-                for l in &o.lines {
-                    sqlx::query(
-                        "INSERT INTO order_lines (order_id, product_id, sku, title, quantity, unit_price_minor) \
-                         VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(o.id.get())
-                    .bind(l.product_id.get())
-                    .bind(l.sku.as_str())
-                    .bind(l.title.as_str())
-                    .bind(l.quantity.get())
-                    .bind(l.unit_price.minor())
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                Self::insert_orders(&mut tx, &[o]).await?;
                 if o.points_used.get() > 0 {
                     let reference = format!("redeem:{}", o.id);
                     Self::move_points(&mut tx, ids.entry, o.buyer, -o.points_used.get(), "redeem", &reference).await?;
@@ -549,22 +524,12 @@ macro_rules! impl_order_shard {
                 if batch.iter().any(|(n, _)| n.order.points_used.get() > 0) {
                     return Err($crate::StoreError::ConditionFailed("points"));
                 }
-                let mut tries = 0;
-                loop {
-                    match self.create_orders_once(batch).await {
-                        // Another writer claimed one of the keys after this attempt looked
-                        // (two instances working the same reservations): the next attempt
-                        // finds its order. Deadlocks are retried as everywhere.
-                        Err(e)
-                            if tries < 3
-                                && (e.is_retryable() || matches!(e, $crate::StoreError::Conflict("idempotency_key"))) =>
-                        {
-                            tries += 1;
-                            tracing::debug!(tries, error = %e, "order batch raced another writer; retrying");
-                        }
-                        other => return other,
-                    }
-                }
+                // Another writer may claim one of the keys after an attempt looked (two
+                // instances working the same reservations): the next attempt finds its order.
+                let raced = |e: &$crate::StoreError| {
+                    e.is_retryable() || matches!(e, $crate::StoreError::Conflict("idempotency_key"))
+                };
+                $crate::retry_when(raced, || self.create_orders_once(batch)).await
             }
 
             async fn order(&self, id: flashback_core::OrderId) -> $crate::StoreResult<Option<$crate::Order>> {
