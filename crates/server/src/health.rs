@@ -66,6 +66,14 @@ where
     }
 }
 
+/// The check of state kept on this instance (a journal), if it keeps any.
+fn local(name: &'static str, up_detail: &str, readiness: Option<Result<(), String>>) -> Option<Check> {
+    Some(match readiness? {
+        Ok(()) => Check { name, status: "up", detail: up_detail.into() },
+        Err(why) => Check { name, status: "down", detail: why },
+    })
+}
+
 /// 200 only when every configured dependency answers and the instance is not shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
@@ -82,18 +90,8 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             detail: if up { "events".into() } else { "not connected".into() },
         });
     }
-    if let Some(local) = state.flash.engine.readiness() {
-        checks.push(match local {
-            Ok(()) => Check { name: "flash_journal", status: "up", detail: state.flash.engine.name().into() },
-            Err(why) => Check { name: "flash_journal", status: "down", detail: why },
-        });
-    }
-    if let Some(local) = state.track.queue.readiness() {
-        checks.push(match local {
-            Ok(()) => Check { name: "track_queue", status: "up", detail: state.track.queue.kind().into() },
-            Err(why) => Check { name: "track_queue", status: "down", detail: why },
-        });
-    }
+    checks.extend(local("flash_journal", state.flash.engine.name(), state.flash.engine.readiness()));
+    checks.extend(local("track_queue", state.track.queue.kind(), state.track.queue.readiness()));
     let accepting = state.accepting.load(Ordering::Relaxed);
     let all_up = checks.iter().all(|c| c.status == "up");
     let (code, status) = match (accepting, all_up) {

@@ -59,7 +59,7 @@ impl Shards {
     /// The position in [`Shards::all`] of the shard holding `buyer`'s orders (for grouping a
     /// batch by shard).
     pub fn index_for_buyer(&self, buyer: UserId) -> usize {
-        usize::from(OrderId::gene_of(buyer)) % self.shards.len()
+        self.index_of(OrderId::gene_of(buyer))
     }
 
     /// The shard holding order `id`.
@@ -73,7 +73,11 @@ impl Shards {
     }
 
     fn by_gene(&self, gene: u16) -> &Arc<dyn OrderShard> {
-        &self.shards[usize::from(gene) % self.shards.len()]
+        &self.shards[self.index_of(gene)]
+    }
+
+    fn index_of(&self, gene: u16) -> usize {
+        usize::from(gene) % self.shards.len()
     }
 
     /// Closes every shard.

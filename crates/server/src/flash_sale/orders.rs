@@ -132,7 +132,7 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let pace = state.config.flash_sale.storm_orders_per_sec;
-        let mut accepted = state.flash.accepted();
+        let mut accepted = accepted_here(&state);
         loop {
             let started = tokio::time::Instant::now();
             let made = match create_orders_once(&state).await {
@@ -142,7 +142,7 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
                     0
                 }
             };
-            let now_accepted = state.flash.accepted();
+            let now_accepted = accepted_here(&state);
             let storming = now_accepted != accepted;
             accepted = now_accepted;
             let rest = pause(made, storming, pace, started.elapsed());
@@ -155,6 +155,11 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// Purchases this instance has accepted since it started: the admission metric's count.
+fn accepted_here(state: &AppState) -> u64 {
+    state.metrics.flash_admission.get_or_create(&crate::metrics::ReasonLabel { reason: "accepted" }).get()
 }
 
 /// How long the worker waits after a pass that made `made` orders in `took`: not at all after

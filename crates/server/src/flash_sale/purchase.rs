@@ -54,8 +54,6 @@ pub struct FlashRuntime {
     pub sales: moka::future::Cache<SaleId, FlashSale>,
     token_key: Vec<u8>,
     token_window_ms: i64,
-    /// Purchases this instance has accepted: the order worker paces itself while it grows.
-    accepted: std::sync::atomic::AtomicU64,
 }
 
 fn brief<V: Clone + Send + Sync + 'static>(ttl: Duration) -> moka::future::Cache<SaleId, V> {
@@ -86,13 +84,7 @@ impl FlashRuntime {
             sales: brief(Duration::from_secs(1)),
             token_key,
             token_window_ms: i64::try_from(config.token_window.as_millis()).unwrap_or(i64::MAX),
-            accepted: std::sync::atomic::AtomicU64::new(0),
         }
-    }
-
-    /// How many purchases this instance has accepted since it started.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The purchase token of `user` for `sale`.
@@ -268,7 +260,6 @@ pub async fn purchase(
     };
     match flash.engine.reserve(&sale, reservation.clone(), now_ms).await {
         Ok(()) => {
-            flash.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             state.metrics.flash_admission.get_or_create(&ReasonLabel { reason: "accepted" }).inc();
             Ok((StatusCode::ACCEPTED, axum::Json(TicketView::from(&reservation))))
         }

@@ -25,19 +25,32 @@ async fn a_fresh_embedded_instance_is_live_and_ready() {
     app.shutdown().await;
 }
 
+/// An instance started on a data directory whose journal `dir` another process holds; the
+/// hold lasts as long as the returned journal.
+async fn with_journal_held_elsewhere(dir: &str) -> (TestApp, (flashback_server::journal::Journal, u64)) {
+    let data = tempfile::tempdir().unwrap();
+    let held = flashback_server::journal::Journal::open(&data.path().join(dir), "other", None, 1 << 20)
+        .unwrap()
+        .expect("free before the app starts");
+    (TestApp::start(crate::helpers::test_config(data.path()), data).await, held)
+}
+
+/// `/readyz`'s status and its check called `name`.
+async fn readiness_check(app: &TestApp, name: &str) -> (StatusCode, Value) {
+    let res = app.get("/readyz").await;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    let check = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).expect("checked").clone();
+    (status, check)
+}
+
 /// An instance that cannot take its flash journal (another process holds the data directory's
 /// journal) sells nothing, and says so: not ready.
 #[tokio::test]
 async fn an_instance_without_its_flash_journal_is_not_ready() {
-    let dir = tempfile::tempdir().unwrap();
-    let held = flashback_server::journal::Journal::open(&dir.path().join("flash-journal"), "other", None, 1 << 20)
-        .unwrap()
-        .expect("free before the app starts");
-    let app = TestApp::start(crate::helpers::test_config(dir.path()), dir).await;
-    let res = app.get("/readyz").await;
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = res.json().await.unwrap();
-    let journal = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "flash_journal").expect("checked");
+    let (app, held) = with_journal_held_elsewhere("flash-journal").await;
+    let (status, journal) = readiness_check(&app, "flash_journal").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(journal["status"], "down");
     assert!(journal["detail"].as_str().unwrap().contains("another process"), "{journal}");
     drop(held);
@@ -47,23 +60,15 @@ async fn an_instance_without_its_flash_journal_is_not_ready() {
 #[tokio::test]
 async fn an_instance_without_its_tracking_queue_is_not_ready() {
     let app = TestApp::spawn().await;
-    let res = app.get("/readyz").await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let body: Value = res.json().await.unwrap();
-    let queue = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "track_queue").expect("checked");
+    let (status, queue) = readiness_check(&app, "track_queue").await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!((queue["status"].as_str(), queue["detail"].as_str()), (Some("up"), Some("local")));
     app.shutdown().await;
 
     // An instance whose data directory's queue another process holds.
-    let dir = tempfile::tempdir().unwrap();
-    let held = flashback_server::journal::Journal::open(&dir.path().join("track-queue"), "other", None, 1 << 20)
-        .unwrap()
-        .expect("free before the app starts");
-    let app = TestApp::start(crate::helpers::test_config(dir.path()), dir).await;
-    let res = app.get("/readyz").await;
-    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = res.json().await.unwrap();
-    let queue = body["checks"].as_array().unwrap().iter().find(|c| c["name"] == "track_queue").expect("checked");
+    let (app, held) = with_journal_held_elsewhere("track-queue").await;
+    let (status, queue) = readiness_check(&app, "track_queue").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(queue["status"], "down");
     assert!(queue["detail"].as_str().unwrap().contains("another process"), "{queue}");
     drop(held);
