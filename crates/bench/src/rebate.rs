@@ -140,16 +140,16 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
     stored.sort_by_key(|r| r.created_at_ms);
     eprintln!("bench: floor: writing the {} stored rows again with none of the ingest's work", stored.len());
     let floor_dir = tempfile::Builder::new().prefix("flashback-bench-rebate-floor-").tempdir()?;
-    let floor = crate::rebate_floor::fresh(floor_dir.path()).await?;
+    let mut floor = crate::rebate_floor::fresh(floor_dir.path()).await?;
     settle();
-    let floor_rows_per_sec = crate::rebate_floor::rows(&floor, &stored, args.batch).await?;
+    let floor_rows_per_sec = crate::rebate_floor::rows(&mut floor, &stored, args.batch).await?;
     drop(stored);
     eprintln!(
         "bench: floor {floor_rows_per_sec:.0} rows/s; the ingest ran at {:.2}x the floor",
         ratio(rows_per_sec, floor_rows_per_sec)
     );
     settle();
-    let floor_postings_per_sec = crate::rebate_floor::postings(&floor, &txns, args.posting_batch).await?;
+    let floor_postings_per_sec = crate::rebate_floor::postings(&mut floor, &txns, args.posting_batch).await?;
     floor.close().await;
     eprintln!(
         "bench: floor {floor_postings_per_sec:.0} postings/s; the ledger ran at {:.2}x the floor",

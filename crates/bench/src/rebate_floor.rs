@@ -3,29 +3,36 @@
 //!
 //! Rows: the rows the ingest stored, each with the ledger transaction a new row gets (a debit of the
 //! payer, a credit per non-zero share), are written to a fresh copy of the schema (the store's
-//! own migrations, its SQLite settings: WAL, a synced commit, a 64 MiB page cache, foreign
-//! keys) through the same driver, with multi-row inserts of 500 and one transaction per batch —
+//! own migrations, its writer's SQLite settings: WAL, a synced commit, the page cache and the
+//! checkpoint interval, foreign keys) through the same driver, with multi-row inserts of 500 and one transaction per batch —
 //! but no parsing, lookups, splitting, duplicate detection, compare-and-set or balances. The
 //! ingest cannot beat it on this disk; its ratio to it says how much of the time is ours.
 //! Postings: then, into the same database (as large as the real one was at that point), the
 //! transactions the ledger phase posts, as plain inserts of their rows and entries (no
 //! duplicate detection, no balances).
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr as _;
 use std::time::Instant;
 
 use flashback_core::Account;
 use flashback_store::{NewTxn, RebateOrder, StoreOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{QueryBuilder, Sqlite};
 
 /// One entry of a floor transaction.
 struct Entry {
     txn: i64,
     seq: i32,
-    account: String,
+    account: Account,
     amount: i64,
+}
+
+/// The floor's database and the ids it gave the ledger accounts so far (an account is one
+/// plain insert the first time an entry names it).
+pub struct Floor {
+    pool: sqlx::SqlitePool,
+    accounts: HashMap<Account, i64>,
 }
 
 /// A floor transaction's row.
@@ -38,7 +45,7 @@ struct Txn {
 }
 
 /// A fresh database with the store's schema under `dir`, opened with its SQLite settings.
-pub async fn fresh(dir: &Path) -> anyhow::Result<sqlx::SqlitePool> {
+pub async fn fresh(dir: &Path) -> anyhow::Result<Floor> {
     // The store's migrations make the schema.
     let options = StoreOptions {
         url: None,
@@ -47,17 +54,45 @@ pub async fn fresh(dir: &Path) -> anyhow::Result<sqlx::SqlitePool> {
         acquire_timeout: std::time::Duration::from_secs(10),
     };
     flashback_store::open(&options).await?.close().await;
-    let connect = SqliteConnectOptions::from_str("sqlite:")?
-        .filename(dir.join("flashback.db"))
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .pragma("cache_size", "-65536");
-    Ok(SqlitePoolOptions::new().max_connections(1).connect_with(connect).await?)
+    let connect = flashback_store::writer_connect_options(&dir.join("flashback.db"))?;
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(connect).await?;
+    Ok(Floor { pool, accounts: HashMap::new() })
+}
+
+impl Floor {
+    /// Closes the database.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// Inserts the accounts `entries` name for the first time.
+    async fn insert_accounts(&mut self, tx: &mut sqlx::SqliteConnection, entries: &[Entry]) -> anyhow::Result<()> {
+        let mut new: Vec<(i64, String)> = Vec::new();
+        for e in entries {
+            if !self.accounts.contains_key(&e.account) {
+                let id = i64::try_from(self.accounts.len())? + 1;
+                self.accounts.insert(e.account, id);
+                new.push((id, e.account.name()));
+            }
+        }
+        for part in new.chunks(500) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO ledger_accounts (id, name, balance, updated_at_ms) ");
+            q.push_values(part, |mut b, (id, name)| {
+                b.push_bind(*id).push_bind(name.clone()).push_bind(0_i64).push_bind(0_i64);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Inserts transactions and their entries, 500 rows a statement.
-async fn insert_ledger(tx: &mut sqlx::SqliteConnection, txns: &[Txn], entries: &[Entry]) -> anyhow::Result<()> {
+async fn insert_ledger(
+    tx: &mut sqlx::SqliteConnection,
+    accounts: &HashMap<Account, i64>,
+    txns: &[Txn],
+    entries: &[Entry],
+) -> anyhow::Result<()> {
     for part in txns.chunks(500) {
         let mut q =
             QueryBuilder::<Sqlite>::new("INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) ");
@@ -72,9 +107,10 @@ async fn insert_ledger(tx: &mut sqlx::SqliteConnection, txns: &[Txn], entries: &
     }
     for part in entries.chunks(500) {
         let mut q =
-            QueryBuilder::<Sqlite>::new("INSERT INTO ledger_entries (txn_id, seq, account, amount, created_at_ms) ");
+            QueryBuilder::<Sqlite>::new("INSERT INTO ledger_entries (txn_id, seq, account_id, amount, created_at_ms) ");
         q.push_values(part, |mut b, e| {
-            b.push_bind(e.txn).push_bind(e.seq).push_bind(e.account.clone()).push_bind(e.amount).push_bind(0_i64);
+            let account = accounts.get(&e.account).copied().unwrap_or(0);
+            b.push_bind(e.txn).push_bind(e.seq).push_bind(account).push_bind(e.amount).push_bind(0_i64);
         });
         q.build().execute(&mut *tx).await?;
     }
@@ -83,7 +119,7 @@ async fn insert_ledger(tx: &mut sqlx::SqliteConnection, txns: &[Txn], entries: &
 
 /// Writes `txns` in batches of `batch` as plain inserts (no duplicate detection, no
 /// balances); returns entries per second.
-pub async fn postings(pool: &sqlx::SqlitePool, txns: &[NewTxn], batch: usize) -> anyhow::Result<f64> {
+pub async fn postings(floor: &mut Floor, txns: &[NewTxn], batch: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut postings = 0_usize;
     for chunk in txns.chunks(batch) {
@@ -103,14 +139,15 @@ pub async fn postings(pool: &sqlx::SqlitePool, txns: &[NewTxn], batch: usize) ->
                 t.postings.iter().enumerate().map(|(seq, p)| Entry {
                     txn: t.id,
                     seq: i32::try_from(seq).unwrap_or(i32::MAX),
-                    account: p.account.name(),
+                    account: p.account,
                     amount: p.amount,
                 })
             })
             .collect();
         postings += entries.len();
-        let mut tx = pool.begin().await?;
-        insert_ledger(&mut tx, &rows, &entries).await?;
+        let mut tx = floor.pool.begin().await?;
+        floor.insert_accounts(&mut tx, &entries).await?;
+        insert_ledger(&mut tx, &floor.accounts, &rows, &entries).await?;
         tx.commit().await?;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -119,7 +156,7 @@ pub async fn postings(pool: &sqlx::SqlitePool, txns: &[NewTxn], batch: usize) ->
 
 /// Writes `rows` (and their ledger transactions) in batches of `batch`; returns rows per
 /// second.
-pub async fn rows(pool: &sqlx::SqlitePool, rows: &[RebateOrder], batch: usize) -> anyhow::Result<f64> {
+pub async fn rows(floor: &mut Floor, rows: &[RebateOrder], batch: usize) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut next_txn = 1_i64;
     for chunk in rows.chunks(batch) {
@@ -143,7 +180,7 @@ pub async fn rows(pool: &sqlx::SqlitePool, rows: &[RebateOrder], batch: usize) -
             ];
             let mut seq = 0;
             let mut push = |account: Account, amount: i64| {
-                entries.push(Entry { txn: id, seq, account: account.name(), amount });
+                entries.push(Entry { txn: id, seq, account, amount });
                 seq += 1;
             };
             push(Account::Receivable, row.commission_minor);
@@ -153,7 +190,7 @@ pub async fn rows(pool: &sqlx::SqlitePool, rows: &[RebateOrder], batch: usize) -
                 }
             }
         }
-        let mut tx = pool.begin().await?;
+        let mut tx = floor.pool.begin().await?;
         for part in chunk.chunks(500) {
             let mut q = QueryBuilder::<Sqlite>::new(format!(
                 "INSERT INTO rebate_orders ({}) ",
@@ -162,7 +199,8 @@ pub async fn rows(pool: &sqlx::SqlitePool, rows: &[RebateOrder], batch: usize) -
             q.push_values(part, flashback_store::push_rebate_order);
             q.build().execute(&mut *tx).await?;
         }
-        insert_ledger(&mut tx, &txns, &entries).await?;
+        floor.insert_accounts(&mut tx, &entries).await?;
+        insert_ledger(&mut tx, &floor.accounts, &txns, &entries).await?;
         tx.commit().await?;
     }
     let secs = started.elapsed().as_secs_f64();

@@ -57,7 +57,7 @@ pub use rebate::{
 };
 pub use shards::{ShardOptions, Shards, open_shards};
 pub use sql_rebate::{ORDER_COLUMNS as REBATE_ORDER_COLUMNS, push_order as push_rebate_order};
-pub use sqlite::{SqliteShard, SqliteStore};
+pub use sqlite::{SqliteShard, SqliteStore, writer_connect_options};
 pub use trade::{
     Created, NewOrder, Order, OrderFilter, OrderLine, OrderShard, OutboxEvent, Payment, PaymentState, Read,
     Reservation, ReservationState, ReserveError, ReservedLine, StockStore, StockSummary, WriteIds, order_event_payload,

@@ -91,9 +91,10 @@ crate::sql_ledger::impl_ledger_store!(
     MySqlStore,
     MySql,
     "INSERT IGNORE INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) VALUES (?, ?, ?, ?, ?)",
-    "INSERT INTO ledger_balances (account, balance, updated_at_ms) \
+    "INSERT INTO ledger_accounts (name, balance, updated_at_ms) \
      SELECT j.account, j.delta, ? FROM JSON_TABLE(?, '$[*]' COLUMNS (account VARCHAR(191) PATH '$[0]', delta BIGINT PATH '$[1]')) AS j \
-     ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at_ms = VALUES(updated_at_ms)",
+     ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at_ms = VALUES(updated_at_ms) \
+     RETURNING id, name",
     "INSERT IGNORE INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) ",
     " RETURNING idem_key"
 );

@@ -28,7 +28,7 @@ pub(crate) fn pending_owner(account: &str) -> Result<UserId, StoreError> {
         .strip_prefix("user:")
         .and_then(|rest| rest.strip_suffix(":pending"))
         .and_then(|id| UserId::parse(id).ok())
-        .ok_or_else(|| StoreError::Corrupt { table: "ledger_balances", reason: format!("account {account}") })
+        .ok_or_else(|| StoreError::Corrupt { table: "ledger_accounts", reason: format!("account {account}") })
 }
 
 /// Implements [`crate::AnalyticsStore`] for a catalog store type with `writer()` and `reader()`.
@@ -127,13 +127,13 @@ macro_rules! impl_analytics_store {
 
             async fn pending_rebates(&self, limit: u32) -> $crate::StoreResult<(i64, Vec<(flashback_core::UserId, i64)>)> {
                 let total: i64 = sqlx::query_scalar(
-                    "SELECT CAST(COALESCE(SUM(balance), 0) AS SIGNED) FROM ledger_balances WHERE account LIKE 'user:%:pending'",
+                    "SELECT CAST(COALESCE(SUM(balance), 0) AS SIGNED) FROM ledger_accounts WHERE name LIKE 'user:%:pending'",
                 )
                 .fetch_one(self.reader())
                 .await?;
                 let rows: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT account, balance FROM ledger_balances WHERE account LIKE 'user:%:pending' AND balance <> 0 \
-                     ORDER BY balance DESC, account LIMIT ?",
+                    "SELECT name, balance FROM ledger_accounts WHERE name LIKE 'user:%:pending' AND balance <> 0 \
+                     ORDER BY balance DESC, name LIMIT ?",
                 )
                 .bind(i64::from(limit))
                 .fetch_all(self.reader())

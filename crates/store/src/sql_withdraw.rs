@@ -41,7 +41,7 @@ macro_rules! impl_withdrawal_store {
                 let mut tx = self.writer().begin().await.map_err($crate::LedgerError::from)?;
                 // One request per user at a time: lock the user's available-balance row first
                 // (a no-op write), so the count below and the hold are decided in turn.
-                sqlx::query("UPDATE ledger_balances SET balance = balance WHERE account = ?")
+                sqlx::query("UPDATE ledger_accounts SET balance = balance WHERE name = ?")
                     .bind(flashback_core::Account::Available(w.user_id).name())
                     .execute(&mut *tx)
                     .await

@@ -100,6 +100,30 @@ pub async fn mysql(suite: &str) -> Option<TestStore> {
     Some(TestStore { store, options, shards, shard_options, _guard: guard })
 }
 
+/// An empty database on the test MySQL server, dropped when this value is.
+#[derive(Debug)]
+pub struct EmptyDatabase {
+    /// `mysql://…/<database>`.
+    pub url: String,
+    _guard: Guard,
+}
+
+/// A new, empty, uniquely named database on the test MySQL server (for tests that build a
+/// schema step by step), or `None` when `FLASHBACK_TEST_MYSQL_URL` is unset.
+pub async fn empty_mysql(suite: &str) -> Option<EmptyDatabase> {
+    let server_url = mysql_server_url(suite)?;
+    let db = format!("fbt_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::MySqlConnection::connect(&server_url)
+        .await
+        .unwrap_or_else(|e| panic!("{MYSQL_URL_VAR} is set but the server does not answer: {e}"));
+    sqlx::query(&format!("CREATE DATABASE `{db}` CHARACTER SET utf8mb4"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let _ = admin.close().await;
+    Some(EmptyDatabase { url: format!("{server_url}/{db}"), _guard: Guard::MySql { server_url, databases: vec![db] } })
+}
+
 fn drop_databases(server_url: String, databases: Vec<String>) {
     // Drop runs inside the test's runtime, which cannot be blocked on; use a thread of our own.
     let done = std::thread::spawn(move || {
