@@ -3,8 +3,9 @@
 //! It builds an instance's state on a temporary data directory (the embedded SQLite store, as
 //! `flashback serve` would), makes buyers with tracking ids and a two-level referral chain, then
 //! 1. ingest: order rows as Taobao's feed sends them (JSON with decimal strings and Beijing
-//!    times) are parsed, attributed, split and posted through the batched ingest path, in
-//!    batches of one feed page or more; rows/s counts every row from parse to commit;
+//!    times) are parsed, attributed, split and posted through the feed poller's pipeline
+//!    (batches of `--batch` rows, each prepared while the one before is written); rows/s
+//!    counts every row from parse to commit;
 //! 2. postings: balanced ledger transactions (four entries each) posted in batches; postings/s
 //!    counts entries;
 //!
@@ -22,7 +23,7 @@ use anyhow::Context as _;
 use clap::Args;
 use flashback_core::{Account, Role, Tier, UserId};
 use flashback_server::config::Config;
-use flashback_server::rebate::ingest::apply_batch;
+use flashback_server::rebate::ingest::Pipeline;
 use flashback_server::rebate::taobao::{format_top_time, order_row};
 use flashback_store::{NewTxn, Posting, RebateProfile, TrackingKind};
 use serde_json::{Value, json};
@@ -33,7 +34,8 @@ pub struct RebateArgs {
     /// Order rows to ingest.
     #[arg(long, default_value_t = 200_000)]
     pub rows: usize,
-    /// Rows per ingest batch (a feed page is 100; a poll applies pages as they come).
+    /// Rows per ingest batch (a feed page is 100; a poll gathers pages into batches of
+    /// `rebate.ingest_batch_rows`, 2,000 by default).
     #[arg(long, default_value_t = 2_000)]
     pub batch: usize,
     /// Buyers the rows are spread over.
@@ -95,12 +97,14 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
     eprintln!("bench: ingesting {} rows in batches of {}", args.rows, args.batch);
     settle();
     let started = Instant::now();
-    let mut applied = 0;
+    // As the feed poller applies a window: each batch parsed and prepared while the one
+    // before is written.
+    let mut pipeline = Pipeline::new(&state);
     for chunk in rows.chunks(args.batch) {
         let lines = chunk.iter().map(order_row).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!(e))?;
-        let done = apply_batch(&state, &lines).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        applied += done.applied;
+        pipeline.push(&lines).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    let applied = pipeline.finish().await.map_err(|e| anyhow::anyhow!("{e}"))?.applied;
     let ingest_secs = started.elapsed().as_secs_f64();
     let rows_per_sec = rate(args.rows, ingest_secs);
     eprintln!("bench: {} rows in {ingest_secs:.2} s = {rows_per_sec:.0} rows/s", args.rows);

@@ -108,6 +108,9 @@ pub struct RebateConfig {
     /// How often the feeds are polled.
     #[serde(rename = "taobao_poll_interval_ms", with = "millis")]
     pub taobao_poll_interval: Duration,
+    /// Order rows a feed poll applies per database transaction: pages are gathered up to this
+    /// many rows, and each batch is prepared while the one before is written.
+    pub ingest_batch_rows: usize,
 }
 
 impl Default for RebateConfig {
@@ -133,6 +136,7 @@ impl Default for RebateConfig {
             taobao_overlap: Duration::from_secs(20 * 60),
             taobao_lookback: Duration::from_secs(3 * 24 * 3600),
             taobao_poll_interval: Duration::from_secs(60),
+            ingest_batch_rows: 2_000,
         }
     }
 }

@@ -189,6 +189,7 @@ pub async fn affiliate_network()
         overlap_ms: 20 * 60 * 1000,
         start_ms: now - 16 * DAY,
         page_size: 100,
+        batch_rows: 2_000,
         cursor_name: crate::rebate::taobao::SOURCE.into(),
     };
     Ok((sim, connector))

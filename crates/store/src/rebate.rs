@@ -210,9 +210,13 @@ pub trait RebateStore: Send + Sync {
         txn: Option<&NewTxn>,
     ) -> Result<Applied, LedgerError>;
     /// [`Self::apply_rebate`] for many rows in one database transaction: each row's
-    /// compare-and-set, and the ledger transactions of those that were written, together.
-    async fn apply_rebates(&self, items: &[RebateChange]) -> Result<Vec<Applied>, LedgerError>;
-    /// The stored rows among `keys` of one source (any order; absent keys are left out).
+    /// compare-and-set, the ledger transactions of those that were written, and `review`
+    /// (inputs refused or flagged while the batch was built, as [`Self::record_rejects`]),
+    /// together.
+    async fn apply_rebates(&self, items: &[RebateChange], review: &[RebateReject])
+    -> Result<Vec<Applied>, LedgerError>;
+    /// The stored rows among `keys` of one source (any order; absent keys are left out), as
+    /// last committed: a read connection may answer while a write is in progress.
     async fn rebate_orders_by_keys(&self, source: &str, keys: &[String]) -> StoreResult<Vec<RebateOrder>>;
     /// A user's rows, most recently changed first, before `(updated_at_ms, line_key)`.
     async fn rebates_of(

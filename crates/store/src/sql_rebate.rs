@@ -202,6 +202,28 @@ macro_rules! impl_rebate_store {
                     .bind(r.updated_at_ms)
             }
 
+            /// Inserts rejected or flagged inputs inside an open transaction.
+            async fn insert_rejects(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                rejects: &[$crate::RebateReject],
+            ) -> $crate::StoreResult<()> {
+                for chunk in rejects.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO rebate_rejects (id, source, line_key, reason, payload, at_ms) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.id)
+                            .push_bind(r.source.clone())
+                            .push_bind(r.line_key.clone())
+                            .push_bind(r.reason.chars().take(255).collect::<String>())
+                            .push_bind(r.payload.chars().take(4_000).collect::<String>())
+                            .push_bind(r.at_ms);
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
             /// Writes one row's next version inside an open transaction; 1 if written, 0 if
             /// another writer got there first.
             async fn write_row_in(
@@ -376,7 +398,7 @@ macro_rules! impl_rebate_store {
                         "SELECT user_id, tier, inviter_id FROM rebate_profiles WHERE user_id IN (",
                     );
                     $crate::sql_rebate::push_padded(&mut q, chunk);
-                    let rows: Vec<(i64, String, Option<i64>)> = q.build_query_as().fetch_all(self.writer()).await?;
+                    let rows: Vec<(i64, String, Option<i64>)> = q.build_query_as().fetch_all(self.reader()).await?;
                     for (u, t, i) in rows {
                         out.push($crate::sql_rebate::profile(u, t, i)?);
                     }
@@ -416,8 +438,10 @@ macro_rules! impl_rebate_store {
             async fn apply_rebates(
                 &self,
                 items: &[$crate::RebateChange],
+                review: &[$crate::RebateReject],
             ) -> Result<Vec<$crate::Applied>, $crate::LedgerError> {
                 let mut tx = self.writer().begin().await?;
+                Self::insert_rejects(&mut tx, review).await?;
                 // New rows in a few multi-row statements; the database names the rows it wrote
                 // (a row another writer inserted first is not among them).
                 let mut inserted: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
@@ -466,7 +490,7 @@ macro_rules! impl_rebate_store {
                         sep.push_bind(k);
                     }
                     q.push(")");
-                    let rows: Vec<$crate::sql_rebate::OrderRow> = q.build_query_as().fetch_all(self.writer()).await?;
+                    let rows: Vec<$crate::sql_rebate::OrderRow> = q.build_query_as().fetch_all(self.reader()).await?;
                     for r in rows {
                         out.push($crate::RebateOrder::try_from(r)?);
                     }
@@ -653,20 +677,7 @@ macro_rules! impl_rebate_store {
 
             async fn record_rejects(&self, rejects: &[$crate::RebateReject]) -> $crate::StoreResult<()> {
                 let mut tx = self.writer().begin().await?;
-                for chunk in rejects.chunks(500) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO rebate_rejects (id, source, line_key, reason, payload, at_ms) ",
-                    );
-                    q.push_values(chunk, |mut b, r| {
-                        b.push_bind(r.id)
-                            .push_bind(r.source.clone())
-                            .push_bind(r.line_key.clone())
-                            .push_bind(r.reason.chars().take(255).collect::<String>())
-                            .push_bind(r.payload.chars().take(4_000).collect::<String>())
-                            .push_bind(r.at_ms);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                }
+                Self::insert_rejects(&mut tx, rejects).await?;
                 tx.commit().await?;
                 Ok(())
             }

@@ -91,17 +91,22 @@ pub fn validate(r: &LineReport) -> Result<(), String> {
     Ok(())
 }
 
-/// Keeps a refused input for review.
-pub async fn reject(state: &AppState, source: &str, line_key: Option<&str>, reason: &str, payload: &str) {
-    state.metrics.rebate_rejected.get_or_create(&crate::metrics::ReasonLabel { reason: "invalid" }).inc();
-    let r = RebateReject {
+/// The record of a refused input.
+fn reject_of(state: &AppState, source: &str, line_key: Option<&str>, reason: &str, payload: &str) -> RebateReject {
+    RebateReject {
         id: state.ids.write_ids().event,
         source: source.chars().take(32).collect(),
         line_key: line_key.map(|k| k.chars().take(64).collect()),
         reason: reason.to_owned(),
         payload: payload.to_owned(),
         at_ms: crate::trade::now_ms(),
-    };
+    }
+}
+
+/// Keeps a refused input for review.
+pub async fn reject(state: &AppState, source: &str, line_key: Option<&str>, reason: &str, payload: &str) {
+    state.metrics.rebate_rejected.get_or_create(&crate::metrics::ReasonLabel { reason: "invalid" }).inc();
+    let r = reject_of(state, source, line_key, reason, payload);
     if let Err(e) = state.store.record_reject(&r).await {
         tracing::warn!(error = %e, reason, "could not record a rejected rebate input");
     }
@@ -441,12 +446,41 @@ pub struct BatchReport {
     pub rejected: usize,
 }
 
-/// Applies many reports at once: the stored rows are read in one query, the tracking ids'
-/// owners and the buyers' profiles in a few more, and every row change with its ledger
-/// transaction is written in one database transaction. A row another writer changed meanwhile
-/// is applied again on its own. Same outcome as [`apply`] on each report in order.
-pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<BatchReport, RebateError> {
-    let mut report = BatchReport::default();
+impl std::ops::AddAssign for BatchReport {
+    fn add_assign(&mut self, other: Self) {
+        self.applied += other.applied;
+        self.ignored += other.ignored;
+        self.rejected += other.rejected;
+    }
+}
+
+/// A batch read and built, ready to be written: every row change with its ledger
+/// transaction, and the inputs to keep for review.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    changes: Vec<flashback_store::RebateChange>,
+    /// The report behind each change, to apply on its own if the row moved meanwhile.
+    sources: Vec<LineReport>,
+    /// Refused reports and rows flagged for review, recorded with the batch.
+    review: Vec<RebateReject>,
+    /// How many of `review` are flagged rows (the rest were refused).
+    flagged: usize,
+    report: BatchReport,
+}
+
+impl Prepared {
+    /// The rows the batch writes.
+    fn keys(&self) -> std::collections::HashSet<(String, String)> {
+        self.changes.iter().map(|c| (c.row.source.clone(), c.row.line_key.clone())).collect()
+    }
+}
+
+/// Reads what a batch needs and builds its changes: the stored rows in one query, the
+/// tracking ids' owners and the buyers' profiles in a few more. Reads the last committed
+/// state; a row written after that fails its compare-and-set in [`write`] and is applied
+/// again on its own. Refused reports are kept with the batch, not written here.
+pub async fn prepare(state: &AppState, lines: &[LineReport]) -> Result<Prepared, RebateError> {
+    let mut out = Prepared::default();
     let hold_ms = i64::try_from(state.config.rebate.hold.as_millis()).unwrap_or(i64::MAX);
     let now_ms = crate::trade::now_ms();
     let mut valid = Vec::with_capacity(lines.len());
@@ -454,8 +488,8 @@ pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<Batch
         match validate(line) {
             Ok(()) => valid.push(line),
             Err(why) => {
-                report.rejected += 1;
-                reject(state, &line.source, Some(&line.line_key), &why, &line.line_key).await;
+                out.report.rejected += 1;
+                out.review.push(reject_of(state, &line.source, Some(&line.line_key), &why, &line.line_key));
             }
         }
     }
@@ -476,15 +510,13 @@ pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<Batch
     let buyers: Vec<UserId> =
         valid.iter().filter_map(|l| l.buyer).chain(current.values().filter_map(|r| r.user_id)).collect();
     let people = people_of(state.store.as_ref(), &codes, buyers).await?;
-    let mut changes = Vec::new();
-    let mut sources = Vec::new();
     let mut flagged = Vec::new();
     for line in valid {
         let key = (line.source.clone(), line.line_key.clone());
         let stored = current.get(&key);
         let merged = with_stored_refund(line, stored);
         if !supersedes(stored.map(|r| (r.state, r.network_modified_ms)), &merged.report, now_ms, hold_ms) {
-            report.ignored += 1;
+            out.report.ignored += 1;
             continue;
         }
         // Attribution sticks: once a row has a buyer it keeps it.
@@ -498,14 +530,34 @@ pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<Batch
         let (row, txn) = next_version(state, stored, &change);
         let expected = stored.map(|r| r.version);
         current.insert(key, row.clone());
-        changes.push(flashback_store::RebateChange { row, expected, txn });
-        sources.push(line);
+        out.changes.push(flashback_store::RebateChange { row, expected, txn });
+        out.sources.push(line.clone());
     }
-    let outcomes = state.store.apply_rebates(&changes).await?;
-    flag(state, &flagged).await;
-    for (outcome, line) in outcomes.iter().zip(sources) {
+    out.flagged = flagged.len();
+    out.review.extend(flagged);
+    Ok(out)
+}
+
+/// Writes a prepared batch: every row's compare-and-set, the ledger transactions of those
+/// written and the inputs kept for review, in one database transaction. A row another writer
+/// changed meanwhile is applied again on its own. Same outcome as [`apply`] on each report in
+/// order.
+pub async fn write(state: &AppState, batch: Prepared) -> Result<BatchReport, RebateError> {
+    let Prepared { changes, sources, review, flagged, mut report } = batch;
+    let outcomes = state.store.apply_rebates(&changes, &review).await?;
+    let count = |reason: &'static str, n: usize| {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        state.metrics.rebate_rejected.get_or_create(&crate::metrics::ReasonLabel { reason }).inc_by(n);
+    };
+    count("invalid", review.len() - flagged);
+    count("unknown_tracking_id", flagged);
+    let mut by_state: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for ((outcome, line), change) in outcomes.iter().zip(&sources).zip(&changes) {
         match outcome {
-            Applied::Done => report.applied += 1,
+            Applied::Done => {
+                report.applied += 1;
+                *by_state.entry(change.row.state.as_str()).or_default() += 1;
+            }
             // Another writer changed the row meanwhile: apply this report on its own.
             Applied::Conflict => match apply(state, line).await? {
                 Outcome::Applied => report.applied += 1,
@@ -513,12 +565,74 @@ pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<Batch
             },
         }
     }
-    for change in changes.iter().zip(outcomes.iter()).filter(|(_, o)| **o == Applied::Done) {
-        state
-            .metrics
-            .rebate_rows
-            .get_or_create(&crate::metrics::ReasonLabel { reason: change.0.row.state.as_str() })
-            .inc();
+    for (reason, n) in by_state {
+        state.metrics.rebate_rows.get_or_create(&crate::metrics::ReasonLabel { reason }).inc_by(n);
     }
     Ok(report)
+}
+
+/// Applies many reports at once: [`prepare`], then [`write`].
+pub async fn apply_batch(state: &AppState, lines: &[LineReport]) -> Result<BatchReport, RebateError> {
+    let batch = prepare(state, lines).await?;
+    write(state, batch).await
+}
+
+/// Applies batches one after another, preparing each while the one before is being written
+/// (the preparation is CPU and reads; the write is the database's single writer), so the two
+/// overlap on separate cores. A batch that names a row the batch in flight writes waits for it
+/// first: prepared from the state before, it would only lose its compare-and-set.
+///
+/// Batches are written in the order they are pushed; an error is returned by the `push` or
+/// [`Pipeline::finish`] after it. A pipeline dropped unfinished lets its last write complete.
+pub struct Pipeline {
+    state: AppState,
+    writing: Option<InFlight>,
+    report: BatchReport,
+}
+
+/// The batch being written: the rows it writes and its task.
+type InFlight =
+    (std::collections::HashSet<(String, String)>, tokio::task::JoinHandle<Result<BatchReport, RebateError>>);
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("writing", &self.writing.is_some()).field("report", &self.report).finish()
+    }
+}
+
+impl Pipeline {
+    /// An empty pipeline.
+    pub fn new(state: &AppState) -> Self {
+        Self { state: state.clone(), writing: None, report: BatchReport::default() }
+    }
+
+    /// Prepares `lines`, then starts writing them once the batch before is written.
+    pub async fn push(&mut self, lines: &[LineReport]) -> Result<(), RebateError> {
+        if let Some((keys, _)) = &self.writing
+            && lines.iter().any(|l| keys.contains(&(l.source.clone(), l.line_key.clone())))
+        {
+            self.wait().await?;
+        }
+        let batch = prepare(&self.state, lines).await?;
+        self.wait().await?;
+        let keys = batch.keys();
+        let state = self.state.clone();
+        self.writing = Some((keys, tokio::spawn(async move { write(&state, batch).await })));
+        Ok(())
+    }
+
+    /// Waits for the batch in flight.
+    async fn wait(&mut self) -> Result<(), RebateError> {
+        if let Some((_, handle)) = self.writing.take() {
+            let done = handle.await.map_err(|e| RebateError::Invalid(format!("a batch write stopped: {e}")))??;
+            self.report += done;
+        }
+        Ok(())
+    }
+
+    /// Waits for the last batch; what every batch did.
+    pub async fn finish(mut self) -> Result<BatchReport, RebateError> {
+        self.wait().await?;
+        Ok(self.report)
+    }
 }

@@ -46,6 +46,8 @@ pub struct Connector {
     pub start_ms: i64,
     /// Rows per page.
     pub page_size: u32,
+    /// Rows applied per database transaction (pages are gathered up to this).
+    pub batch_rows: usize,
     /// Names this connector's cursors in the store (`taobao`); another name re-reads the
     /// feeds from `start_ms` (a back-fill) without disturbing the regular poller.
     pub cursor_name: String,
@@ -187,7 +189,10 @@ impl Connector {
         Ok(body)
     }
 
-    /// Reads every page of one window of the order feed and applies each row.
+    /// Reads every page of one window of the order feed and applies each row, pages gathered
+    /// into batches of `batch_rows` (one database transaction each), each batch prepared while
+    /// the one before is written and the next page is fetched. The caller moves the window's
+    /// cursor only after every batch is written.
     async fn order_window(
         &self,
         state: &AppState,
@@ -198,6 +203,9 @@ impl Connector {
         report: &mut PollReport,
     ) -> Result<(), String> {
         let mut position: Option<String> = None;
+        let mut pipeline = ingest::Pipeline::new(state);
+        let mut lines = Vec::new();
+        let mut last_page = false;
         for page in 1..=10_000u32 {
             let mut extra = vec![
                 ("query_type", query_type.to_string()),
@@ -219,7 +227,6 @@ impl Connector {
                 .ok_or("order feed: no data")?;
             let rows =
                 data.pointer("/results/publisher_order_dto").and_then(Value::as_array).cloned().unwrap_or_default();
-            let mut lines = Vec::with_capacity(rows.len());
             for row in &rows {
                 report.rows += 1;
                 match order_row(row) {
@@ -231,17 +238,21 @@ impl Connector {
                     }
                 }
             }
-            // One page, one transaction (the cursor does not move if it fails).
-            let done = ingest::apply_batch(state, &lines).await.map_err(|e| format!("applying a page: {e}"))?;
-            report.applied += done.applied as u64;
-            report.ignored += done.ignored as u64;
-            report.rejected += done.rejected as u64;
             position = data.get("position_index").and_then(id_text);
-            if !data.get("has_next").and_then(Value::as_bool).unwrap_or(false) || rows.is_empty() {
-                return Ok(());
+            last_page = !data.get("has_next").and_then(Value::as_bool).unwrap_or(false) || rows.is_empty();
+            if lines.len() >= self.batch_rows || (last_page && !lines.is_empty()) {
+                pipeline.push(&lines).await.map_err(|e| format!("applying a batch: {e}"))?;
+                lines.clear();
+            }
+            if last_page {
+                break;
             }
         }
-        Err("order feed: too many pages in one window".into())
+        let done = pipeline.finish().await.map_err(|e| format!("applying a batch: {e}"))?;
+        report.applied += done.applied as u64;
+        report.ignored += done.ignored as u64;
+        report.rejected += done.rejected as u64;
+        if last_page { Ok(()) } else { Err("order feed: too many pages in one window".into()) }
     }
 
     /// Reads the refund feed for one window and applies each succeeded refund to its row.
@@ -405,6 +416,7 @@ impl Connector {
             overlap_ms: ms(c.taobao_overlap),
             start_ms: crate::trade::now_ms() - ms(c.taobao_lookback),
             page_size: 100,
+            batch_rows: c.ingest_batch_rows.max(1),
             cursor_name: SOURCE.into(),
         })
     }

@@ -75,6 +75,8 @@ async fn the_order_feed_lands_every_row_on_its_user_and_follows_it_to_the_end() 
         overlap_ms: 2 * 3600 * 1000,
         start_ms: epoch - DAY,
         page_size: 50,
+        // Batches of three pages: a window's rows go through several pipelined batches.
+        batch_rows: 120,
         cursor_name: "taobao".into(),
     };
     let client = reqwest::Client::new();

@@ -390,8 +390,18 @@ pub async fn a_batch_of_row_changes_writes_only_what_won_its_race(t: &TestStore)
         RebateChange { row: row(&a, 1), expected: None, txn: Some(post(format!("{a}:v1"))) },
         RebateChange { row: row(&b, 1), expected: None, txn: Some(post(format!("{b}:again"))) },
     ];
-    let outcomes = store.apply_rebates(&changes).await.expect("batch");
+    let flagged = crate::RebateReject {
+        id: next(&g, Ok),
+        source: "batch".into(),
+        line_key: Some(format!("r{tag}")),
+        reason: "flagged with its batch".into(),
+        payload: "{}".into(),
+        at_ms: now(),
+    };
+    let outcomes = store.apply_rebates(&changes, std::slice::from_ref(&flagged)).await.expect("batch");
     assert_eq!(outcomes, vec![Applied::Done, Applied::Conflict]);
+    let kept = store.recent_rejects(100).await.expect("rejects");
+    assert!(kept.contains(&flagged), "the batch kept its flagged input: {kept:?}");
     assert!(store.posted(&format!("{a}:v1")).await.expect("posted"));
     assert!(!store.posted(&format!("{b}:again")).await.expect("posted"), "the loser's money did not move");
     assert_eq!(store.wallet(buyer).await.expect("wallet").pending, 20);
