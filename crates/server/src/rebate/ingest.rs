@@ -624,7 +624,13 @@ impl Pipeline {
     /// Waits for the batch in flight.
     async fn wait(&mut self) -> Result<(), RebateError> {
         if let Some((_, handle)) = self.writing.take() {
-            let done = handle.await.map_err(|e| RebateError::Invalid(format!("a batch write stopped: {e}")))??;
+            let done = match handle.await {
+                Ok(done) => done?,
+                // A bug in the write: let it surface where the pipeline is driven.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down; nothing moved the cursor.
+                Err(_) => return Err(RebateError::Busy),
+            };
             self.report += done;
         }
         Ok(())
