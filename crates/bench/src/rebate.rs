@@ -6,6 +6,8 @@
 //!    times) are parsed, attributed, split and posted through the feed poller's pipeline
 //!    (batches of `--batch` rows, each prepared while the one before is written); rows/s
 //!    counts every row from parse to commit;
+//!    then the rows reported paid are reported settled (the update path: each moves a stored
+//!    row on); update rows/s counts them;
 //! 2. postings: balanced ledger transactions (four entries each) posted in batches; postings/s
 //!    counts entries;
 //!
@@ -108,11 +110,32 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
     let ingest_secs = started.elapsed().as_secs_f64();
     let rows_per_sec = rate(args.rows, ingest_secs);
     eprintln!("bench: {} rows in {ingest_secs:.2} s = {rows_per_sec:.0} rows/s", args.rows);
-    let audit = flashback_server::rebate::audit::audit(&state).await?;
-    let mut problems: Vec<String> = audit.violations.clone();
+    let mut problems: Vec<String> = Vec::new();
     if applied != args.rows {
         problems.push(format!("{applied} rows applied of {}", args.rows));
     }
+
+    // Status changes: every row reported paid is now reported settled (an hour later), as the
+    // feed's sweep by modification time would bring them. Each moves a stored row on.
+    let updates: Vec<Value> =
+        (0..args.rows).filter(|i| matches!(i % 10, 4..=6)).map(|i| settled(i, args.users, now)).collect();
+    eprintln!("bench: moving {} stored rows on (paid -> settled) in batches of {}", updates.len(), args.batch);
+    settle();
+    let started = Instant::now();
+    let mut pipeline = Pipeline::new(&state);
+    for chunk in updates.chunks(args.batch) {
+        let lines = chunk.iter().map(order_row).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!(e))?;
+        pipeline.push(&lines).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let moved = pipeline.finish().await.map_err(|e| anyhow::anyhow!("{e}"))?.applied;
+    let update_secs = started.elapsed().as_secs_f64();
+    let update_rows_per_sec = rate(updates.len(), update_secs);
+    eprintln!("bench: {} rows moved on in {update_secs:.2} s = {update_rows_per_sec:.0} rows/s", updates.len());
+    if moved != updates.len() {
+        problems.push(format!("{moved} rows moved on of {}", updates.len()));
+    }
+    let audit = flashback_server::rebate::audit::audit(&state).await?;
+    problems.extend(audit.violations.iter().cloned());
 
     // Balanced transactions straight to the ledger.
     eprintln!("bench: posting {} transactions in batches of {}", args.transactions, args.posting_batch);
@@ -173,6 +196,8 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
         "rows_per_sec": rows_per_sec.round(),
         "floor_rows_per_sec": floor_rows_per_sec.round(),
         "rows_ratio_to_floor": (ratio(rows_per_sec, floor_rows_per_sec) * 100.0).round() / 100.0,
+        "update_rows": updates.len(),
+        "update_rows_per_sec": update_rows_per_sec.round(),
         "transactions": args.transactions,
         "postings": posted,
         "postings_per_sec": postings_per_sec.round(),
@@ -249,6 +274,18 @@ fn feed_row(i: usize, users: usize, now: i64) -> Value {
     } else {
         row["special_id"] = json!(7_999_999);
     }
+    row
+}
+
+/// Row `i` of the feed reported again, settled an hour after it was first reported.
+fn settled(i: usize, users: usize, now: i64) -> Value {
+    let mut row = feed_row(i, users, now);
+    let n = i64::try_from(i).unwrap_or(i64::MAX);
+    let at = now - 86_400_000 + n % 3_600_000 + 3_600_000;
+    row["tk_status"] = json!(3);
+    row["pub_share_fee"] = row["pub_share_pre_fee"].clone();
+    row["tk_earning_time"] = json!(format_top_time(at));
+    row["modified_time"] = json!(format_top_time(at));
     row
 }
 
