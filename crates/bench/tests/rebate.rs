@@ -1,4 +1,4 @@
-//! `flashback-bench rebate --json` end to end: a small ingest and a small posting run must
+//! `flashback-bench rebate --json` end to end: a small ingest, update and posting run must
 //! come back verified, with the figures on the last line.
 
 use std::process::Command;
@@ -21,4 +21,6 @@ fn a_small_rebate_run_is_verified_and_reports_its_rates() {
     assert_eq!(report["postings"], 12_000, "four entries per transaction");
     assert!(report["rows_per_sec"].as_f64().unwrap() > 0.0);
     assert!(report["postings_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["update_rows"], 900, "the rows reported paid are moved on");
+    assert!(report["update_rows_per_sec"].as_f64().unwrap() > 0.0);
 }
