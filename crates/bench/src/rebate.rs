@@ -98,16 +98,7 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
     let rows: Vec<Value> = (0..args.rows).map(|i| feed_row(i, args.users, now)).collect();
     eprintln!("bench: ingesting {} rows in batches of {}", args.rows, args.batch);
     settle();
-    let started = Instant::now();
-    // As the feed poller applies a window: each batch parsed and prepared while the one
-    // before is written.
-    let mut pipeline = Pipeline::new(&state);
-    for chunk in rows.chunks(args.batch) {
-        let lines = chunk.iter().map(order_row).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!(e))?;
-        pipeline.push(&lines).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    let applied = pipeline.finish().await.map_err(|e| anyhow::anyhow!("{e}"))?.applied;
-    let ingest_secs = started.elapsed().as_secs_f64();
+    let (applied, ingest_secs) = ingest(&state, &rows, args.batch).await?;
     let rows_per_sec = rate(args.rows, ingest_secs);
     eprintln!("bench: {} rows in {ingest_secs:.2} s = {rows_per_sec:.0} rows/s", args.rows);
     let mut problems: Vec<String> = Vec::new();
@@ -121,14 +112,7 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
         (0..args.rows).filter(|i| matches!(i % 10, 4..=6)).map(|i| settled(i, args.users, now)).collect();
     eprintln!("bench: moving {} stored rows on (paid -> settled) in batches of {}", updates.len(), args.batch);
     settle();
-    let started = Instant::now();
-    let mut pipeline = Pipeline::new(&state);
-    for chunk in updates.chunks(args.batch) {
-        let lines = chunk.iter().map(order_row).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!(e))?;
-        pipeline.push(&lines).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    let moved = pipeline.finish().await.map_err(|e| anyhow::anyhow!("{e}"))?.applied;
-    let update_secs = started.elapsed().as_secs_f64();
+    let (moved, update_secs) = ingest(&state, &updates, args.batch).await?;
     let update_rows_per_sec = rate(updates.len(), update_secs);
     eprintln!("bench: {} rows moved on in {update_secs:.2} s = {update_rows_per_sec:.0} rows/s", updates.len());
     if moved != updates.len() {
@@ -219,6 +203,19 @@ pub async fn main(args: RebateArgs) -> anyhow::Result<bool> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(verified)
+}
+
+/// Parses and applies feed rows as the feed poller applies a window (each batch parsed and
+/// prepared while the one before is written); rows applied and the seconds it took.
+async fn ingest(state: &flashback_server::AppState, rows: &[Value], batch: usize) -> anyhow::Result<(usize, f64)> {
+    let started = Instant::now();
+    let mut pipeline = Pipeline::new(state);
+    for chunk in rows.chunks(batch) {
+        let lines = chunk.iter().map(order_row).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!(e))?;
+        pipeline.push(&lines).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let applied = pipeline.finish().await.map_err(|e| anyhow::anyhow!("{e}"))?.applied;
+    Ok((applied, started.elapsed().as_secs_f64()))
 }
 
 fn rate(n: usize, secs: f64) -> f64 {
