@@ -122,7 +122,7 @@ pub async fn flash_panels(state: &AppState, limit: u32) -> Result<Vec<FlashPanel
     let sales = state.store.flash_sales(Some(SaleState::Open), None, limit).await?;
     let mut out = Vec::with_capacity(sales.len());
     for s in sales {
-        let sold = state.store.sale_taken_units(s.id).await?;
+        let sold = crate::flash_sale::taken_units(state, &s).await?;
         let sku = state.store.product(s.product_id).await?.map(|p| p.sku.as_str().to_owned()).unwrap_or_default();
         out.push(FlashPanel {
             sale_id: s.id.to_string(),

@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use flashback_core::{Cursor, PageLimit, Role, SaleId};
-use flashback_store::{NewFlashSale, SaleState, StoreError};
+use flashback_store::{FlashSale, NewFlashSale, SaleState, StoreError};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -147,10 +147,20 @@ async fn view(state: &AppState, id: SaleId) -> Result<Option<SaleView>, Problem>
         return Ok(Some(v));
     }
     let Some(sale) = state.store.flash_sale(id).await.map_err(|e| Problem::from_store(&e))? else { return Ok(None) };
-    let taken = state.store.sale_taken_units(id).await.map_err(|e| Problem::from_store(&e))?;
+    let taken = taken_units(state, &sale).await.map_err(|e| Problem::from_store(&e))?;
     let v = SaleView::new(&sale, taken, now_ms());
     state.sale_views.insert(id, v.clone()).await;
     Ok(Some(v))
+}
+
+/// The units of `sale` taken so far. The engine's own book, when it keeps one, is ahead of the
+/// store by the accepted reservations not imported yet; an engine that does not answer (Redis
+/// down) leaves the store's count, which lags by those.
+pub async fn taken_units(state: &AppState, sale: &FlashSale) -> Result<i64, StoreError> {
+    match state.flash.engine.book(sale.id).await {
+        Ok(Some((remaining, _))) => Ok((sale.stock - remaining).max(0)),
+        _ => state.store.sale_taken_units(sale.id).await,
+    }
 }
 
 /// One sale with its remaining stock (which may lag by up to one second).
