@@ -159,7 +159,9 @@ pub trait LedgerStore: Send + Sync {
     async fn balance(&self, account: Account) -> StoreResult<i64>;
     /// A user's pending, available and withdrawing balances.
     async fn wallet(&self, user: UserId) -> StoreResult<Wallet>;
-    /// An account's entries, newest first, below `before_txn` if given.
+    /// An account's entries, newest first (in the order they were posted); with `before_txn`
+    /// (the transaction of the last entry shown), those posted before the account's entry in
+    /// that transaction.
     async fn statement(&self, account: Account, before_txn: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerLine>>;
     /// Every account's balance (normal sign), for audits.
     async fn balances(&self) -> StoreResult<Vec<(Account, i64)>>;

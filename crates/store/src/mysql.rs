@@ -94,9 +94,12 @@ crate::sql_ledger::impl_ledger_store!(
     "INSERT INTO ledger_accounts (name, balance, updated_at_ms) \
      SELECT j.account, j.delta, ? FROM JSON_TABLE(?, '$[*]' COLUMNS (account VARCHAR(191) PATH '$[0]', delta BIGINT PATH '$[1]')) AS j \
      ON DUPLICATE KEY UPDATE balance = balance + VALUES(balance), updated_at_ms = VALUES(updated_at_ms) \
-     RETURNING id, name",
+     RETURNING id, name, entry_count, head_txn_id, head_seq",
     "INSERT IGNORE INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) ",
-    " RETURNING idem_key"
+    " RETURNING idem_key",
+    "UPDATE ledger_accounts a JOIN JSON_TABLE(?, '$[*]' COLUMNS (id BIGINT PATH '$[0]', n BIGINT PATH '$[1]', \
+     txn BIGINT PATH '$[2]', seq INT PATH '$[3]')) AS j ON a.id = j.id \
+     SET a.entry_count = j.n, a.head_txn_id = j.txn, a.head_seq = j.seq"
 );
 
 #[async_trait]

@@ -8,6 +8,13 @@
 //!
 //! Entries name their account by its integer id (`ledger_accounts`): a text name in every
 //! entry and again in the per-account index made that index the largest part of the ledger.
+//!
+//! Each account's entries form a chain: an entry names the account's entry before it and its
+//! place in the account's history, and the account row names its newest entry. A posting
+//! learns the accounts' heads from the balance update that locks their rows, links its entries
+//! after them, and moves the heads in one more statement; a statement walks the chain back.
+//! Appending costs no index by account (on SQLite that index took a random page per entry,
+//! rewritten whole at every commit by the WAL).
 
 use std::collections::BTreeMap;
 
@@ -41,9 +48,59 @@ pub(crate) fn entry_rows<'a>(txn: &NewTxn, postings: &'a [Posting]) -> Vec<(i64,
     postings.iter().enumerate().map(|(seq, p)| (txn.id, i32::try_from(seq).unwrap_or(i32::MAX), txn.at_ms, p)).collect()
 }
 
+/// Where an account's chain of entries ends, as the posting found it (its row locked) and
+/// then as the posting leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chain {
+    /// The account's id.
+    pub(crate) id: i64,
+    /// Entries in the chain.
+    pub(crate) count: i64,
+    /// The newest entry: (transaction, sequence).
+    pub(crate) head: Option<(i64, i32)>,
+}
+
+/// An account row as the balance update returns it: id, name, entry count, head.
+pub(crate) type ChainRow = (i64, String, i64, Option<i64>, Option<i32>);
+
+impl Chain {
+    pub(crate) fn of(id: i64, count: i64, txn: Option<i64>, seq: Option<i32>) -> Self {
+        Self { id, count, head: txn.zip(seq) }
+    }
+}
+
+/// One entry ready to insert: transaction, sequence, account id, amount, time, its place in the
+/// account's chain and the entry before it.
+pub(crate) type ChainedEntry = (i64, i32, i64, i64, i64, i64, Option<(i64, i32)>);
+
+/// Links `rows` (in posting order) onto the accounts' chains: each entry follows the one
+/// before it on its account. Returns the entries to insert; `chains` is left at the new heads.
+pub(crate) fn link(
+    rows: &[(i64, i32, i64, &Posting)],
+    chains: &mut std::collections::HashMap<Account, Chain>,
+) -> Result<Vec<ChainedEntry>, LedgerError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (txn, seq, at, p) in rows {
+        let chain = chains
+            .get_mut(&p.account)
+            .ok_or_else(|| LedgerError::Unbalanced(format!("account {} has no id", p.account.name())))?;
+        chain.count += 1;
+        out.push((*txn, *seq, chain.id, p.amount, *at, chain.count, chain.head));
+        chain.head = Some((*txn, *seq));
+    }
+    Ok(out)
+}
+
+/// The new heads as the one JSON parameter of the head update: `[[id, count, txn, seq], …]`.
+pub(crate) fn heads_json(chains: &std::collections::HashMap<Account, Chain>) -> Result<String, LedgerError> {
+    let heads: Vec<(i64, i64, i64, i32)> =
+        chains.values().filter_map(|c| c.head.map(|(txn, seq)| (c.id, c.count, txn, seq))).collect();
+    serde_json::to_string(&heads).map_err(|e| LedgerError::Unbalanced(format!("chain heads: {e}")))
+}
+
 /// Implements [`crate::LedgerStore`] for a catalog store type with `writer()`.
 macro_rules! impl_ledger_store {
-    ($store:ty, $db:ty, $insert_txn:literal, $add_balances:literal, $insert_txns:literal, $returning_new:literal) => {
+    ($store:ty, $db:ty, $insert_txn:literal, $add_balances:literal, $insert_txns:literal, $returning_new:literal, $set_heads:literal) => {
         impl $store {
             /// Inserts the transaction row; false if its key was already posted.
             async fn ledger_txn_row(
@@ -62,33 +119,36 @@ macro_rules! impl_ledger_store {
             }
 
             /// Applies the balance changes of the entries about to be written and returns the
-            /// id of every account they name, creating accounts on first use.
+            /// chain of every account they name as it stood (its row now locked), creating
+            /// accounts on first use.
             async fn move_balances(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 deltas: std::collections::BTreeMap<String, (flashback_core::Account, i64)>,
                 guarded: &[flashback_core::Account],
                 at_ms: i64,
-            ) -> Result<std::collections::HashMap<flashback_core::Account, i64>, $crate::LedgerError> {
+            ) -> Result<std::collections::HashMap<flashback_core::Account, $crate::sql_ledger::Chain>, $crate::LedgerError> {
+                use $crate::sql_ledger::Chain;
                 let is_guarded = |account: &flashback_core::Account, delta: i64| delta < 0 && guarded.contains(account);
-                // Unguarded changes (zero too: the entries need the account's id) in one
+                // Unguarded changes (zero too: the entries need the account's chain) in one
                 // statement: `[[account, delta], …]` as JSON, in account order (the order rows
-                // are locked in).
+                // are locked in). It leaves the chain columns alone, so it returns them as the
+                // posting found them.
                 let unguarded: Vec<(&str, i64)> = deltas
                     .iter()
                     .filter(|(_, (account, delta))| !is_guarded(account, *delta))
                     .map(|(name, (_, delta))| (name.as_str(), *delta))
                     .collect();
-                let mut ids = std::collections::HashMap::with_capacity(deltas.len());
+                let mut chains = std::collections::HashMap::with_capacity(deltas.len());
                 if !unguarded.is_empty() {
                     let changes = serde_json::to_string(&unguarded)
                         .map_err(|e| $crate::LedgerError::Unbalanced(format!("balance changes: {e}")))?;
-                    let rows: Vec<(i64, String)> =
+                    let rows: Vec<$crate::sql_ledger::ChainRow> =
                         sqlx::query_as($add_balances).bind(at_ms).bind(changes).fetch_all(&mut **tx).await?;
-                    for (id, name) in rows {
+                    for (id, name, count, txn, seq) in rows {
                         let (account, _) = deltas.get(&name).ok_or_else(|| {
                             $crate::LedgerError::Unbalanced(format!("the database returned account {name}"))
                         })?;
-                        ids.insert(*account, id);
+                        chains.insert(*account, Chain::of(id, count, txn, seq));
                     }
                 }
                 for (name, (account, delta)) in deltas {
@@ -107,40 +167,101 @@ macro_rules! impl_ledger_store {
                         if moved.rows_affected() != 1 {
                             return Err($crate::LedgerError::Overdraft(account));
                         }
-                        let id: i64 = sqlx::query_scalar("SELECT id FROM ledger_accounts WHERE name = ?")
-                            .bind(&name)
-                            .fetch_one(&mut **tx)
-                            .await?;
-                        ids.insert(account, id);
+                        let (id, count, txn, seq): (i64, i64, Option<i64>, Option<i32>) = sqlx::query_as(
+                            "SELECT id, entry_count, head_txn_id, head_seq FROM ledger_accounts WHERE name = ?",
+                        )
+                        .bind(&name)
+                        .fetch_one(&mut **tx)
+                        .await?;
+                        chains.insert(account, Chain::of(id, count, txn, seq));
                     }
                 }
-                Ok(ids)
+                Ok(chains)
             }
 
             /// Inserts entries (transaction id, sequence, time, posting), 500 rows a statement,
-            /// naming each account by the id [`Self::move_balances`] returned.
+            /// each linked after the one before it on its account, and moves the accounts'
+            /// heads to their last entry.
             async fn ledger_entries(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 rows: &[(i64, i32, i64, &$crate::Posting)],
-                ids: &std::collections::HashMap<flashback_core::Account, i64>,
+                mut chains: std::collections::HashMap<flashback_core::Account, $crate::sql_ledger::Chain>,
             ) -> Result<(), $crate::LedgerError> {
-                let mut bound = Vec::with_capacity(rows.len());
-                for (txn, seq, at, p) in rows {
-                    let id = ids.get(&p.account).copied().ok_or_else(|| {
-                        $crate::LedgerError::Unbalanced(format!("account {} has no id", p.account.name()))
-                    })?;
-                    bound.push((*txn, *seq, id, p.amount, *at));
-                }
-                for chunk in bound.chunks(500) {
+                let linked = $crate::sql_ledger::link(rows, &mut chains)?;
+                for chunk in linked.chunks(500) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO ledger_entries (txn_id, seq, account_id, amount, created_at_ms) ",
+                        "INSERT INTO ledger_entries (txn_id, seq, account_id, amount, created_at_ms, chain_no, \
+                         prev_txn_id, prev_seq) ",
                     );
-                    q.push_values(chunk, |mut b, (txn, seq, account, amount, at)| {
-                        b.push_bind(*txn).push_bind(*seq).push_bind(*account).push_bind(*amount).push_bind(*at);
+                    q.push_values(chunk, |mut b, (txn, seq, account, amount, at, no, prev)| {
+                        b.push_bind(*txn)
+                            .push_bind(*seq)
+                            .push_bind(*account)
+                            .push_bind(*amount)
+                            .push_bind(*at)
+                            .push_bind(*no)
+                            .push_bind(prev.map(|p| p.0))
+                            .push_bind(prev.map(|p| p.1));
                     });
                     q.build().execute(&mut **tx).await?;
                 }
+                if !linked.is_empty() {
+                    sqlx::query($set_heads).bind($crate::sql_ledger::heads_json(&chains)?).execute(&mut **tx).await?;
+                }
                 Ok(())
+            }
+
+            /// What is wrong with the accounts' chains of entries: each account's entries must be
+            /// numbered 1 to its entry count, each linked to the one numbered before it on the same
+            /// account, and its head must be the last. Together: one unbroken chain per account,
+            /// holding every entry of the account, walked back from its head.
+            async fn broken_chains(tx: &mut sqlx::Transaction<'_, $db>) -> $crate::StoreResult<Vec<String>> {
+                const SHOWN: i64 = 100;
+                let mut out = Vec::new();
+                let counts: Vec<(String, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT a.name, a.entry_count, s.n, s.lo, s.hi, s.d FROM ledger_accounts a LEFT JOIN \
+                     (SELECT account_id, COUNT(*) AS n, MIN(chain_no) AS lo, MAX(chain_no) AS hi, \
+                      COUNT(DISTINCT chain_no) AS d FROM ledger_entries GROUP BY account_id) s ON s.account_id = a.id \
+                     WHERE COALESCE(s.n, 0) <> a.entry_count OR s.lo <> 1 OR s.hi <> s.n OR s.d <> s.n LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut **tx)
+                .await?;
+                for (name, count, n, lo, hi, distinct) in counts {
+                    out.push(format!(
+                        "{name}: says it has {count} entries in its chain; it has {} numbered {}..{} ({} distinct)",
+                        n.unwrap_or(0),
+                        lo.unwrap_or(0),
+                        hi.unwrap_or(0),
+                        distinct.unwrap_or(0)
+                    ));
+                }
+                let heads: Vec<String> = sqlx::query_scalar(
+                    "SELECT a.name FROM ledger_accounts a \
+                     LEFT JOIN ledger_entries e ON e.txn_id = a.head_txn_id AND e.seq = a.head_seq \
+                     WHERE (a.entry_count > 0 AND (e.txn_id IS NULL OR e.account_id <> a.id OR e.chain_no <> a.entry_count)) \
+                     OR (a.entry_count = 0 AND a.head_txn_id IS NOT NULL) LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut **tx)
+                .await?;
+                for name in heads {
+                    out.push(format!("{name}: its head is not its last entry"));
+                }
+                let links: Vec<(i64, i32)> = sqlx::query_as(
+                    "SELECT e.txn_id, e.seq FROM ledger_entries e \
+                     LEFT JOIN ledger_entries p ON p.txn_id = e.prev_txn_id AND p.seq = e.prev_seq \
+                     WHERE (e.chain_no = 1 AND e.prev_txn_id IS NOT NULL) \
+                     OR (e.chain_no <> 1 AND (p.txn_id IS NULL OR p.account_id <> e.account_id OR p.chain_no <> e.chain_no - 1)) \
+                     LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut **tx)
+                .await?;
+                for (txn, seq) in links {
+                    out.push(format!("entry {seq} of transaction {txn} does not follow its account's entry before it"));
+                }
+                Ok(out)
             }
 
             /// Posts `txn` inside an open transaction (the caller commits).
@@ -152,9 +273,9 @@ macro_rules! impl_ledger_store {
                 if !Self::ledger_txn_row(tx, txn).await? {
                     return Ok($crate::Posted::Existing);
                 }
-                let ids =
+                let chains =
                     Self::move_balances(tx, $crate::sql_ledger::deltas(&postings), &txn.no_overdraft, txn.at_ms).await?;
-                Self::ledger_entries(tx, &$crate::sql_ledger::entry_rows(txn, &postings), &ids).await?;
+                Self::ledger_entries(tx, &$crate::sql_ledger::entry_rows(txn, &postings), chains).await?;
                 Ok($crate::Posted::New)
             }
 
@@ -210,10 +331,10 @@ macro_rules! impl_ledger_store {
                 }
                 let at = txns.iter().map(|t| t.at_ms).max().unwrap_or(0);
                 let deltas = $crate::sql_ledger::deltas(applied.iter().flat_map(|(_, p)| p.iter()));
-                let ids = Self::move_balances(tx, deltas, &[], at).await?;
+                let chains = Self::move_balances(tx, deltas, &[], at).await?;
                 let rows: Vec<(i64, i32, i64, &$crate::Posting)> =
                     applied.iter().flat_map(|(txn, postings)| $crate::sql_ledger::entry_rows(txn, postings)).collect();
-                Self::ledger_entries(tx, &rows, &ids).await?;
+                Self::ledger_entries(tx, &rows, chains).await?;
                 Ok(outcomes)
             }
 
@@ -279,13 +400,42 @@ macro_rules! impl_ledger_store {
                 before_txn: Option<i64>,
                 limit: u32,
             ) -> $crate::StoreResult<Vec<$crate::LedgerLine>> {
+                // Where the walk starts: the account's head, or the entry before its (first)
+                // entry in `before_txn`.
+                let start: Option<(Option<i64>, Option<i32>)> = match before_txn {
+                    None => sqlx::query_as("SELECT head_txn_id, head_seq FROM ledger_accounts WHERE name = ?")
+                        .bind(account.name())
+                        .fetch_optional(self.writer())
+                        .await?,
+                    Some(txn) => sqlx::query_as(
+                        "SELECT e.prev_txn_id, e.prev_seq FROM ledger_entries e \
+                         JOIN ledger_accounts a ON a.id = e.account_id \
+                         WHERE e.txn_id = ? AND a.name = ? ORDER BY e.seq LIMIT 1",
+                    )
+                    .bind(txn)
+                    .bind(account.name())
+                    .fetch_optional(self.writer())
+                    .await?,
+                };
+                let Some((Some(txn), Some(seq))) = start else { return Ok(Vec::new()) };
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                // One primary-key read per entry, back along the chain.
                 let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
-                    "SELECT e.txn_id, t.kind, t.reference, a.name, e.amount, e.created_at_ms \
-                     FROM ledger_accounts a JOIN ledger_entries e ON e.account_id = a.id JOIN ledger_txns t ON t.id = e.txn_id \
-                     WHERE a.name = ? AND e.txn_id < ? ORDER BY e.txn_id DESC, e.seq DESC LIMIT ?",
+                    "WITH RECURSIVE chain (txn_id, seq, n) AS ( \
+                         SELECT CAST(? AS SIGNED), CAST(? AS SIGNED), CAST(1 AS SIGNED) \
+                         UNION ALL \
+                         SELECT e.prev_txn_id, e.prev_seq, c.n + 1 FROM chain c \
+                         JOIN ledger_entries e ON e.txn_id = c.txn_id AND e.seq = c.seq \
+                         WHERE e.prev_txn_id IS NOT NULL AND c.n < ?) \
+                     SELECT e.txn_id, t.kind, t.reference, a.name, e.amount, e.created_at_ms \
+                     FROM chain c JOIN ledger_entries e ON e.txn_id = c.txn_id AND e.seq = c.seq \
+                     JOIN ledger_txns t ON t.id = e.txn_id JOIN ledger_accounts a ON a.id = e.account_id \
+                     ORDER BY c.n",
                 )
-                .bind(account.name())
-                .bind(before_txn.unwrap_or(i64::MAX))
+                .bind(txn)
+                .bind(seq)
                 .bind(i64::from(limit))
                 .fetch_all(self.writer())
                 .await?;
@@ -356,6 +506,7 @@ macro_rules! impl_ledger_store {
                 )
                 .fetch_all(&mut *tx)
                 .await?;
+                a.violations.extend(Self::broken_chains(&mut tx).await?);
                 let balances: Vec<(String, i64)> =
                     sqlx::query_as("SELECT name, balance FROM ledger_accounts").fetch_all(&mut *tx).await?;
                 tx.commit().await?;

@@ -167,9 +167,11 @@ crate::sql_ledger::impl_ledger_store!(
     "INSERT INTO ledger_accounts (name, balance, updated_at_ms) \
      SELECT value ->> 0, value ->> 1, ? FROM json_each(?) WHERE true \
      ON CONFLICT (name) DO UPDATE SET balance = balance + excluded.balance, updated_at_ms = excluded.updated_at_ms \
-     RETURNING id, name",
+     RETURNING id, name, entry_count, head_txn_id, head_seq",
     "INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) ",
-    " ON CONFLICT DO NOTHING RETURNING idem_key"
+    " ON CONFLICT DO NOTHING RETURNING idem_key",
+    "UPDATE ledger_accounts SET entry_count = j.value ->> 1, head_txn_id = j.value ->> 2, head_seq = j.value ->> 3 \
+     FROM json_each(?) AS j WHERE ledger_accounts.id = j.value ->> 0"
 );
 
 #[async_trait]

@@ -43,6 +43,28 @@ impl Drop for Guard {
     }
 }
 
+impl TestStore {
+    /// Runs one statement on the store's database over a connection of its own, past the
+    /// store's checks: for tests that break what the store keeps whole, to see it noticed.
+    pub async fn tamper(&self, sql: &str) {
+        match &self.options.url {
+            Some(url) => {
+                let mut c = sqlx::MySqlConnection::connect(url).await.expect("connect to the test database");
+                sqlx::query(sql).execute(&mut c).await.expect("tampering statement");
+                let _ = c.close().await;
+            }
+            None => {
+                let file = self.options.data_dir.join("flashback.db");
+                let options =
+                    sqlx::sqlite::SqliteConnectOptions::new().filename(file).busy_timeout(Duration::from_secs(5));
+                let mut c = sqlx::SqliteConnection::connect_with(&options).await.expect("open the test database");
+                sqlx::query(sql).execute(&mut c).await.expect("tampering statement");
+                let _ = c.close().await;
+            }
+        }
+    }
+}
+
 /// Options for a test store: small pools, short timeouts.
 pub fn test_options(url: Option<String>, data_dir: std::path::PathBuf) -> StoreOptions {
     StoreOptions { url, data_dir, max_connections: 4, acquire_timeout: Duration::from_secs(5) }

@@ -79,6 +79,59 @@ pub async fn ledger_transactions_balance_and_apply_once(t: &TestStore) {
     clean(store).await;
 }
 
+/// An account's statement walks its entries back in the order they were posted, one at a time
+/// and in batches (an account named by several transactions of one batch), page by page; the
+/// audit notices a chain that is broken, miscounted or headed wrong.
+pub async fn statements_walk_each_accounts_chain_and_the_audit_finds_a_break(t: &TestStore) {
+    let g = ids();
+    let store = &t.store;
+    let user = next(&g, UserId::new);
+    let mut posted = Vec::new();
+    for amount in [1, 2, 3] {
+        let t = earn(&g, &format!("one:{user}:{amount}"), user, amount);
+        store.post(&t).await.expect("post");
+        posted.push((t.id, amount));
+    }
+    let batch: Vec<NewTxn> = [4, 5, 6].iter().map(|a| earn(&g, &format!("batch:{user}:{a}"), user, *a)).collect();
+    store.post_batch(&batch).await.expect("batch");
+    posted.extend(batch.iter().zip([4, 5, 6]).map(|(t, a)| (t.id, a)));
+    let newest_first: Vec<(i64, i64)> = posted.iter().rev().map(|(id, a)| (*id, -a)).collect();
+    let account = Account::Available(user);
+    let page = |lines: Vec<crate::LedgerLine>| lines.into_iter().map(|l| (l.txn_id, l.amount)).collect::<Vec<_>>();
+    let first = page(store.statement(account, None, 4).await.expect("statement"));
+    assert_eq!(first, newest_first[..4]);
+    let rest = page(store.statement(account, Some(first[3].0), 10).await.expect("next page"));
+    assert_eq!(rest, newest_first[4..], "the next page goes on where the first stopped");
+    assert!(store.statement(account, Some(posted[0].0), 10).await.expect("past the end").is_empty());
+    assert!(store.statement(Account::Pending(user), None, 10).await.expect("no entries").is_empty());
+    clean(store).await;
+
+    // A link cut: the entries of the third transaction no longer follow their accounts' entries
+    // before them.
+    t.tamper(&format!("UPDATE ledger_entries SET prev_txn_id = NULL, prev_seq = NULL WHERE txn_id = {}", posted[2].0))
+        .await;
+    let audit = store.audit_ledger().await.expect("audit");
+    assert!(
+        audit.violations.iter().any(|v| v.contains(&format!("transaction {}", posted[2].0)) && v.contains("follow")),
+        "{:?}",
+        audit.violations
+    );
+    // A count that says one more than the chain holds, and a head that is not the last entry.
+    let name = account.name();
+    t.tamper(&format!("UPDATE ledger_accounts SET entry_count = entry_count + 1 WHERE name = '{name}'")).await;
+    let audit = store.audit_ledger().await.expect("audit");
+    assert!(
+        audit.violations.iter().any(|v| v.starts_with(&format!("{name}: says it has 7 entries"))),
+        "{:?}",
+        audit.violations
+    );
+    assert!(
+        audit.violations.iter().any(|v| *v == format!("{name}: its head is not its last entry")),
+        "{:?}",
+        audit.violations
+    );
+}
+
 /// Twenty concurrent withdrawals of 10 from a balance of 100: exactly ten succeed.
 pub async fn concurrent_withdrawals_never_overdraw(t: &TestStore) {
     let g = Arc::new(ids());

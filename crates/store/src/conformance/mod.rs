@@ -52,6 +52,7 @@ macro_rules! conformance_suite {
             a_flash_sale_carves_its_stock_and_ending_it_returns_the_unsold_once
             reservations_are_written_once_and_released_ones_are_listed
             ledger_transactions_balance_and_apply_once
+            statements_walk_each_accounts_chain_and_the_audit_finds_a_break
             concurrent_withdrawals_never_overdraw
             concurrent_batches_keep_every_balance_exact
             profiles_keep_their_inviter_and_tracking_ids_have_one_owner
