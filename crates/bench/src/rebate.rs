@@ -37,8 +37,8 @@ pub struct RebateArgs {
     #[arg(long, default_value_t = 200_000)]
     pub rows: usize,
     /// Rows per ingest batch (a feed page is 100; a poll gathers pages into batches of
-    /// `rebate.ingest_batch_rows`, 2,000 by default).
-    #[arg(long, default_value_t = 2_000)]
+    /// `rebate.ingest_batch_rows`, whose default this is).
+    #[arg(long, default_value_t = flashback_server::config::RebateConfig::default().ingest_batch_rows)]
     pub batch: usize,
     /// Buyers the rows are spread over.
     #[arg(long, default_value_t = 1_000)]

@@ -136,7 +136,7 @@ impl Default for RebateConfig {
             taobao_overlap: Duration::from_secs(20 * 60),
             taobao_lookback: Duration::from_secs(3 * 24 * 3600),
             taobao_poll_interval: Duration::from_secs(60),
-            ingest_batch_rows: 2_000,
+            ingest_batch_rows: 5_000,
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum StoreError {
     /// Anything else from the driver.
     #[error("store error")]
     Other(#[source] sqlx::Error),
+    /// An error of the embedded store's own writer (`rusqlite`, on the writer's connection).
+    #[error("store error")]
+    Embedded(#[source] rusqlite::Error),
 }
 
 impl StoreError {

@@ -22,6 +22,7 @@ mod sql_shard;
 mod sql_stock;
 mod sql_withdraw;
 mod sqlite;
+mod sqlite_batch;
 pub mod track;
 mod trade;
 

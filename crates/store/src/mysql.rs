@@ -71,7 +71,11 @@ crate::sql_rebate::impl_rebate_store!(
     MySqlStore,
     MySql,
     "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE user_id = user_id",
-    "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = name",
+    "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = name"
+);
+crate::sql_rebate::impl_sqlx_rebate_batch!(
+    MySqlStore,
+    MySql,
     "INSERT IGNORE INTO rebate_orders (source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, tracking, item_id, item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, refunded_minor, commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms, settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms) ",
     " RETURNING source, line_key"
 );

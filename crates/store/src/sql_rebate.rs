@@ -167,7 +167,7 @@ where
 /// Implements [`crate::RebateStore`] for a catalog store type with `writer()`/`reader()`
 /// and the ledger's `post_in`.
 macro_rules! impl_rebate_store {
-    ($store:ty, $db:ty, $insert_profile:literal, $insert_cursor:literal, $insert_rows:literal, $returning_keys:literal) => {
+    ($store:ty, $db:ty, $insert_profile:literal, $insert_cursor:literal) => {
         impl $store {
             fn bind_order<'q>(
                 q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
@@ -440,37 +440,7 @@ macro_rules! impl_rebate_store {
                 items: &[$crate::RebateChange],
                 review: &[$crate::RebateReject],
             ) -> Result<Vec<$crate::Applied>, $crate::LedgerError> {
-                let mut tx = self.writer().begin().await?;
-                Self::insert_rejects(&mut tx, review).await?;
-                // New rows in a few multi-row statements; the database names the rows it wrote
-                // (a row another writer inserted first is not among them).
-                let mut inserted: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
-                let new_rows: Vec<&$crate::RebateOrder> =
-                    items.iter().filter(|i| i.expected.is_none()).map(|i| &i.row).collect();
-                for chunk in new_rows.chunks(500) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new($insert_rows);
-                    q.push_values(chunk, |b, r| $crate::sql_rebate::push_order(b, r));
-                    q.push($returning_keys);
-                    let keys: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                    inserted.extend(keys);
-                }
-                let mut outcomes = Vec::with_capacity(items.len());
-                let mut txns = Vec::new();
-                for item in items {
-                    let written = match item.expected {
-                        None => inserted.remove(&(item.row.source.clone(), item.row.line_key.clone())),
-                        Some(_) => Self::write_row_in(&mut tx, &item.row, item.expected).await? == 1,
-                    };
-                    if written {
-                        outcomes.push($crate::Applied::Done);
-                        txns.extend(item.txn.as_ref());
-                    } else {
-                        outcomes.push($crate::Applied::Conflict);
-                    }
-                }
-                Self::post_many_in(&mut tx, &txns).await?;
-                tx.commit().await?;
-                Ok(outcomes)
+                self.write_rebate_batch(items, review).await
             }
 
             async fn rebate_orders_by_keys(
@@ -706,3 +676,54 @@ macro_rules! impl_rebate_store {
 }
 
 pub(crate) use impl_rebate_store;
+
+/// The batch writer of [`crate::RebateStore::apply_rebates`] through `sqlx` (MySQL/MariaDB; the
+/// embedded store has its own, `sqlite_batch`): new rows and ledger transactions as multi-row
+/// inserts that return the keys they wrote.
+macro_rules! impl_sqlx_rebate_batch {
+    ($store:ty, $db:ty, $insert_rows:literal, $returning_keys:literal) => {
+        impl $store {
+            /// Writes a batch of row changes (see [`crate::RebateStore::apply_rebates`]) through
+            /// `sqlx`, a few multi-row statements at a time.
+            async fn write_rebate_batch(
+                &self,
+                items: &[$crate::RebateChange],
+                review: &[$crate::RebateReject],
+            ) -> Result<Vec<$crate::Applied>, $crate::LedgerError> {
+                let mut tx = self.writer().begin().await?;
+                Self::insert_rejects(&mut tx, review).await?;
+                // New rows in a few multi-row statements; the database names the rows it wrote
+                // (a row another writer inserted first is not among them).
+                let mut inserted: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+                let new_rows: Vec<&$crate::RebateOrder> =
+                    items.iter().filter(|i| i.expected.is_none()).map(|i| &i.row).collect();
+                for chunk in new_rows.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new($insert_rows);
+                    q.push_values(chunk, |b, r| $crate::sql_rebate::push_order(b, r));
+                    q.push($returning_keys);
+                    let keys: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                    inserted.extend(keys);
+                }
+                let mut outcomes = Vec::with_capacity(items.len());
+                let mut txns = Vec::new();
+                for item in items {
+                    let written = match item.expected {
+                        None => inserted.remove(&(item.row.source.clone(), item.row.line_key.clone())),
+                        Some(_) => Self::write_row_in(&mut tx, &item.row, item.expected).await? == 1,
+                    };
+                    if written {
+                        outcomes.push($crate::Applied::Done);
+                        txns.extend(item.txn.as_ref());
+                    } else {
+                        outcomes.push($crate::Applied::Conflict);
+                    }
+                }
+                Self::post_many_in(&mut tx, &txns).await?;
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sqlx_rebate_batch;

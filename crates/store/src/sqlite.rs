@@ -134,6 +134,43 @@ impl SqliteStore {
     pub(crate) fn reader(&self) -> &Pool<Sqlite> {
         &self.pools.reader
     }
+
+    /// Writes a batch of rebate row changes (see [`crate::RebateStore::apply_rebates`]) on the
+    /// writer's own connection, straight through SQLite's C API (`sqlite_batch` says why).
+    async fn write_rebate_batch(
+        &self,
+        items: &[crate::RebateChange],
+        review: &[crate::RebateReject],
+    ) -> Result<Vec<crate::Applied>, crate::LedgerError> {
+        let mut conn = self.writer().acquire().await?;
+        let mut handle = conn.lock_handle().await?;
+        let db = borrow_handle(&mut handle)?;
+        // Synchronous work of tens of milliseconds: let the runtime move its other tasks off
+        // this thread meanwhile, where it can.
+        let multi_thread =
+            tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread;
+        let written = if multi_thread {
+            tokio::task::block_in_place(|| crate::sqlite_batch::write(&db, items, review))
+        } else {
+            crate::sqlite_batch::write(&db, items, review)
+        };
+        drop(db);
+        drop(handle);
+        written
+    }
+}
+
+/// The writer connection's SQLite handle as a `rusqlite` connection, for as long as `handle`
+/// keeps the connection locked.
+#[allow(unsafe_code, reason = "the one place the store calls SQLite on a handle sqlx opened")]
+fn borrow_handle(handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>) -> StoreResult<rusqlite::Connection> {
+    let raw = handle.as_raw_handle();
+    // SAFETY: `raw` is the open connection of the writer; `handle` holds its lock, so sqlx's
+    // worker runs nothing on it until the lock drops, and the caller drops the connection
+    // returned here first. `from_handle` borrows the handle: dropping the `rusqlite`
+    // connection finalizes only the statements it prepared and does not close the database.
+    // Both crates link the same libsqlite3-sys (the workspace pins rusqlite for that).
+    unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) }.map_err(StoreError::Embedded)
 }
 
 crate::sql::impl_sql_store!(SqliteStore, Sqlite);
@@ -144,9 +181,7 @@ crate::sql_rebate::impl_rebate_store!(
     SqliteStore,
     Sqlite,
     "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
-    "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
-    "INSERT INTO rebate_orders (source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, tracking, item_id, item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, refunded_minor, commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms, settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms) ",
-    " ON CONFLICT DO NOTHING RETURNING source, line_key"
+    "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING"
 );
 crate::sql_analytics::impl_analytics_store!(
     SqliteStore,
