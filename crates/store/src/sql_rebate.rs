@@ -11,6 +11,15 @@ pub const ORDER_COLUMNS: &str = "source, line_key, parent_key, user_id, inviter_
      commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms, \
      settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms";
 
+/// A row's compare-and-set: every column but the key and the creation time, where the key
+/// holds the version it replaces.
+pub(crate) const UPDATE_ROW: &str = "UPDATE rebate_orders SET parent_key = ?, user_id = ?, inviter_id = ?, \
+     grand_inviter_id = ?, tracking = ?, item_id = ?, item_title = ?, category = ?, state = ?, network_status = ?, \
+     paid_minor = ?, estimate_minor = ?, settled_minor = ?, refunded_minor = ?, commission_minor = ?, buyer_share = ?, \
+     inviter_share = ?, grand_share = ?, platform_share = ?, shares_available = ?, click_ms = ?, paid_at_ms = ?, \
+     settled_at_ms = ?, available_at_ms = ?, network_modified_ms = ?, version = ?, updated_at_ms = ? \
+     WHERE source = ? AND line_key = ? AND version = ?";
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct OrderRow {
     source: String,
@@ -257,15 +266,7 @@ macro_rules! impl_rebate_store {
                         }
                     }
                     Some(version) => {
-                        let q = sqlx::query(
-                            "UPDATE rebate_orders SET parent_key = ?, user_id = ?, inviter_id = ?, grand_inviter_id = ?, \
-                             tracking = ?, item_id = ?, item_title = ?, category = ?, state = ?, network_status = ?, \
-                             paid_minor = ?, estimate_minor = ?, settled_minor = ?, refunded_minor = ?, \
-                             commission_minor = ?, buyer_share = ?, inviter_share = ?, grand_share = ?, \
-                             platform_share = ?, shares_available = ?, click_ms = ?, paid_at_ms = ?, settled_at_ms = ?, \
-                             available_at_ms = ?, network_modified_ms = ?, version = ?, updated_at_ms = ? \
-                             WHERE source = ? AND line_key = ? AND version = ?",
-                        );
+                        let q = sqlx::query($crate::sql_rebate::UPDATE_ROW);
                         Self::bind_order(q, row)
                             .bind(&row.source)
                             .bind(&row.line_key)

@@ -71,17 +71,7 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
                 vec!["?"; 30].join(", ")
             ))
             .map_err(failed)?;
-        let mut update = db
-            .prepare(
-                "UPDATE rebate_orders SET parent_key = ?, user_id = ?, inviter_id = ?, grand_inviter_id = ?, \
-                 tracking = ?, item_id = ?, item_title = ?, category = ?, state = ?, network_status = ?, \
-                 paid_minor = ?, estimate_minor = ?, settled_minor = ?, refunded_minor = ?, \
-                 commission_minor = ?, buyer_share = ?, inviter_share = ?, grand_share = ?, \
-                 platform_share = ?, shares_available = ?, click_ms = ?, paid_at_ms = ?, settled_at_ms = ?, \
-                 available_at_ms = ?, network_modified_ms = ?, version = ?, updated_at_ms = ? \
-                 WHERE source = ? AND line_key = ? AND version = ?",
-            )
-            .map_err(failed)?;
+        let mut update = db.prepare(crate::sql_rebate::UPDATE_ROW).map_err(failed)?;
         for item in items {
             let r = &item.row;
             let mut values = row_values(r).map_err(failed)?;
