@@ -36,11 +36,12 @@ pub(crate) fn checked(txn: &NewTxn) -> Result<Vec<Posting>, LedgerError> {
 /// Balance changes per account (normal sign), in account-name order so concurrent
 /// transactions lock rows in the same order.
 pub(crate) fn deltas<'a>(postings: impl IntoIterator<Item = &'a Posting>) -> BTreeMap<String, (Account, i64)> {
-    let mut out: BTreeMap<String, (Account, i64)> = BTreeMap::new();
+    // Summed by account first: each account's name is built once, not once per posting.
+    let mut by_account: std::collections::HashMap<Account, i64> = std::collections::HashMap::new();
     for p in postings {
-        out.entry(p.account.name()).or_insert((p.account, 0)).1 += normal_delta(p);
+        *by_account.entry(p.account).or_insert(0) += normal_delta(p);
     }
-    out
+    by_account.into_iter().map(|(account, delta)| (account.name(), (account, delta))).collect()
 }
 
 /// The entry rows of a transaction: (transaction id, sequence, time, posting).

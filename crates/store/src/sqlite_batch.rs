@@ -72,9 +72,11 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
             ))
             .map_err(failed)?;
         let mut update = db.prepare(crate::sql_rebate::UPDATE_ROW).map_err(failed)?;
+        let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(31);
         for item in items {
             let r = &item.row;
-            let mut values = row_values(r).map_err(failed)?;
+            values.clear();
+            push_row(&mut values, r).map_err(failed)?;
             let written = match item.expected {
                 // A row another writer inserted first (or twice in this batch) is not written.
                 None => insert.execute(params_from_iter(&values)).map_err(failed)?,
@@ -82,11 +84,10 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
                     // The insert's list is (source, line_key, the columns, created_at_ms,
                     // updated_at_ms); the update sets the columns and updated_at_ms, then
                     // matches the key and the version it replaces.
-                    let key: Vec<ToSqlOutput<'_>> = values.drain(..2).collect();
                     let updated = values.pop();
                     values.pop();
                     values.extend(updated);
-                    values.extend(key);
+                    values.rotate_left(2);
                     values.push(ToSqlOutput::from(version));
                     update.execute(params_from_iter(&values)).map_err(failed)?
                 }
@@ -103,10 +104,11 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
     Ok(outcomes)
 }
 
-/// A row's values in [`crate::sql_rebate::ORDER_COLUMNS`] order, borrowed where they can be.
-fn row_values(r: &RebateOrder) -> rusqlite::Result<Vec<ToSqlOutput<'_>>> {
+/// Appends a row's values in [`crate::sql_rebate::ORDER_COLUMNS`] order, borrowed where they
+/// can be.
+fn push_row<'a>(values: &mut Vec<ToSqlOutput<'a>>, r: &'a RebateOrder) -> rusqlite::Result<()> {
     let id = |u: Option<UserId>| ToSqlOutput::Owned(u.map_or(Value::Null, |u| Value::Integer(u.get())));
-    Ok(vec![
+    values.extend([
         r.source.to_sql()?,
         r.line_key.to_sql()?,
         r.parent_key.to_sql()?,
@@ -137,7 +139,8 @@ fn row_values(r: &RebateOrder) -> rusqlite::Result<Vec<ToSqlOutput<'_>>> {
         r.version.to_sql()?,
         r.created_at_ms.to_sql()?,
         r.updated_at_ms.to_sql()?,
-    ])
+    ]);
+    Ok(())
 }
 
 /// Posts unguarded transactions: each once per key, balances aggregated per account, entries
