@@ -33,6 +33,15 @@ pub(crate) fn checked(txn: &NewTxn) -> Result<Vec<Posting>, LedgerError> {
     txn.validated()
 }
 
+/// Checks a transaction posted in a batch: batches take no guarded accounts (a conditional
+/// write needs its own statement), and it must balance; returns its non-zero entries.
+pub(crate) fn checked_unguarded(txn: &NewTxn) -> Result<Vec<Posting>, LedgerError> {
+    if !txn.no_overdraft.is_empty() {
+        return Err(LedgerError::Unbalanced(format!("{}: guarded postings go one at a time", txn.key)));
+    }
+    checked(txn)
+}
+
 /// Balance changes per account (normal sign), in account-name order so concurrent
 /// transactions lock rows in the same order.
 pub(crate) fn deltas<'a>(postings: impl IntoIterator<Item = &'a Posting>) -> BTreeMap<String, (Account, i64)> {
@@ -294,16 +303,7 @@ macro_rules! impl_ledger_store {
                 tx: &mut sqlx::Transaction<'_, $db>,
                 txns: &[&$crate::NewTxn],
             ) -> Result<Vec<$crate::Posted>, $crate::LedgerError> {
-                let mut checked = Vec::with_capacity(txns.len());
-                for txn in txns {
-                    if !txn.no_overdraft.is_empty() {
-                        return Err($crate::LedgerError::Unbalanced(format!(
-                            "{}: guarded postings go one at a time",
-                            txn.key
-                        )));
-                    }
-                    checked.push($crate::sql_ledger::checked(txn)?);
-                }
+                let checked = txns.iter().map(|t| $crate::sql_ledger::checked_unguarded(t)).collect::<Result<Vec<_>, _>>()?;
                 // The transaction rows in a few statements; the database says which keys were new.
                 let mut new_keys: std::collections::HashSet<String> = std::collections::HashSet::new();
                 for chunk in txns.chunks(500) {

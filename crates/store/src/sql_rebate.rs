@@ -11,6 +11,12 @@ pub const ORDER_COLUMNS: &str = "source, line_key, parent_key, user_id, inviter_
      commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms, \
      settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms";
 
+/// A reviewed input's reason and payload cut to their columns' widths (255 and 4,000
+/// characters).
+pub(crate) fn clipped(r: &crate::RebateReject) -> (String, String) {
+    (r.reason.chars().take(255).collect(), r.payload.chars().take(4_000).collect())
+}
+
 /// A row's compare-and-set: every column but the key and the creation time, where the key
 /// holds the version it replaces.
 pub(crate) const UPDATE_ROW: &str = "UPDATE rebate_orders SET parent_key = ?, user_id = ?, inviter_id = ?, \
@@ -221,11 +227,12 @@ macro_rules! impl_rebate_store {
                         "INSERT INTO rebate_rejects (id, source, line_key, reason, payload, at_ms) ",
                     );
                     q.push_values(chunk, |mut b, r| {
+                        let (reason, payload) = $crate::sql_rebate::clipped(r);
                         b.push_bind(r.id)
                             .push_bind(r.source.clone())
                             .push_bind(r.line_key.clone())
-                            .push_bind(r.reason.chars().take(255).collect::<String>())
-                            .push_bind(r.payload.chars().take(4_000).collect::<String>())
+                            .push_bind(reason)
+                            .push_bind(payload)
                             .push_bind(r.at_ms);
                     });
                     q.build().execute(&mut **tx).await?;
@@ -630,8 +637,7 @@ macro_rules! impl_rebate_store {
             }
 
             async fn record_reject(&self, r: &$crate::RebateReject) -> $crate::StoreResult<()> {
-                let payload: String = r.payload.chars().take(4_000).collect();
-                let reason: String = r.reason.chars().take(255).collect();
+                let (reason, payload) = $crate::sql_rebate::clipped(r);
                 sqlx::query(
                     "INSERT INTO rebate_rejects (id, source, line_key, reason, payload, at_ms) VALUES (?, ?, ?, ?, ?, ?)",
                 )

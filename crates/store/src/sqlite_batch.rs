@@ -21,7 +21,7 @@ use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, ToSql, params, params_from_iter};
 
 use crate::ledger::{LedgerError, NewTxn, Posting};
-use crate::sql_ledger::{Chain, checked, deltas, entry_rows, link};
+use crate::sql_ledger::{Chain, checked_unguarded, deltas, entry_rows, link};
 use crate::{Applied, RebateChange, RebateOrder, RebateReject, StoreError};
 
 fn failed(e: rusqlite::Error) -> LedgerError {
@@ -56,8 +56,7 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
             )
             .map_err(failed)?;
         for r in review {
-            let reason: String = r.reason.chars().take(255).collect();
-            let payload: String = r.payload.chars().take(4_000).collect();
+            let (reason, payload) = crate::sql_rebate::clipped(r);
             insert.execute(params![r.id, r.source, r.line_key, reason, payload, r.at_ms]).map_err(failed)?;
         }
     }
@@ -158,10 +157,7 @@ fn post(db: &Connection, txns: &[&NewTxn]) -> Result<(), LedgerError> {
             )
             .map_err(failed)?;
         for txn in txns {
-            if !txn.no_overdraft.is_empty() {
-                return Err(LedgerError::Unbalanced(format!("{}: guarded postings go one at a time", txn.key)));
-            }
-            let postings = checked(txn)?;
+            let postings = checked_unguarded(txn)?;
             // A key posted before (or twice in this batch): the first is the one written.
             if insert.execute(params![txn.id, txn.key, txn.kind, txn.reference, txn.at_ms]).map_err(failed)? == 1 {
                 applied.push((txn, postings));
