@@ -71,7 +71,16 @@ crate::sql_rebate::impl_rebate_store!(
     MySqlStore,
     MySql,
     "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE user_id = user_id",
-    "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = name"
+    "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = name",
+    "INSERT INTO rebate_lists (user_id, listed) SELECT j.u, 0 FROM JSON_TABLE(?, '$[*]' COLUMNS (u BIGINT PATH '$')) AS j \
+     ON DUPLICATE KEY UPDATE listed = listed RETURNING user_id, listed, head_source, head_line_key",
+    "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (source VARCHAR(32) COLLATE utf8mb4_unicode_ci PATH '$[0]', \
+     line_key VARCHAR(64) COLLATE utf8mb4_unicode_ci PATH '$[1]', n BIGINT PATH '$[2]', ps VARCHAR(32) PATH '$[3]', \
+     pk VARCHAR(64) PATH '$[4]')) AS j STRAIGHT_JOIN rebate_orders r ON r.source = j.source AND r.line_key = j.line_key \
+     SET r.list_no = j.n, r.prev_source = j.ps, r.prev_line_key = j.pk",
+    "UPDATE rebate_lists l JOIN JSON_TABLE(?, '$[*]' COLUMNS (u BIGINT PATH '$[0]', n BIGINT PATH '$[1]', \
+     s VARCHAR(32) PATH '$[2]', k VARCHAR(64) PATH '$[3]')) AS j ON l.user_id = j.u \
+     SET l.listed = j.n, l.head_source = j.s, l.head_line_key = j.k"
 );
 crate::sql_rebate::impl_sqlx_rebate_batch!(
     MySqlStore,

@@ -17,14 +17,101 @@ pub(crate) fn clipped(r: &crate::RebateReject) -> (String, String) {
     (r.reason.chars().take(255).collect(), r.payload.chars().take(4_000).collect())
 }
 
-/// A row's compare-and-set: every column but the key and the creation time, where the key
-/// holds the version it replaces.
-pub(crate) const UPDATE_ROW: &str = "UPDATE rebate_orders SET parent_key = ?, user_id = ?, inviter_id = ?, \
-     grand_inviter_id = ?, tracking = ?, item_id = ?, item_title = ?, category = ?, state = ?, network_status = ?, \
-     paid_minor = ?, estimate_minor = ?, settled_minor = ?, refunded_minor = ?, commission_minor = ?, buyer_share = ?, \
-     inviter_share = ?, grand_share = ?, platform_share = ?, shares_available = ?, click_ms = ?, paid_at_ms = ?, \
-     settled_at_ms = ?, available_at_ms = ?, network_modified_ms = ?, version = ?, updated_at_ms = ? \
-     WHERE source = ? AND line_key = ? AND version = ?";
+/// The `SET` list of a row's compare-and-set: every column but the key and the creation time.
+macro_rules! set_row {
+    () => {
+        "UPDATE rebate_orders SET parent_key = ?, user_id = ?, inviter_id = ?, grand_inviter_id = ?, tracking = ?, \
+         item_id = ?, item_title = ?, category = ?, state = ?, network_status = ?, paid_minor = ?, estimate_minor = ?, \
+         settled_minor = ?, refunded_minor = ?, commission_minor = ?, buyer_share = ?, inviter_share = ?, \
+         grand_share = ?, platform_share = ?, shares_available = ?, click_ms = ?, paid_at_ms = ?, settled_at_ms = ?, \
+         available_at_ms = ?, network_modified_ms = ?, version = ?, updated_at_ms = ?"
+    };
+}
+
+/// A row's compare-and-set where the key holds the version it replaces and the row already
+/// has this buyer (bound again last): a row never changes hands.
+pub(crate) const UPDATE_OWNED: &str =
+    concat!(set_row!(), " WHERE source = ? AND line_key = ? AND version = ? AND user_id = ?");
+
+/// A row's compare-and-set where the key holds the version it replaces and the row has no
+/// buyer yet: it stays without one, or gets its first (and then joins that buyer's list).
+pub(crate) const UPDATE_UNOWNED: &str =
+    concat!(set_row!(), " WHERE source = ? AND line_key = ? AND version = ? AND user_id IS NULL");
+
+/// [`UPDATE_UNOWNED`] giving the row its first buyer and its place in their list at once
+/// (`list_no`, `prev_source`, `prev_line_key` after the columns).
+pub(crate) const UPDATE_JOINING: &str = concat!(
+    set_row!(),
+    ", list_no = ?, prev_source = ?, prev_line_key = ? \
+     WHERE source = ? AND line_key = ? AND version = ? AND user_id IS NULL"
+);
+
+/// One user's list of rebate rows as it stands: how many, and the newest (source, line key).
+/// Rows join a list once, when they first have a buyer; `rebates_of` walks it back from the
+/// head, and the audit checks it is one unbroken list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RowList {
+    pub(crate) count: i64,
+    pub(crate) head: Option<(String, String)>,
+}
+
+impl RowList {
+    pub(crate) fn of(count: i64, source: Option<String>, line_key: Option<String>) -> Self {
+        Self { count, head: source.zip(line_key) }
+    }
+
+    /// Puts a row at the head: its number in the list and the row before it.
+    pub(crate) fn push(&mut self, source: &str, line_key: &str) -> (i64, Option<(String, String)>) {
+        self.count += 1;
+        (self.count, self.head.replace((source.to_owned(), line_key.to_owned())))
+    }
+}
+
+/// A row's place in its buyer's list: (source, line key, its number, the row before it).
+pub(crate) type Listed = (String, String, i64, Option<(String, String)>);
+
+/// Rows joining their buyers' lists, in the order they were written, with the lists as they
+/// stood: what each row's link is and where each list ends up.
+pub(crate) fn join(joined: &[(&str, &str, i64)], lists: &mut std::collections::HashMap<i64, RowList>) -> Vec<Listed> {
+    joined
+        .iter()
+        .map(|(source, key, user)| {
+            let (no, prev) = lists.entry(*user).or_default().push(source, key);
+            ((*source).to_owned(), (*key).to_owned(), no, prev)
+        })
+        .collect()
+}
+
+/// The JSON parameters of the list statements: each joined row's link
+/// `[[source, line_key, no, prev_source, prev_line_key], …]` and each list's new head
+/// `[[user, count, source, line_key], …]`.
+pub(crate) fn lists_json(
+    links: &[Listed],
+    lists: &std::collections::HashMap<i64, RowList>,
+) -> Result<(String, String), StoreError> {
+    let links: Vec<serde_json::Value> = links
+        .iter()
+        .map(|(s, k, n, prev)| {
+            let (ps, pk) = prev.as_ref().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
+            serde_json::json!([s, k, n, ps, pk])
+        })
+        .collect();
+    let heads: Vec<(i64, i64, &str, &str)> =
+        lists.iter().filter_map(|(u, l)| l.head.as_ref().map(|(s, k)| (*u, l.count, s.as_str(), k.as_str()))).collect();
+    let json = |v: serde_json::Result<String>| v.map_err(|e| corrupt(format!("rebate lists: {e}")));
+    Ok((json(serde_json::to_string(&links))?, json(serde_json::to_string(&heads))?))
+}
+
+/// What writing one row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wrote {
+    /// Nothing: another writer got there first.
+    Nothing,
+    /// The row; it keeps its place (or has no buyer).
+    Row,
+    /// The row, which now has its first buyer and must join their list.
+    Joining(i64),
+}
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct OrderRow {
@@ -182,7 +269,15 @@ where
 /// Implements [`crate::RebateStore`] for a catalog store type with `writer()`/`reader()`
 /// and the ledger's `post_in`.
 macro_rules! impl_rebate_store {
-    ($store:ty, $db:ty, $insert_profile:literal, $insert_cursor:literal) => {
+    (
+        $store:ty,
+        $db:ty,
+        $insert_profile:literal,
+        $insert_cursor:literal,
+        $lock_lists:literal,
+        $set_links:literal,
+        $set_lists:literal
+    ) => {
         impl $store {
             fn bind_order<'q>(
                 q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
@@ -240,13 +335,20 @@ macro_rules! impl_rebate_store {
                 Ok(())
             }
 
-            /// Writes one row's next version inside an open transaction; 1 if written, 0 if
-            /// another writer got there first.
+            /// Writes one row's next version inside an open transaction: whether it was written,
+            /// and whether it must now join its buyer's list ([`Self::join_lists_in`]).
             async fn write_row_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 row: &$crate::RebateOrder,
                 expected: Option<i64>,
-            ) -> Result<u64, $crate::LedgerError> {
+            ) -> Result<$crate::sql_rebate::Wrote, $crate::LedgerError> {
+                use $crate::sql_rebate::Wrote;
+                let user = row.user_id.map(flashback_core::UserId::get);
+                let joining = |n: u64| match (n, user) {
+                    (1, Some(u)) => Wrote::Joining(u),
+                    (1, None) => Wrote::Row,
+                    _ => Wrote::Nothing,
+                };
                 Ok(match expected {
                     None => {
                         let q = sqlx::query(
@@ -264,25 +366,53 @@ macro_rules! impl_rebate_store {
                             .execute(&mut **tx)
                             .await
                         {
-                            Ok(r) => r.rows_affected(),
+                            Ok(r) => joining(r.rows_affected()),
                             Err(e) => match $crate::error::on_write(e, "rebate order", "user") {
                                 // Another writer inserted it first.
-                                $crate::StoreError::Conflict(_) => 0,
+                                $crate::StoreError::Conflict(_) => Wrote::Nothing,
                                 other => return Err(other.into()),
                             },
                         }
                     }
                     Some(version) => {
-                        let q = sqlx::query($crate::sql_rebate::UPDATE_ROW);
-                        Self::bind_order(q, row)
-                            .bind(&row.source)
-                            .bind(&row.line_key)
-                            .bind(version)
-                            .execute(&mut **tx)
-                            .await?
-                            .rows_affected()
+                        let keyed = |sql: &'static str| {
+                            Self::bind_order(sqlx::query(sql), row).bind(&row.source).bind(&row.line_key).bind(version)
+                        };
+                        if let Some(u) = user {
+                            // The common case: the row had this buyer already.
+                            let n = keyed($crate::sql_rebate::UPDATE_OWNED).bind(u).execute(&mut **tx).await?;
+                            if n.rows_affected() == 1 {
+                                return Ok(Wrote::Row);
+                            }
+                        }
+                        joining(keyed($crate::sql_rebate::UPDATE_UNOWNED).execute(&mut **tx).await?.rows_affected())
                     }
                 })
+            }
+
+            /// Puts rows that have just got their buyer (source, line key, buyer; in the order
+            /// written) at the heads of their buyers' lists: locks the lists (creating those
+            /// absent), links each row to the one before it, moves the heads.
+            async fn join_lists_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                joining: &[(&str, &str, i64)],
+            ) -> $crate::StoreResult<()> {
+                if joining.is_empty() {
+                    return Ok(());
+                }
+                // In user order, so that concurrent writers lock lists in the same order.
+                let users: std::collections::BTreeSet<i64> = joining.iter().map(|j| j.2).collect();
+                let users = serde_json::to_string(&users)
+                    .map_err(|e| $crate::StoreError::Corrupt { table: "rebate_lists", reason: e.to_string() })?;
+                let found: Vec<(i64, i64, Option<String>, Option<String>)> =
+                    sqlx::query_as($lock_lists).bind(users).fetch_all(&mut **tx).await?;
+                let mut lists: std::collections::HashMap<i64, $crate::sql_rebate::RowList> =
+                    found.into_iter().map(|(u, n, s, k)| (u, $crate::sql_rebate::RowList::of(n, s, k))).collect();
+                let links = $crate::sql_rebate::join(joining, &mut lists);
+                let (links, heads) = $crate::sql_rebate::lists_json(&links, &lists)?;
+                sqlx::query($set_links).bind(links).execute(&mut **tx).await?;
+                sqlx::query($set_lists).bind(heads).execute(&mut **tx).await?;
+                Ok(())
             }
 
             async fn apply_rebate_once(
@@ -291,10 +421,12 @@ macro_rules! impl_rebate_store {
                 expected: Option<i64>,
                 txn: Option<&$crate::NewTxn>,
             ) -> Result<$crate::Applied, $crate::LedgerError> {
+                use $crate::sql_rebate::Wrote;
                 let mut tx = self.writer().begin().await?;
-                let written = Self::write_row_in(&mut tx, row, expected).await?;
-                if written != 1 {
-                    return Ok($crate::Applied::Conflict);
+                match Self::write_row_in(&mut tx, row, expected).await? {
+                    Wrote::Nothing => return Ok($crate::Applied::Conflict),
+                    Wrote::Row => {}
+                    Wrote::Joining(user) => Self::join_lists_in(&mut tx, &[(&row.source, &row.line_key, user)]).await?,
                 }
                 if let Some(txn) = txn {
                     Self::post_in(&mut tx, txn).await?;
@@ -479,25 +611,102 @@ macro_rules! impl_rebate_store {
             async fn rebates_of(
                 &self,
                 user: flashback_core::UserId,
-                before: Option<(i64, String)>,
+                before: Option<(String, String)>,
                 limit: u32,
             ) -> $crate::StoreResult<Vec<$crate::RebateOrder>> {
-                let (at, key) = before.unwrap_or((i64::MAX, String::new()));
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                // Back along the user's list from its head, or from the row before the cursor's
+                // (which must be theirs), one primary-key read per row.
+                let start = match before {
+                    None => "SELECT head_source, head_line_key, CAST(1 AS SIGNED) FROM rebate_lists \
+                             WHERE user_id = ? AND head_line_key IS NOT NULL",
+                    Some(_) => "SELECT prev_source, prev_line_key, CAST(1 AS SIGNED) FROM rebate_orders \
+                                WHERE source = ? AND line_key = ? AND user_id = ? AND prev_line_key IS NOT NULL",
+                };
                 let sql = format!(
-                    "SELECT {} FROM rebate_orders WHERE user_id = ? AND (updated_at_ms < ? OR (updated_at_ms = ? AND line_key < ?)) \
-                     ORDER BY updated_at_ms DESC, line_key DESC LIMIT ?",
+                    "WITH RECURSIVE list (s, k, n) AS ({start} \
+                         UNION ALL \
+                         SELECT r.prev_source, r.prev_line_key, l.n + 1 FROM list l \
+                         JOIN rebate_orders r ON r.source = l.s AND r.line_key = l.k \
+                         WHERE r.prev_line_key IS NOT NULL AND l.n < ?) \
+                     SELECT {} FROM list l JOIN rebate_orders r ON r.source = l.s AND r.line_key = l.k \
+                     WHERE r.user_id = ? ORDER BY l.n",
                     $crate::sql_rebate::ORDER_COLUMNS
                 );
-                let key = if key.is_empty() { "\u{10FFFF}".to_owned() } else { key };
-                let rows: Vec<$crate::sql_rebate::OrderRow> = sqlx::query_as(&sql)
-                    .bind(user.get())
-                    .bind(at)
-                    .bind(at)
-                    .bind(key)
-                    .bind(i64::from(limit))
-                    .fetch_all(self.reader())
-                    .await?;
+                let mut q = sqlx::query_as::<_, $crate::sql_rebate::OrderRow>(&sql);
+                if let Some((source, key)) = before {
+                    q = q.bind(source).bind(key);
+                }
+                let rows =
+                    q.bind(user.get()).bind(i64::from(limit)).bind(user.get()).fetch_all(self.reader()).await?;
                 rows.into_iter().map($crate::RebateOrder::try_from).collect()
+            }
+
+            async fn rebate_list_breaks(&self) -> $crate::StoreResult<Vec<String>> {
+                const SHOWN: i64 = 100;
+                // One read transaction: a consistent snapshot on both backends.
+                let mut tx = self.writer().begin().await?;
+                let mut out = Vec::new();
+                let counts: Vec<(i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT l.user_id, l.listed, s.n, s.lo, s.hi, s.d FROM rebate_lists l LEFT JOIN \
+                     (SELECT user_id, COUNT(*) AS n, MIN(list_no) AS lo, MAX(list_no) AS hi, \
+                      COUNT(DISTINCT list_no) AS d FROM rebate_orders WHERE user_id IS NOT NULL GROUP BY user_id) s \
+                     ON s.user_id = l.user_id \
+                     WHERE COALESCE(s.n, 0) <> l.listed OR s.lo <> 1 OR s.hi <> s.n OR s.d <> s.n LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (user, listed, n, lo, hi, distinct) in counts {
+                    out.push(format!(
+                        "user {user}: lists {listed} rebate rows; has {} numbered {}..{} ({} distinct)",
+                        n.unwrap_or(0),
+                        lo.unwrap_or(0),
+                        hi.unwrap_or(0),
+                        distinct.unwrap_or(0)
+                    ));
+                }
+                let unlisted: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT r.source, r.line_key FROM rebate_orders r \
+                     WHERE (r.user_id IS NULL AND (r.list_no IS NOT NULL OR r.prev_line_key IS NOT NULL)) \
+                     OR (r.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rebate_lists l WHERE l.user_id = r.user_id)) \
+                     LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (source, key) in unlisted {
+                    out.push(format!("rebate row {source}:{key}: its list is not its buyer's"));
+                }
+                let heads: Vec<i64> = sqlx::query_scalar(
+                    "SELECT l.user_id FROM rebate_lists l \
+                     LEFT JOIN rebate_orders r ON r.source = l.head_source AND r.line_key = l.head_line_key \
+                     WHERE (l.listed > 0 AND (r.source IS NULL OR r.user_id <> l.user_id OR r.list_no <> l.listed)) \
+                     OR (l.listed = 0 AND l.head_line_key IS NOT NULL) LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut *tx)
+                .await?;
+                for user in heads {
+                    out.push(format!("user {user}: the head of their rebate list is not their last row"));
+                }
+                let links: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT r.source, r.line_key FROM rebate_orders r \
+                     LEFT JOIN rebate_orders p ON p.source = r.prev_source AND p.line_key = r.prev_line_key \
+                     WHERE r.user_id IS NOT NULL AND ((r.list_no = 1 AND r.prev_line_key IS NOT NULL) \
+                     OR (r.list_no <> 1 AND (p.source IS NULL OR p.user_id <> r.user_id OR p.list_no <> r.list_no - 1))) \
+                     LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (source, key) in links {
+                    out.push(format!("rebate row {source}:{key}: not linked to the row before it in its buyer's list"));
+                }
+                tx.commit().await?;
+                Ok(out)
             }
 
             async fn rebates_due(&self, now_ms: i64, limit: u32) -> $crate::StoreResult<Vec<$crate::RebateOrder>> {
@@ -713,18 +922,27 @@ macro_rules! impl_sqlx_rebate_batch {
                 }
                 let mut outcomes = Vec::with_capacity(items.len());
                 let mut txns = Vec::new();
+                let mut joining = Vec::new();
                 for item in items {
-                    let written = match item.expected {
-                        None => inserted.remove(&(item.row.source.clone(), item.row.line_key.clone())),
-                        Some(_) => Self::write_row_in(&mut tx, &item.row, item.expected).await? == 1,
+                    let r = &item.row;
+                    let wrote = match item.expected {
+                        None if inserted.remove(&(r.source.clone(), r.line_key.clone())) => r
+                            .user_id
+                            .map_or($crate::sql_rebate::Wrote::Row, |u| $crate::sql_rebate::Wrote::Joining(u.get())),
+                        None => $crate::sql_rebate::Wrote::Nothing,
+                        Some(_) => Self::write_row_in(&mut tx, r, item.expected).await?,
                     };
-                    if written {
+                    if let $crate::sql_rebate::Wrote::Joining(user) = wrote {
+                        joining.push((r.source.as_str(), r.line_key.as_str(), user));
+                    }
+                    if wrote == $crate::sql_rebate::Wrote::Nothing {
+                        outcomes.push($crate::Applied::Conflict);
+                    } else {
                         outcomes.push($crate::Applied::Done);
                         txns.extend(item.txn.as_ref());
-                    } else {
-                        outcomes.push($crate::Applied::Conflict);
                     }
                 }
+                Self::join_lists_in(&mut tx, &joining).await?;
                 Self::post_many_in(&mut tx, &txns).await?;
                 tx.commit().await?;
                 Ok(outcomes)

@@ -18,10 +18,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use flashback_core::{Account, UserId};
 use rusqlite::types::{ToSqlOutput, Value};
-use rusqlite::{Connection, ToSql, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
 use crate::ledger::{LedgerError, NewTxn, Posting};
 use crate::sql_ledger::{Chain, checked_unguarded, deltas, entry_rows, link};
+use crate::sql_rebate::RowList;
 use crate::{Applied, RebateChange, RebateOrder, RebateReject, StoreError};
 
 fn failed(e: rusqlite::Error) -> LedgerError {
@@ -65,30 +66,67 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
     {
         let mut insert = db
             .prepare(&format!(
-                "INSERT INTO rebate_orders ({}) VALUES ({}) ON CONFLICT DO NOTHING",
+                "INSERT INTO rebate_orders ({}, list_no, prev_source, prev_line_key) VALUES ({}) ON CONFLICT DO NOTHING",
                 crate::sql_rebate::ORDER_COLUMNS,
-                vec!["?"; 30].join(", ")
+                vec!["?"; 33].join(", ")
             ))
             .map_err(failed)?;
-        let mut update = db.prepare(crate::sql_rebate::UPDATE_ROW).map_err(failed)?;
-        let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(31);
+        let mut owned = db.prepare(crate::sql_rebate::UPDATE_OWNED).map_err(failed)?;
+        let mut unowned = db.prepare(crate::sql_rebate::UPDATE_UNOWNED).map_err(failed)?;
+        let mut joining = db.prepare(crate::sql_rebate::UPDATE_JOINING).map_err(failed)?;
+        let mut lists = Lists::new(db)?;
+        let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(34);
         for item in items {
             let r = &item.row;
             values.clear();
             push_row(&mut values, r).map_err(failed)?;
+            let user = r.user_id.map(UserId::get);
             let written = match item.expected {
                 // A row another writer inserted first (or twice in this batch) is not written.
-                None => insert.execute(params_from_iter(&values)).map_err(failed)?,
+                None => {
+                    let place = match user {
+                        Some(u) => Some((u, lists.next(u)?)),
+                        None => None,
+                    };
+                    push_place(&mut values, place.as_ref().map(|p| &p.1));
+                    let n = insert.execute(params_from_iter(&values)).map_err(failed)?;
+                    if let (1, Some((u, _))) = (n, place) {
+                        lists.push(u, r);
+                    }
+                    n
+                }
                 Some(version) => {
                     // The insert's list is (source, line_key, the columns, created_at_ms,
-                    // updated_at_ms); the update sets the columns and updated_at_ms, then
-                    // matches the key and the version it replaces.
+                    // updated_at_ms); an update sets the columns and updated_at_ms (and, when
+                    // the row joins a list, its place), then matches the key, the version it
+                    // replaces and the buyer it had.
                     let updated = values.pop();
                     values.pop();
                     values.extend(updated);
                     values.rotate_left(2);
                     values.push(ToSqlOutput::from(version));
-                    update.execute(params_from_iter(&values)).map_err(failed)?
+                    match user {
+                        None => unowned.execute(params_from_iter(&values)).map_err(failed)?,
+                        Some(u) => {
+                            values.push(ToSqlOutput::from(u));
+                            let n = owned.execute(params_from_iter(&values)).map_err(failed)?;
+                            values.pop();
+                            if n == 1 {
+                                n
+                            } else {
+                                // Its first buyer: it joins their list.
+                                let place = lists.next(u)?;
+                                let key = values.split_off(values.len() - 3);
+                                push_place(&mut values, Some(&place));
+                                values.extend(key);
+                                let n = joining.execute(params_from_iter(&values)).map_err(failed)?;
+                                if n == 1 {
+                                    lists.push(u, r);
+                                }
+                                n
+                            }
+                        }
+                    }
                 }
             };
             if written == 1 {
@@ -98,9 +136,81 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
                 outcomes.push(Applied::Conflict);
             }
         }
+        lists.save()?;
     }
     post(db, &txns)?;
     Ok(outcomes)
+}
+
+/// A row's place in its buyer's list: its number and the row before it.
+type Place = (i64, Option<(String, String)>);
+
+/// Appends a row's place (`list_no, prev_source, prev_line_key`), or three nulls.
+fn push_place(values: &mut Vec<ToSqlOutput<'_>>, place: Option<&Place>) {
+    let text = |t: Option<&String>| ToSqlOutput::Owned(t.map_or(Value::Null, |t| Value::Text(t.clone())));
+    let prev = place.and_then(|p| p.1.as_ref());
+    values.extend([
+        ToSqlOutput::Owned(place.map_or(Value::Null, |p| Value::Integer(p.0))),
+        text(prev.map(|p| &p.0)),
+        text(prev.map(|p| &p.1)),
+    ]);
+}
+
+/// The buyers' lists a batch changes, read when first needed and written back once at the end
+/// (the batch holds SQLite's write lock throughout).
+struct Lists<'c> {
+    read: rusqlite::Statement<'c>,
+    db: &'c Connection,
+    lists: HashMap<i64, RowList>,
+}
+
+impl<'c> Lists<'c> {
+    fn new(db: &'c Connection) -> Result<Self, LedgerError> {
+        let read = db
+            .prepare("SELECT listed, head_source, head_line_key FROM rebate_lists WHERE user_id = ?")
+            .map_err(failed)?;
+        Ok(Self { read, db, lists: HashMap::new() })
+    }
+
+    fn list(&mut self, user: i64) -> Result<&mut RowList, LedgerError> {
+        if !self.lists.contains_key(&user) {
+            let found = self
+                .read
+                .query_row([user], |r| Ok(RowList::of(r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(failed)?;
+            self.lists.insert(user, found.unwrap_or_default());
+        }
+        Ok(self.lists.entry(user).or_default())
+    }
+
+    /// Where a row would go in `user`'s list.
+    fn next(&mut self, user: i64) -> Result<Place, LedgerError> {
+        let list = self.list(user)?;
+        Ok((list.count + 1, list.head.clone()))
+    }
+
+    /// Puts a written row at the head of its buyer's list (read by [`Self::next`] just before).
+    fn push(&mut self, user: i64, row: &RebateOrder) {
+        self.lists.entry(user).or_default().push(&row.source, &row.line_key);
+    }
+
+    fn save(self) -> Result<(), LedgerError> {
+        let mut upsert = self
+            .db
+            .prepare(
+                "INSERT INTO rebate_lists (user_id, listed, head_source, head_line_key) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (user_id) DO UPDATE SET listed = excluded.listed, head_source = excluded.head_source, \
+                 head_line_key = excluded.head_line_key",
+            )
+            .map_err(failed)?;
+        for (user, list) in &self.lists {
+            if let Some((source, key)) = &list.head {
+                upsert.execute(params![user, list.count, source, key]).map_err(failed)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Appends a row's values in [`crate::sql_rebate::ORDER_COLUMNS`] order, borrowed where they

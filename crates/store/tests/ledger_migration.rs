@@ -1,5 +1,6 @@
 //! Migrating a ledger written before accounts had ids (`20261122000010_ledger_accounts`)
-//! keeps every transaction, entry and balance: the schema is built up to the migration before,
+//! keeps every transaction, entry and balance, and rebate rows written before users' lists
+//! (`20261204000012_rebate_lists`) are listed: the schema is built up to the migration before,
 //! filled the old way, then opened as the store opens it. On SQLite, and on MySQL/MariaDB when
 //! `FLASHBACK_TEST_MYSQL_URL` is set.
 
@@ -32,6 +33,16 @@ INSERT INTO ledger_balances (account, balance, updated_at_ms) VALUES
     ('platform:revenue', 60, 2000),
     ('user:7:pending', 80, 2000),
     ('user:8:pending', 10, 2000);
+INSERT INTO rebate_orders (source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, tracking, item_id,
+    item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, refunded_minor,
+    commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms,
+    settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms) VALUES
+    ('taobao', '2', '2', 7, 8, NULL, NULL, 'i', 't', NULL, 'estimated', '12', 500, 50, 0, 0, 50, 20, 10, 0, 20, 0,
+     NULL, NULL, NULL, NULL, 2000, 1, 2000, 9000),
+    ('taobao', '1', '1', 7, NULL, NULL, NULL, 'i', 't', NULL, 'estimated', '12', 1000, 100, 0, 0, 100, 60, 0, 0, 40, 0,
+     NULL, NULL, NULL, NULL, 1000, 1, 1000, 1000),
+    ('taobao', '3', '3', NULL, NULL, NULL, NULL, 'i', 't', NULL, 'estimated', '12', 100, 10, 0, 0, 10, 0, 0, 0, 10, 0,
+     NULL, NULL, NULL, NULL, 3000, 1, 3000, 3000);
 ";
 
 /// The migrations of `dialect` before the accounts migration, copied to `to`.
@@ -48,10 +59,21 @@ fn migrations_before(dialect: &str, to: &Path) -> PathBuf {
     to.to_owned()
 }
 
+/// The keys of a user's rebate rows as listed.
+async fn listed(store: &dyn Store, user: i64) -> Vec<String> {
+    let rows = store.rebates_of(UserId::new(user).expect("user"), None, 10).await.expect("rebates");
+    rows.into_iter().map(|r| r.line_key).collect()
+}
+
 /// What the store must show after the migration.
 async fn check(store: &dyn Store) {
     let audit = store.audit_ledger().await.expect("audit");
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    // Rebate rows written before lists existed: each buyer's, listed in the order they were
+    // created (not updated); a row without a buyer in no list.
+    assert_eq!(store.rebate_list_breaks().await.expect("lists"), Vec::<String>::new());
+    assert_eq!(listed(store, 7).await, ["2", "1"]);
+    assert!(listed(store, 8).await.is_empty(), "an inviter's share does not list the row");
     assert_eq!((audit.transactions, audit.entries, audit.accounts), (2, 7, 4));
     let seven = Account::Pending(UserId::new(7).expect("user"));
     let mut balances = store.balances().await.expect("balances");
@@ -82,6 +104,14 @@ async fn check(store: &dyn Store) {
         at_ms: 3000,
     };
     assert_eq!(store.post(&txn).await.expect("post"), flashback_store::Posted::New);
+    // A migrated list goes on: the unclaimed row is claimed by user 7.
+    let mut claimed = store.rebate_order("taobao", "3").await.expect("read").expect("row");
+    claimed.user_id = Some(UserId::new(7).expect("user"));
+    claimed.version = 2;
+    let applied = store.apply_rebate(&claimed, Some(1), None).await.expect("claim");
+    assert_eq!(applied, flashback_store::Applied::Done);
+    assert_eq!(listed(store, 7).await, ["3", "2", "1"]);
+    assert_eq!(store.rebate_list_breaks().await.expect("lists"), Vec::<String>::new());
     assert_eq!(store.balance(seven).await.expect("balance"), 100);
     let audit = store.audit_ledger().await.expect("audit");
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);

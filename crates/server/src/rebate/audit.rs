@@ -1,6 +1,6 @@
 //! `flashback audit ledger`: the ledger's own invariants (every transaction balances, every
 //! balance equals its entries) and that it agrees with what the rebate rows and withdrawals
-//! say it should hold:
+//! say it should hold, and that every user's rebate rows form one unbroken list:
 //!
 //! - each user's pending balance is the sum of their shares in rows not yet available;
 //! - each user's available + withdrawing + paid out is the sum of their shares in available rows;
@@ -18,6 +18,7 @@ use crate::AppState;
 /// Runs every check; violations are listed in the report.
 pub async fn audit(state: &AppState) -> Result<LedgerAudit, flashback_store::StoreError> {
     let mut report = state.store.audit_ledger().await?;
+    report.violations.extend(state.store.rebate_list_breaks().await?);
     let mut pending: HashMap<UserId, i64> = HashMap::new();
     let mut earned: HashMap<UserId, i64> = HashMap::new();
     let (mut receivable, mut expense, mut revenue) = (0_i64, 0_i64, 0_i64);

@@ -150,12 +150,14 @@ pub struct RebatePage {
     pub next_cursor: Option<String>,
 }
 
-fn cursor(raw: &str) -> Option<(i64, String)> {
-    let (at, key) = raw.split_once('.')?;
-    Some((at.parse().ok()?, key.to_owned()))
+/// A page's cursor: the last row shown, as `source.line_key` (a source's name has no dot).
+fn cursor(raw: &str) -> Option<(String, String)> {
+    let (source, key) = raw.split_once('.')?;
+    (!source.is_empty() && !key.is_empty()).then(|| (source.to_owned(), key.to_owned()))
 }
 
-/// Your rebates, most recently changed first (visible as soon as a network reports them).
+/// Your rebates, newest first: each row is listed from the moment it is yours (reported with
+/// your tracking id, or claimed), visible as soon as a network reports it.
 #[utoipa::path(get, path = "/api/v1/me/rebates", tag = "rebates", security(("bearer" = [])), params(RebateQuery),
     responses((status = 200, body = RebatePage), (status = 400, body = Problem)))]
 pub async fn my_rebates(
@@ -174,7 +176,7 @@ pub async fn my_rebates(
         .transpose()?;
     let rows = state.store.rebates_of(caller.id, before, limit).await.map_err(|e| Problem::from_store(&e))?;
     let next_cursor = (rows.len() == usize::try_from(limit).unwrap_or(usize::MAX))
-        .then(|| rows.last().map(|r| format!("{}.{}", r.updated_at_ms, r.line_key)))
+        .then(|| rows.last().map(|r| format!("{}.{}", r.source, r.line_key)))
         .flatten();
     Ok(axum::Json(RebatePage { items: rows.iter().map(|r| RebateView::new(r, caller.id)).collect(), next_cursor }))
 }

@@ -33,6 +33,8 @@ async fn clean(store: &Arc<dyn Store>) {
     let audit = store.audit_ledger().await.expect("audit");
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
     assert_eq!(audit.total, 0);
+    let breaks = store.rebate_list_breaks().await.expect("rebate lists");
+    assert!(breaks.is_empty(), "{breaks:?}");
 }
 
 /// A transaction applies once per key, must balance, and balances follow from its entries.
@@ -384,19 +386,15 @@ pub async fn a_rebate_row_and_its_ledger_move_together_once(t: &TestStore) {
     clean(store).await;
 }
 
-/// A batch writes each row's compare-and-set and the ledger transactions of the rows that were
-/// written, together; a row whose version moved is reported, and its transaction not posted.
-pub async fn a_batch_of_row_changes_writes_only_what_won_its_race(t: &TestStore) {
-    use crate::{Applied, RebateChange, RebateOrder};
+/// A rebate row of 20 commission, shared 10 to its buyer (if any) and 10 to the platform.
+fn rebate_row(source: &str, key: &str, buyer: Option<UserId>, version: i64) -> crate::RebateOrder {
     use flashback_core::rebate::lifecycle::RebateState;
-    let g = Arc::new(ids());
-    let store = &t.store;
-    let buyer = next(&g, UserId::new);
-    let row = |key: &str, version: i64| RebateOrder {
-        source: "batch".into(),
+    let buyer_share = if buyer.is_some() { 10 } else { 0 };
+    crate::RebateOrder {
+        source: source.into(),
         line_key: key.into(),
         parent_key: key.into(),
-        user_id: Some(buyer),
+        user_id: buyer,
         inviter_id: None,
         grand_inviter_id: None,
         tracking: None,
@@ -410,10 +408,10 @@ pub async fn a_batch_of_row_changes_writes_only_what_won_its_race(t: &TestStore)
         settled_minor: 0,
         refunded_minor: 0,
         commission_minor: 20,
-        buyer_share: 10,
+        buyer_share,
         inviter_share: 0,
         grand_share: 0,
-        platform_share: 10,
+        platform_share: 20 - buyer_share,
         shares_available: false,
         click_ms: None,
         paid_at_ms: None,
@@ -423,7 +421,77 @@ pub async fn a_batch_of_row_changes_writes_only_what_won_its_race(t: &TestStore)
         version,
         created_at_ms: now(),
         updated_at_ms: now(),
+    }
+}
+
+/// Each buyer's rows are listed newest first, a row joining the list when it first has a
+/// buyer (inserted with one, or given one later, alone or in a batch) and never changing
+/// hands; pages go on from the last row shown; the audit finds a cut link, a wrong count and
+/// a wrong head.
+pub async fn rebate_lists_hold_each_buyers_rows_newest_first_and_the_audit_finds_a_break(t: &TestStore) {
+    use crate::{Applied, RebateChange};
+    let g = ids();
+    let store = &t.store;
+    let (buyer, other) = (next(&g, UserId::new), next(&g, UserId::new));
+    let source = format!("lists{buyer}");
+    let key = |n: u32| format!("r{n}");
+    let apply = |n: u32, user: Option<UserId>, version: i64, expected: Option<i64>| {
+        let row = rebate_row(&source, &key(n), user, version);
+        async move { store.apply_rebate(&row, expected, None).await.expect("apply") }
     };
+    assert_eq!(apply(1, Some(buyer), 1, None).await, Applied::Done);
+    assert_eq!(apply(2, None, 1, None).await, Applied::Done, "no buyer yet: in no list");
+    assert_eq!(apply(6, Some(other), 1, None).await, Applied::Done);
+    let batch = vec![
+        RebateChange { row: rebate_row(&source, &key(3), Some(buyer), 1), expected: None, txn: None },
+        RebateChange { row: rebate_row(&source, &key(4), Some(buyer), 1), expected: None, txn: None },
+        // r2 gets its buyer; r1 moves on in place.
+        RebateChange { row: rebate_row(&source, &key(2), Some(buyer), 2), expected: Some(1), txn: None },
+        RebateChange { row: rebate_row(&source, &key(1), Some(buyer), 2), expected: Some(1), txn: None },
+        // A row never changes hands: this one stays the other buyer's.
+        RebateChange { row: rebate_row(&source, &key(6), Some(buyer), 2), expected: Some(1), txn: None },
+    ];
+    let outcomes = store.apply_rebates(&batch, &[]).await.expect("batch");
+    assert_eq!(outcomes, [Applied::Done, Applied::Done, Applied::Done, Applied::Done, Applied::Conflict]);
+    // Claimed later, alone.
+    assert_eq!(apply(5, None, 1, None).await, Applied::Done);
+    assert_eq!(apply(5, Some(buyer), 2, Some(1)).await, Applied::Done);
+    assert_eq!(apply(5, Some(other), 3, Some(2)).await, Applied::Conflict, "not the other's to take");
+
+    let keys = |rows: Vec<crate::RebateOrder>| rows.into_iter().map(|r| r.line_key).collect::<Vec<_>>();
+    let all = keys(store.rebates_of(buyer, None, 10).await.expect("list"));
+    assert_eq!(all, ["r5", "r2", "r4", "r3", "r1"]);
+    let first = keys(store.rebates_of(buyer, None, 2).await.expect("first page"));
+    assert_eq!(first, ["r5", "r2"]);
+    let rest = keys(store.rebates_of(buyer, Some((source.clone(), key(2))), 10).await.expect("next page"));
+    assert_eq!(rest, ["r4", "r3", "r1"], "the next page goes on where the first stopped");
+    assert!(store.rebates_of(buyer, Some((source.clone(), key(1))), 10).await.expect("past the end").is_empty());
+    assert!(store.rebates_of(buyer, Some((source.clone(), key(6))), 10).await.expect("theirs").is_empty());
+    assert_eq!(keys(store.rebates_of(other, None, 10).await.expect("other")), ["r6"]);
+    assert!(store.rebates_of(buyer, None, 0).await.expect("none").is_empty());
+    clean(store).await;
+
+    t.tamper(&format!("UPDATE rebate_orders SET prev_source = NULL, prev_line_key = NULL WHERE source = '{source}' AND line_key = 'r3'"))
+        .await;
+    let breaks = store.rebate_list_breaks().await.expect("audit");
+    assert_eq!(breaks, [format!("rebate row {source}:r3: not linked to the row before it in its buyer's list")]);
+    t.tamper(&format!("UPDATE rebate_lists SET listed = listed + 1 WHERE user_id = {buyer}")).await;
+    let breaks = store.rebate_list_breaks().await.expect("audit");
+    assert!(breaks.iter().any(|b| b.starts_with(&format!("user {buyer}: lists 6 rebate rows"))), "{breaks:?}");
+    assert!(
+        breaks.contains(&format!("user {buyer}: the head of their rebate list is not their last row")),
+        "{breaks:?}"
+    );
+}
+
+/// A batch writes each row's compare-and-set and the ledger transactions of the rows that were
+/// written, together; a row whose version moved is reported, and its transaction not posted.
+pub async fn a_batch_of_row_changes_writes_only_what_won_its_race(t: &TestStore) {
+    use crate::{Applied, RebateChange};
+    let g = Arc::new(ids());
+    let store = &t.store;
+    let buyer = next(&g, UserId::new);
+    let row = |key: &str, version: i64| rebate_row("batch", key, Some(buyer), version);
     let post = |key: String| {
         txn(
             &g,
