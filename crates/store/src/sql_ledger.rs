@@ -110,7 +110,7 @@ pub(crate) fn heads_json(chains: &std::collections::HashMap<Account, Chain>) -> 
 
 /// Implements [`crate::LedgerStore`] for a catalog store type with `writer()`.
 macro_rules! impl_ledger_store {
-    ($store:ty, $db:ty, $insert_txn:literal, $add_balances:literal, $insert_txns:literal, $returning_new:literal, $set_heads:literal) => {
+    ($store:ty, $db:ty, $insert_txn:expr, $add_balances:expr, $insert_txns:literal, $returning_new:literal, $set_heads:expr) => {
         impl $store {
             /// Inserts the transaction row; false if its key was already posted.
             async fn ledger_txn_row(

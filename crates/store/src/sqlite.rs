@@ -201,18 +201,26 @@ crate::sql_analytics::impl_analytics_store!(
     "INSERT INTO analytics_sku_minutes (minute_ms, product_id, sku, units, gmv_minor) VALUES (?, ?, ?, ?, ?) \
      ON CONFLICT (minute_ms, product_id) DO UPDATE SET units = units + excluded.units, gmv_minor = gmv_minor + excluded.gmv_minor"
 );
+/// A ledger transaction's row, unless its key was posted (then it changes nothing).
+pub(crate) const INSERT_TXN: &str = "INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING";
+/// Adds `[[account, delta], …]` (the second parameter) to the accounts' balances, creating those
+/// absent, at the time given first; returns each account's id, name and chain as it stood.
+pub(crate) const ADD_BALANCES: &str = "INSERT INTO ledger_accounts (name, balance, updated_at_ms) \
+     SELECT value ->> 0, value ->> 1, ? FROM json_each(?) WHERE true \
+     ON CONFLICT (name) DO UPDATE SET balance = balance + excluded.balance, updated_at_ms = excluded.updated_at_ms \
+     RETURNING id, name, entry_count, head_txn_id, head_seq";
+/// Moves the accounts' chain heads to `[[id, count, txn, seq], …]`.
+pub(crate) const SET_HEADS: &str = "UPDATE ledger_accounts SET entry_count = j.value ->> 1, \
+     head_txn_id = j.value ->> 2, head_seq = j.value ->> 3 FROM json_each(?) AS j WHERE ledger_accounts.id = j.value ->> 0";
+
 crate::sql_ledger::impl_ledger_store!(
     SqliteStore,
     Sqlite,
-    "INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-    "INSERT INTO ledger_accounts (name, balance, updated_at_ms) \
-     SELECT value ->> 0, value ->> 1, ? FROM json_each(?) WHERE true \
-     ON CONFLICT (name) DO UPDATE SET balance = balance + excluded.balance, updated_at_ms = excluded.updated_at_ms \
-     RETURNING id, name, entry_count, head_txn_id, head_seq",
+    INSERT_TXN,
+    ADD_BALANCES,
     "INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) ",
     " ON CONFLICT DO NOTHING RETURNING idem_key",
-    "UPDATE ledger_accounts SET entry_count = j.value ->> 1, head_txn_id = j.value ->> 2, head_seq = j.value ->> 3 \
-     FROM json_each(?) AS j WHERE ledger_accounts.id = j.value ->> 0"
+    SET_HEADS
 );
 
 #[async_trait]

@@ -21,9 +21,12 @@ use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
 use crate::ledger::{LedgerError, NewTxn, Posting};
-use crate::sql_ledger::{Chain, checked_unguarded, deltas, entry_rows, link};
+use crate::sql_ledger::{Chain, checked_unguarded, deltas, entry_rows, heads_json, link};
 use crate::sql_rebate::RowList;
 use crate::{Applied, RebateChange, RebateOrder, RebateReject, StoreError};
+
+/// Ledger entries per insert statement (eight values each; SQLite takes up to 32,766).
+const ENTRIES_PER_STATEMENT: usize = 64;
 
 fn failed(e: rusqlite::Error) -> LedgerError {
     LedgerError::Store(StoreError::Embedded(e))
@@ -260,12 +263,7 @@ fn post(db: &Connection, txns: &[&NewTxn]) -> Result<(), LedgerError> {
     }
     let mut applied: Vec<(&NewTxn, Vec<Posting>)> = Vec::with_capacity(txns.len());
     {
-        let mut insert = db
-            .prepare(
-                "INSERT INTO ledger_txns (id, idem_key, kind, reference, created_at_ms) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .map_err(failed)?;
+        let mut insert = db.prepare(crate::sqlite::INSERT_TXN).map_err(failed)?;
         for txn in txns {
             let postings = checked_unguarded(txn)?;
             // A key posted before (or twice in this batch): the first is the one written.
@@ -279,48 +277,69 @@ fn post(db: &Connection, txns: &[&NewTxn]) -> Result<(), LedgerError> {
     let rows: Vec<(i64, i32, i64, &Posting)> =
         applied.iter().flat_map(|(txn, postings)| entry_rows(txn, postings)).collect();
     let linked = link(&rows, &mut chains)?;
-    let mut insert = db
-        .prepare(
+    // Many entries a statement: an entry is small and all of a batch's are new, so the
+    // statement's own cost (binding, starting and ending it) would otherwise be most of an
+    // entry's.
+    let statement = |rows: usize| {
+        format!(
             "INSERT INTO ledger_entries (txn_id, seq, account_id, amount, created_at_ms, chain_no, prev_txn_id, \
-             prev_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             prev_seq) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
         )
-        .map_err(failed)?;
-    for (txn, seq, account, amount, at, no, prev) in &linked {
-        insert
-            .execute(params![txn, seq, account, amount, at, no, prev.map(|p| p.0), prev.map(|p| p.1)])
-            .map_err(failed)?;
-    }
-    let mut heads = db
-        .prepare("UPDATE ledger_accounts SET entry_count = ?, head_txn_id = ?, head_seq = ? WHERE id = ?")
-        .map_err(failed)?;
-    for chain in chains.values() {
-        if let Some((txn, seq)) = chain.head {
-            heads.execute(params![chain.count, txn, seq, chain.id]).map_err(failed)?;
+    };
+    let mut full = db.prepare_cached(&statement(ENTRIES_PER_STATEMENT)).map_err(failed)?;
+    let mut values: Vec<Value> = Vec::with_capacity(8 * ENTRIES_PER_STATEMENT);
+    for chunk in linked.chunks(ENTRIES_PER_STATEMENT) {
+        values.clear();
+        for (txn, seq, account, amount, at, no, prev) in chunk {
+            values.extend([
+                Value::Integer(*txn),
+                Value::Integer(i64::from(*seq)),
+                Value::Integer(*account),
+                Value::Integer(*amount),
+                Value::Integer(*at),
+                Value::Integer(*no),
+                prev.map_or(Value::Null, |p| Value::Integer(p.0)),
+                prev.map_or(Value::Null, |p| Value::Integer(i64::from(p.1))),
+            ]);
+        }
+        if chunk.len() == ENTRIES_PER_STATEMENT {
+            full.execute(params_from_iter(&values)).map_err(failed)?;
+        } else {
+            db.prepare(&statement(chunk.len())).map_err(failed)?.execute(params_from_iter(&values)).map_err(failed)?;
         }
     }
+    db.execute(crate::sqlite::SET_HEADS, [heads_json(&chains)?]).map_err(failed)?;
     Ok(())
 }
 
-/// Adds each account's change to its balance, creating accounts on first use, in account-name
-/// order; returns each account's chain as it stood.
+/// Adds each account's change to its balance, creating accounts on first use, in one
+/// statement; returns each account's chain as it stood.
 fn move_balances(
     db: &Connection,
     deltas: BTreeMap<String, (Account, i64)>,
     at_ms: i64,
 ) -> Result<HashMap<Account, Chain>, LedgerError> {
-    let mut upsert = db
-        .prepare(
-            "INSERT INTO ledger_accounts (name, balance, updated_at_ms) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET balance = balance + excluded.balance, updated_at_ms = excluded.updated_at_ms \
-             RETURNING id, entry_count, head_txn_id, head_seq",
-        )
-        .map_err(failed)?;
+    let changes: Vec<(&str, i64)> = deltas.iter().map(|(name, (_, delta))| (name.as_str(), *delta)).collect();
+    let changes =
+        serde_json::to_string(&changes).map_err(|e| LedgerError::Unbalanced(format!("balance changes: {e}")))?;
+    let mut upsert = db.prepare(crate::sqlite::ADD_BALANCES).map_err(failed)?;
+    let mut rows = upsert.query(params![at_ms, changes]).map_err(failed)?;
     let mut chains = HashMap::with_capacity(deltas.len());
-    for (name, (account, delta)) in deltas {
-        let chain = upsert
-            .query_row(params![name, delta, at_ms], |r| Ok(Chain::of(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .map_err(failed)?;
-        chains.insert(account, chain);
+    while let Some(r) = rows.next().map_err(failed)? {
+        let name: String = r.get(1).map_err(failed)?;
+        let (account, _) = deltas
+            .get(&name)
+            .ok_or_else(|| LedgerError::Unbalanced(format!("the database returned account {name}")))?;
+        chains.insert(
+            *account,
+            Chain::of(
+                r.get(0).map_err(failed)?,
+                r.get(2).map_err(failed)?,
+                r.get(3).map_err(failed)?,
+                r.get(4).map_err(failed)?,
+            ),
+        );
     }
     Ok(chains)
 }
