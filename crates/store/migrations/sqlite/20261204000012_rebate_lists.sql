@@ -4,9 +4,9 @@
 -- SQLite cannot add a column list and change a CHECK in place, so the table is rebuilt (no
 -- foreign key names it): besides the list's columns, the state's CHECK is written as
 -- comparisons instead of `state IN (...)`. SQLite evaluates an IN list of more than two
--- values by building a temporary b-tree of the list on every row it writes, which cost about
--- an eighth of the embedded writer's time on `flashback-bench rebate` (callgrind; in Python's
--- sqlite3 the same insert ran twice as fast with the comparisons). The rule is the same; the
+-- values by building a temporary b-tree of the list on every row it writes, a fifth of the
+-- embedded writer's instructions on `flashback-bench rebate` (callgrind; in Python's sqlite3
+-- a plain insert ran twice as fast with the comparisons). The rule is the same; the
 -- indexes are rebuilt as they were (the index of rows due holds only the settled ones).
 CREATE TABLE rebate_orders_listed (
     source              TEXT    NOT NULL,
