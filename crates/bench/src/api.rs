@@ -59,6 +59,11 @@ impl Api {
         Self { http, base }
     }
 
+    /// The base URL (`http://host:port/`).
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
     /// The shared HTTP client.
     pub fn http(&self) -> &reqwest::Client {
         &self.http

@@ -1,18 +1,20 @@
-//! The client loop shared by the warm-up, the baseline and the storm: C tokio tasks, each
-//! sending one request after another for a fixed time, each recording latency (an HDR histogram
+//! The client loop shared by the warm-up, the baseline and the storm: C tokio tasks, each on
+//! its own connection sending one request after another for a fixed time, each recording latency (an HDR histogram
 //! in microseconds) and the outcome; a progress line on stderr once a second.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use reqwest::StatusCode;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
 
 use crate::api::problem_code;
+use crate::conn::{Conn, Endpoint};
 
 /// An accepted purchase.
 #[derive(Debug, Clone)]
@@ -45,20 +47,6 @@ pub fn refusal(status: StatusCode, body: &[u8]) -> Outcome {
         Some(code) => Outcome::Error(format!("{} {code}", status.as_u16())),
         None => Outcome::Error(format!("{} without a problem body", status.as_u16())),
     }
-}
-
-/// A transport failure, by kind.
-pub fn transport(e: &reqwest::Error) -> Outcome {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else {
-        "transport"
-    };
-    Outcome::Error(kind.to_owned())
 }
 
 /// One phase of load.
@@ -144,12 +132,18 @@ struct Shared {
     sold_out_us: AtomicU64,
 }
 
-/// Runs `phase`: every client calls `attempt(seq)` (a global sequence number) until the time is up.
-pub async fn run<F, Fut>(phase: &Phase, attempt: F) -> anyhow::Result<PhaseResult>
-where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send,
-{
+/// What the load clients of a phase send, and what each answer means.
+pub trait Script: Send + Sync + 'static {
+    /// The request of attempt `seq` (a sequence number over all clients), with a tag handed
+    /// back to [`Script::judge`] with its answer.
+    fn request(&self, seq: u64) -> (Request<Empty<Bytes>>, usize);
+    /// What the answer `status`, `body` to the request tagged `tag` came to.
+    fn judge(&self, tag: usize, status: StatusCode, body: &[u8]) -> Outcome;
+}
+
+/// Runs `phase`: every client, on its own connection to `endpoint`, sends `script`'s requests
+/// one after another until the time is up.
+pub async fn run<S: Script>(phase: &Phase, endpoint: &Endpoint, script: Arc<S>) -> anyhow::Result<PhaseResult> {
     let shared = Arc::new(Shared { sold_out_us: AtomicU64::new(u64::MAX), ..Shared::default() });
     let mut stats = Vec::with_capacity(phase.clients);
     for _ in 0..phase.clients {
@@ -163,12 +157,17 @@ where
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for mine in &stats {
-        let (mine, shared, attempt, phase) = (Arc::clone(mine), Arc::clone(&shared), attempt.clone(), phase.clone());
+        let (mine, shared, script, phase) = (Arc::clone(mine), Arc::clone(&shared), Arc::clone(&script), phase.clone());
+        let mut conn = Conn::new(endpoint.clone());
         tasks.spawn(async move {
             while start.elapsed() < phase.duration {
                 let seq = shared.attempts.fetch_add(1, Ordering::Relaxed);
+                let (request, tag) = script.request(seq);
                 let sent = Instant::now();
-                let outcome = attempt(seq).await;
+                let outcome = match conn.send(request).await {
+                    Ok((status, body)) => script.judge(tag, status, &body),
+                    Err(failed) => failed,
+                };
                 let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
                 let mut s = mine.lock().unwrap_or_else(|p| p.into_inner());
                 s.latency.saturating_record(micros);

@@ -7,6 +7,7 @@
 
 mod api;
 mod backends;
+mod conn;
 mod cpu;
 mod load;
 mod rebate;

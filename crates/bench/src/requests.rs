@@ -3,74 +3,92 @@
 
 use std::sync::Arc;
 
-use reqwest::StatusCode;
+use anyhow::Context;
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, StatusCode};
 use serde_json::Value;
 
-use crate::api::Api;
-use crate::load::{self, Outcome, Phase, PhaseResult, Ticket};
+use crate::conn::Endpoint;
+use crate::load::{self, Outcome, Phase, PhaseResult, Script, Ticket};
+
+/// Every buyer's `Authorization` value, prepared once.
+pub fn authorizations(tokens: &[String]) -> anyhow::Result<Arc<Vec<HeaderValue>>> {
+    let values: Result<Vec<_>, _> = tokens.iter().map(|t| HeaderValue::from_str(&format!("Bearer {t}"))).collect();
+    Ok(Arc::new(values.context("a bearer token that is not a header value")?))
+}
 
 /// The buyer for attempt `seq`: all of them in turn.
 fn pick(seq: u64, n: usize) -> usize {
     usize::try_from(seq % n as u64).unwrap_or(0)
 }
 
+/// One phase's requests: `method path` as each buyer in turn.
+struct AsBuyers {
+    endpoint: Endpoint,
+    method: Method,
+    path: String,
+    authorizations: Arc<Vec<HeaderValue>>,
+    judge: fn(usize, StatusCode, &[u8]) -> Outcome,
+}
+
+impl Script for AsBuyers {
+    fn request(&self, seq: u64) -> (Request<Empty<Bytes>>, usize) {
+        let buyer = pick(seq, self.authorizations.len());
+        (self.endpoint.request(self.method.clone(), &self.path, &self.authorizations[buyer]), buyer)
+    }
+
+    fn judge(&self, buyer: usize, status: StatusCode, body: &[u8]) -> Outcome {
+        (self.judge)(buyer, status, body)
+    }
+}
+
 /// `GET /healthz` with the buyers' tokens, as the baseline of the same client load.
-pub async fn healthz_load(api: &Api, phase: &Phase, tokens: &Arc<Vec<String>>) -> anyhow::Result<PhaseResult> {
-    let (http, url, tokens) = (api.http().clone(), api.url("healthz")?, Arc::clone(tokens));
-    load::run(phase, move |seq| {
-        let req = http.get(url.clone()).bearer_auth(&tokens[pick(seq, tokens.len())]);
-        async move {
-            match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    match resp.bytes().await {
-                        Ok(_) if status == StatusCode::OK => Outcome::Ok,
-                        Ok(body) => load::refusal(status, &body),
-                        Err(e) => load::transport(&e),
-                    }
-                }
-                Err(e) => load::transport(&e),
-            }
-        }
-    })
-    .await
+pub async fn healthz_load(
+    endpoint: &Endpoint,
+    phase: &Phase,
+    authorizations: &Arc<Vec<HeaderValue>>,
+) -> anyhow::Result<PhaseResult> {
+    let script = AsBuyers {
+        endpoint: endpoint.clone(),
+        method: Method::GET,
+        path: endpoint.path("healthz"),
+        authorizations: Arc::clone(authorizations),
+        judge: |_, status, body| if status == StatusCode::OK { Outcome::Ok } else { load::refusal(status, body) },
+    };
+    load::run(phase, endpoint, Arc::new(script)).await
 }
 
 /// `POST /api/v1/flash-sales/{id}/purchase`, buyers taken in turn.
 pub async fn purchase_load(
-    api: &Api,
+    endpoint: &Endpoint,
     phase: &Phase,
     sale_id: &str,
-    tokens: &Arc<Vec<String>>,
+    authorizations: &Arc<Vec<HeaderValue>>,
 ) -> anyhow::Result<PhaseResult> {
-    let (http, url, tokens) =
-        (api.http().clone(), api.url(&format!("api/v1/flash-sales/{sale_id}/purchase"))?, Arc::clone(tokens));
-    load::run(phase, move |seq| {
-        let buyer = pick(seq, tokens.len());
-        let req = http.post(url.clone()).bearer_auth(&tokens[buyer]);
-        async move {
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => return load::transport(&e),
-            };
-            let status = resp.status();
-            let body = match resp.bytes().await {
-                Ok(b) => b,
-                Err(e) => return load::transport(&e),
-            };
-            if status != StatusCode::ACCEPTED {
-                return load::refusal(status, &body);
-            }
-            match serde_json::from_slice::<Value>(&body) {
-                Ok(v) => {
-                    match (v.get("ticket_id").and_then(Value::as_str), v.get("quantity").and_then(Value::as_i64)) {
-                        (Some(id), Some(quantity)) => Outcome::Accepted(Ticket { id: id.to_owned(), buyer, quantity }),
-                        _ => Outcome::Error("202 without a ticket".into()),
-                    }
-                }
-                Err(_) => Outcome::Error("202 without a ticket".into()),
-            }
-        }
-    })
-    .await
+    let path = endpoint.path(&format!("api/v1/flash-sales/{sale_id}/purchase"));
+    anyhow::ensure!(path.parse::<hyper::Uri>().is_ok(), "sale id {sale_id:?} does not make a path");
+    let script = AsBuyers {
+        endpoint: endpoint.clone(),
+        method: Method::POST,
+        path,
+        authorizations: Arc::clone(authorizations),
+        judge: purchased,
+    };
+    load::run(phase, endpoint, Arc::new(script)).await
+}
+
+/// A purchase's answer: a ticket on 202, else a refusal or an error.
+fn purchased(buyer: usize, status: StatusCode, body: &[u8]) -> Outcome {
+    if status != StatusCode::ACCEPTED {
+        return load::refusal(status, body);
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => match (v.get("ticket_id").and_then(Value::as_str), v.get("quantity").and_then(Value::as_i64)) {
+            (Some(id), Some(quantity)) => Outcome::Accepted(Ticket { id: id.to_owned(), buyer, quantity }),
+            _ => Outcome::Error("202 without a ticket".into()),
+        },
+        Err(_) => Outcome::Error("202 without a ticket".into()),
+    }
 }

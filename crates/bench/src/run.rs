@@ -1,17 +1,17 @@
 //! One run per engine: the server (self-started or a target), the fixture, warm-up, baseline,
 //! storm, verification and audit; and `--compare`, which runs several engines in a row.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use crate::api::{self, Api};
 use crate::backends::{MysqlDatabases, RedisPrefix, redis_answers};
+use crate::conn::Endpoint;
 use crate::cpu::{CpuSample, CpuSplit};
 use crate::load::{self, Phase, PhaseResult, rate};
 use crate::report::{CompareRun, Machine, RunReport, compare_table, set_ratio_to_sql};
-use crate::requests::{healthz_load, purchase_load};
+use crate::requests::{authorizations, healthz_load, purchase_load};
 use crate::server::{Server, ServerSpec};
 use crate::setup::{self, Fixture, Plan};
 use crate::verify::{self, Audit};
@@ -259,20 +259,22 @@ async fn measure(
     };
     let machine = Machine::detect();
     let fixture = setup::prepare(api, &plan).await?;
-    let tokens: Arc<Vec<String>> = Arc::new(fixture.buyers.iter().map(|b| b.token.clone()).collect());
+    let tokens: Vec<String> = fixture.buyers.iter().map(|b| b.token.clone()).collect();
+    let tokens = authorizations(&tokens)?;
+    let endpoint = Endpoint::new(api.base())?;
     let phase = |name, duration, progress| Phase { name, clients: args.clients, duration, stock: None, progress };
 
     if args.warmup_secs > 0 {
-        healthz_load(api, &phase("warm-up", Duration::from_secs(args.warmup_secs), false), &tokens).await?;
+        healthz_load(&endpoint, &phase("warm-up", Duration::from_secs(args.warmup_secs), false), &tokens).await?;
     }
     eprintln!("bench: baseline: {} clients on GET /healthz for {} s", args.clients, args.duration_secs);
     let cpu = CpuSample::take(server_pid);
-    let baseline = healthz_load(api, &phase("baseline", duration, true), &tokens).await?;
+    let baseline = healthz_load(&endpoint, &phase("baseline", duration, true), &tokens).await?;
     let cpu_baseline = cpu.since(server_pid);
     eprintln!("bench: storm: {} clients buying sale {} for {} s", args.clients, fixture.sale_id, args.duration_secs);
     let storm_phase = Phase { stock: Some(args.stock), ..phase("storm", duration, true) };
     let cpu = CpuSample::take(server_pid);
-    let storm = purchase_load(api, &storm_phase, &fixture.sale_id, &tokens).await?;
+    let storm = purchase_load(&endpoint, &storm_phase, &fixture.sale_id, &tokens).await?;
     let cpu_storm = cpu.since(server_pid);
 
     eprintln!("bench: verifying {} accepted purchases", storm.accepted.len());
