@@ -29,6 +29,12 @@ const HEADER_BYTES: usize = 12;
 const HEADER: u64 = HEADER_BYTES as u64;
 /// Bytes one group write gathers at most.
 const GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// How long a busy journal waits for more appends before it syncs a group (PostgreSQL's
+/// `commit_delay`, MySQL's `binlog_group_commit_sync_delay`): it stops waiting once as many
+/// appends as the last group carried have come. On this project's 2-core VM an fdatasync
+/// costs ~0.15 ms, so without a wait 64 buyers shared ~2,600 syncs a second, ~8 per sync,
+/// and each sync is a VM exit plus two context switches.
+const GATHER: Duration = Duration::from_micros(500);
 
 /// A place in the journal: a segment and a byte offset in it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -393,18 +399,26 @@ struct Appender {
 
 impl Appender {
     fn run(mut self, rx: &mpsc::Receiver<Append>) {
+        // How many appends the last group carried: a busy journal waits a little for as many
+        // again before it syncs; a lone caller does not wait at all.
+        let mut last = 0usize;
         while let Ok(first) = rx.recv() {
+            let deadline = std::time::Instant::now() + if last > 1 { GATHER } else { Duration::ZERO };
             let mut group = vec![first];
             let mut bytes = group[0].frame.len();
             while bytes < GROUP_BYTES {
-                match rx.try_recv() {
-                    Ok(a) => {
-                        bytes += a.frame.len();
-                        group.push(a);
+                let next = match rx.try_recv() {
+                    Ok(a) => Some(a),
+                    Err(mpsc::TryRecvError::Empty) if group.len() < last => {
+                        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).ok()
                     }
-                    Err(_) => break,
-                }
+                    Err(_) => None,
+                };
+                let Some(a) = next else { break };
+                bytes += a.frame.len();
+                group.push(a);
             }
+            last = group.len();
             let result = if self.shared.failed.load(Ordering::Acquire) {
                 Err(std::io::Error::other("the journal failed a write earlier"))
             } else {

@@ -32,7 +32,18 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
+    /// Tokens already verified, by their exact text, with their expiry: a buyer sends the same
+    /// token with every request, and decoding and checking it (base64, JSON, HMAC) cost more
+    /// than the rest of a refused purchase. A hit still checks the expiry; an entry is
+    /// forgotten after [`VERIFIED_FOR`] or when the cache is full. Tokens are not revocable
+    /// (they are checked from the key alone), so remembering a verdict changes no answer.
+    verified: moka::sync::Cache<Box<str>, (Caller, u64)>,
 }
+
+/// How long a verified token is remembered before it is verified again.
+const VERIFIED_FOR: Duration = Duration::from_secs(60);
+/// Verified tokens remembered at most.
+const VERIFIED_MAX: u64 = 100_000;
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +66,7 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(&bytes),
             validation,
             ttl,
+            verified: moka::sync::Cache::builder().max_capacity(VERIFIED_MAX).time_to_live(VERIFIED_FOR).build(),
         })
     }
 
@@ -78,16 +90,23 @@ impl TokenKeys {
 
     /// The caller a token stands for, if its signature and expiry check out.
     pub fn verify(&self, token: &str) -> Option<Caller> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        if let Some((caller, exp)) = self.verified.get(token) {
+            // The same rule as the full check: expired once `exp` is more than the leeway past.
+            return (exp.saturating_add(self.validation.leeway) >= now).then_some(caller);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let c = data.claims;
-        Some(Caller {
+        let caller = Caller {
             id: UserId::parse(&c.sub).ok()?,
             role: c.role,
             merchant: match c.mid {
                 Some(m) => Some(MerchantId::parse(&m).ok()?),
                 None => None,
             },
-        })
+        };
+        self.verified.insert(token.into(), (caller, c.exp));
+        Some(caller)
     }
 }
 
@@ -170,5 +189,22 @@ mod tests {
         let claims = Claims { sub: "7".into(), role: Role::Admin, mid: None, iat: 1, exp: 2 };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).unwrap();
         assert!(a.verify(&token).is_none());
+    }
+
+    #[test]
+    fn a_remembered_token_answers_as_before_and_expires_on_time() {
+        let a = keys("a-secret-that-is-at-least-32-bytes-long");
+        let token = a.issue(UserId::new(7).unwrap(), Role::User, None).unwrap();
+        let first = a.verify(&token).unwrap();
+        let again = a.verify(&token).unwrap();
+        assert_eq!((first.id, first.role), (again.id, again.role));
+        // A verdict remembered for a token whose expiry has since passed is not used.
+        let claims = Claims { sub: "8".into(), role: Role::User, mid: None, iat: 1, exp: 2 };
+        let stale = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).unwrap();
+        a.verified.insert(stale.as_str().into(), (first, 2));
+        assert!(a.verify(&stale).is_none());
+        // Nor does the cache let another key's token in.
+        let b = keys("b-secret-that-is-at-least-32-bytes-long");
+        assert!(b.verify(&token).is_none());
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! In order, cheapest first, each refusal counted in `flashback_flash_admission_total{reason}`:
 //! global rate → per-sale rate → per-buyer rate → per-IP rate (all per instance) → the
-//! cluster-wide global and per-sale rates (in Redis, when configured) → the sale's window →
-//! the purchase token (when the sale requires one) → the local sold-out flag → the engine
+//! cluster-wide global and per-sale rates (in Redis, when configured) → the local sold-out
+//! flag → the sale's window → the purchase token (when the sale requires one) → the engine
 //! (limit, stock, durability). Only a durable reservation is answered `202` with its ticket.
 
 use std::net::IpAddr;
@@ -11,8 +11,10 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use flashback_core::{SaleId, UserId};
 use flashback_store::{FlashReservation, FlashSale, ReservationStatus, SaleState};
@@ -36,6 +38,19 @@ use crate::trade::now_ms;
 
 /// Header carrying a purchase token, for sales that require one.
 pub const TOKEN_HEADER: &str = "x-purchase-token";
+
+/// The purchase token header's value, if sent (read alone: axum's `HeaderMap` extractor copies
+/// every header of every purchase).
+#[derive(Debug)]
+pub struct PurchaseToken(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PurchaseToken {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(TOKEN_HEADER).cloned()))
+    }
+}
 
 /// The funnel's limiters, the sold-out flags and the engine.
 #[derive(Debug)]
@@ -179,7 +194,7 @@ pub async fn purchase(
     caller: Caller,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    PurchaseToken(token): PurchaseToken,
     body: Bytes,
 ) -> Result<impl IntoResponse, Problem> {
     let flash = &state.flash;
@@ -209,6 +224,10 @@ pub async fn purchase(
             }
         }
     }
+    // Before the body and the sale are read: once sold out, most attempts end here.
+    if flash.sold_out.contains_key(&sale_id) {
+        return Err(refuse(&state, "sold_out", sold_out()));
+    }
     let quantity = if body.is_empty() {
         1
     } else {
@@ -230,7 +249,7 @@ pub async fn purchase(
         return Err(refuse(&state, "ended", Problem::new(StatusCode::GONE, "sale_ended", "the sale has ended")));
     }
     if sale.require_token {
-        let given = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let given = token.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
         if !bool::from(flash.token(sale.id, caller.id).as_bytes().ct_eq(given.as_bytes())) {
             return Err(refuse(
                 &state,
@@ -245,9 +264,6 @@ pub async fn purchase(
     }
     if !(1..=sale.per_user_limit).contains(&quantity) {
         return Err(refuse(&state, "invalid", Problem::invalid(format!("quantity: 1 to {}", sale.per_user_limit))));
-    }
-    if flash.sold_out.contains_key(&sale.id) {
-        return Err(refuse(&state, "sold_out", sold_out()));
     }
     let reservation = FlashReservation {
         id: state.ids.write_ids().event,
