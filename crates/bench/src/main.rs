@@ -97,11 +97,13 @@ pub struct FlashSaleArgs {
     /// Unrecorded load against /healthz before the baseline (warms connections and the server).
     #[arg(long, default_value_t = 1)]
     pub warmup_secs: u64,
-    /// How long to wait for every accepted ticket to become an order.
+    /// How long verification waits while no accepted ticket becomes an order (it waits as
+    /// long as orders keep coming).
     #[arg(long, default_value_t = 60)]
     pub settle_timeout_secs: u64,
-    /// An existing deployment (e.g. http://127.0.0.1:8080) instead of a self-started server.
-    /// Its engine and limits are its own; the audit subprocess is skipped.
+    /// An existing deployment (e.g. http://127.0.0.1:8080) instead of a self-started server;
+    /// plain HTTP (the load clients speak HTTP/1.1 without TLS). Its engine and limits are its
+    /// own; the audit subprocess is skipped.
     #[arg(long, value_name = "URL")]
     pub target: Option<url::Url>,
     /// The flashback binary [default: next to this binary, else on PATH].

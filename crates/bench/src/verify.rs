@@ -26,7 +26,7 @@ const MAX_PROBLEMS: usize = 20;
 pub struct Verification {
     /// Tickets whose order exists (`ordered`).
     pub settled: usize,
-    /// Tickets still `queued` when the settle timeout ran out.
+    /// Tickets still `queued` when none had settled for the settle timeout.
     pub unsettled: usize,
     /// Accepted tickets that are 404, `released`, or never settled.
     pub lost_reservations: usize,
@@ -94,13 +94,16 @@ pub async fn verify(
     let started = Instant::now();
     let token = |buyer: usize| fixture.buyers[buyer].token.as_str();
 
-    // Every ticket until it is ordered, lost, or the time is up. Orders are made roughly in
-    // acceptance order, so a round stops at the first batch that is all still queued (sparing
-    // the server's order worker our polling); the last round, at the deadline, looks at all.
+    // Every ticket until it is ordered, lost, or no ticket has settled for `settle_timeout`
+    // (a storm of a million purchases takes minutes to become orders; a stuck worker does not
+    // make progress). Orders are made roughly in acceptance order, so a round stops at the
+    // first batch that is all still queued (sparing the server's order worker our polling);
+    // the last round, at the deadline, looks at all.
     let mut pending: Vec<&Accepted> = accepted.iter().collect();
     let mut orders: Vec<(&Accepted, String)> = Vec::with_capacity(accepted.len());
+    let mut last_progress = Instant::now();
     while !pending.is_empty() {
-        let last_round = started.elapsed() > settle_timeout;
+        let last_round = last_progress.elapsed() > settle_timeout;
         let mut still = Vec::new();
         let mut batches = pending.chunks(CONCURRENCY);
         for batch in batches.by_ref() {
@@ -122,7 +125,9 @@ pub async fn verify(
                     }
                 }
             }
-            if !progressed && !last_round {
+            if progressed {
+                last_progress = Instant::now();
+            } else if !last_round {
                 break;
             }
         }
@@ -132,7 +137,7 @@ pub async fn verify(
             if last_round {
                 v.unsettled = pending.len();
                 v.lost_reservations += pending.len();
-                v.problem(format!("{} tickets still queued after {settle_timeout:?}", pending.len()));
+                v.problem(format!("{} tickets still queued, none settled for {settle_timeout:?}", pending.len()));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
