@@ -101,6 +101,21 @@ pub(crate) fn link(
     Ok(out)
 }
 
+/// Balance changes as the one JSON parameter of the balance upsert: `[[account, delta], …]`.
+pub(crate) fn changes_json(changes: &[(&str, i64)]) -> Result<String, LedgerError> {
+    serde_json::to_string(changes).map_err(|e| LedgerError::Unbalanced(format!("balance changes: {e}")))
+}
+
+/// The account and chain of a row the balance upsert returned, by the name it names.
+pub(crate) fn returned_chain(
+    deltas: &BTreeMap<String, (Account, i64)>,
+    (id, name, count, txn, seq): ChainRow,
+) -> Result<(Account, Chain), LedgerError> {
+    let (account, _) =
+        deltas.get(&name).ok_or_else(|| LedgerError::Unbalanced(format!("the database returned account {name}")))?;
+    Ok((*account, Chain::of(id, count, txn, seq)))
+}
+
 /// The new heads as the one JSON parameter of the head update: `[[id, count, txn, seq], …]`.
 pub(crate) fn heads_json(chains: &std::collections::HashMap<Account, Chain>) -> Result<String, LedgerError> {
     let heads: Vec<(i64, i64, i64, i32)> =
@@ -150,15 +165,12 @@ macro_rules! impl_ledger_store {
                     .collect();
                 let mut chains = std::collections::HashMap::with_capacity(deltas.len());
                 if !unguarded.is_empty() {
-                    let changes = serde_json::to_string(&unguarded)
-                        .map_err(|e| $crate::LedgerError::Unbalanced(format!("balance changes: {e}")))?;
+                    let changes = $crate::sql_ledger::changes_json(&unguarded)?;
                     let rows: Vec<$crate::sql_ledger::ChainRow> =
                         sqlx::query_as($add_balances).bind(at_ms).bind(changes).fetch_all(&mut **tx).await?;
-                    for (id, name, count, txn, seq) in rows {
-                        let (account, _) = deltas.get(&name).ok_or_else(|| {
-                            $crate::LedgerError::Unbalanced(format!("the database returned account {name}"))
-                        })?;
-                        chains.insert(*account, Chain::of(id, count, txn, seq));
+                    for row in rows {
+                        let (account, chain) = $crate::sql_ledger::returned_chain(&deltas, row)?;
+                        chains.insert(account, chain);
                     }
                 }
                 for (name, (account, delta)) in deltas {

@@ -21,7 +21,7 @@ use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
 use crate::ledger::{LedgerError, NewTxn, Posting};
-use crate::sql_ledger::{Chain, checked_unguarded, deltas, entry_rows, heads_json, link};
+use crate::sql_ledger::{Chain, changes_json, checked_unguarded, deltas, entry_rows, heads_json, link, returned_chain};
 use crate::sql_rebate::RowList;
 use crate::{Applied, RebateChange, RebateOrder, RebateReject, StoreError};
 
@@ -321,25 +321,19 @@ fn move_balances(
     at_ms: i64,
 ) -> Result<HashMap<Account, Chain>, LedgerError> {
     let changes: Vec<(&str, i64)> = deltas.iter().map(|(name, (_, delta))| (name.as_str(), *delta)).collect();
-    let changes =
-        serde_json::to_string(&changes).map_err(|e| LedgerError::Unbalanced(format!("balance changes: {e}")))?;
     let mut upsert = db.prepare(crate::sqlite::ADD_BALANCES).map_err(failed)?;
-    let mut rows = upsert.query(params![at_ms, changes]).map_err(failed)?;
+    let mut rows = upsert.query(params![at_ms, changes_json(&changes)?]).map_err(failed)?;
     let mut chains = HashMap::with_capacity(deltas.len());
     while let Some(r) = rows.next().map_err(failed)? {
-        let name: String = r.get(1).map_err(failed)?;
-        let (account, _) = deltas
-            .get(&name)
-            .ok_or_else(|| LedgerError::Unbalanced(format!("the database returned account {name}")))?;
-        chains.insert(
-            *account,
-            Chain::of(
-                r.get(0).map_err(failed)?,
-                r.get(2).map_err(failed)?,
-                r.get(3).map_err(failed)?,
-                r.get(4).map_err(failed)?,
-            ),
+        let row = (
+            r.get(0).map_err(failed)?,
+            r.get(1).map_err(failed)?,
+            r.get(2).map_err(failed)?,
+            r.get(3).map_err(failed)?,
+            r.get(4).map_err(failed)?,
         );
+        let (account, chain) = returned_chain(&deltas, row)?;
+        chains.insert(account, chain);
     }
     Ok(chains)
 }
