@@ -11,11 +11,12 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use anyhow::Context;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper::header::{HOST, HeaderValue};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -46,17 +47,17 @@ impl Endpoint {
         Ok(Self { addr, host, prefix: base.path().trim_end_matches('/').to_owned() })
     }
 
-    /// The absolute path of `path` (no leading slash) under the base URL.
-    pub fn path(&self, path: &str) -> String {
-        format!("{}/{path}", self.prefix)
+    /// The request target of `path` (no leading slash) under the base URL, parsed once.
+    pub fn path(&self, path: &str) -> anyhow::Result<Uri> {
+        let full = format!("{}/{path}", self.prefix);
+        full.parse().with_context(|| format!("{full:?} is not a request path"))
     }
 
     /// A request for `path` (from [`Endpoint::path`]) with `authorization` and an empty body.
-    pub fn request(&self, method: Method, path: &str, authorization: &HeaderValue) -> Request<Empty<Bytes>> {
+    pub fn request(&self, method: Method, path: &Uri, authorization: &HeaderValue) -> Request<Empty<Bytes>> {
         let mut req = Request::new(Empty::new());
         *req.method_mut() = method;
-        // A path checked when the script was built; a bad one fails the request, not the bench.
-        *req.uri_mut() = path.parse().unwrap_or_default();
+        *req.uri_mut() = path.clone();
         let headers = req.headers_mut();
         headers.insert(HOST, self.host.clone());
         headers.insert(hyper::header::AUTHORIZATION, authorization.clone());

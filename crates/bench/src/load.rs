@@ -1,6 +1,7 @@
 //! The client loop shared by the warm-up, the baseline and the storm: C tokio tasks, each on
-//! its own connection sending one request after another for a fixed time, each recording latency (an HDR histogram
-//! in microseconds) and the outcome; a progress line on stderr once a second.
+//! its own connection sending one request after another for a fixed time, each recording
+//! latency (an HDR histogram in microseconds) and the outcome; a progress line on stderr once
+//! a second.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

@@ -28,7 +28,7 @@ fn pick(seq: u64, n: usize) -> usize {
 struct AsBuyers {
     endpoint: Endpoint,
     method: Method,
-    path: String,
+    path: hyper::Uri,
     authorizations: Arc<Vec<HeaderValue>>,
     judge: fn(usize, StatusCode, &[u8]) -> Outcome,
 }
@@ -53,7 +53,7 @@ pub async fn healthz_load(
     let script = AsBuyers {
         endpoint: endpoint.clone(),
         method: Method::GET,
-        path: endpoint.path("healthz"),
+        path: endpoint.path("healthz")?,
         authorizations: Arc::clone(authorizations),
         judge: |_, status, body| if status == StatusCode::OK { Outcome::Ok } else { load::refusal(status, body) },
     };
@@ -67,8 +67,7 @@ pub async fn purchase_load(
     sale_id: &str,
     authorizations: &Arc<Vec<HeaderValue>>,
 ) -> anyhow::Result<PhaseResult> {
-    let path = endpoint.path(&format!("api/v1/flash-sales/{sale_id}/purchase"));
-    anyhow::ensure!(path.parse::<hyper::Uri>().is_ok(), "sale id {sale_id:?} does not make a path");
+    let path = endpoint.path(&format!("api/v1/flash-sales/{sale_id}/purchase"))?;
     let script = AsBuyers {
         endpoint: endpoint.clone(),
         method: Method::POST,

@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const HEADER_BYTES: usize = 12;
 const HEADER: u64 = HEADER_BYTES as u64;
@@ -403,14 +403,14 @@ impl Appender {
         // again before it syncs; a lone caller does not wait at all.
         let mut last = 0usize;
         while let Ok(first) = rx.recv() {
-            let deadline = std::time::Instant::now() + if last > 1 { GATHER } else { Duration::ZERO };
+            let deadline = Instant::now() + if last > 1 { GATHER } else { Duration::ZERO };
             let mut group = vec![first];
             let mut bytes = group[0].frame.len();
             while bytes < GROUP_BYTES {
                 let next = match rx.try_recv() {
                     Ok(a) => Some(a),
                     Err(mpsc::TryRecvError::Empty) if group.len() < last => {
-                        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).ok()
+                        rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
                     }
                     Err(_) => None,
                 };

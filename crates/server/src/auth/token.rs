@@ -90,9 +90,9 @@ impl TokenKeys {
 
     /// The caller a token stands for, if its signature and expiry check out.
     pub fn verify(&self, token: &str) -> Option<Caller> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
         if let Some((caller, exp)) = self.verified.get(token) {
             // The same rule as the full check: expired once `exp` is more than the leeway past.
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
             return (exp.saturating_add(self.validation.leeway) >= now).then_some(caller);
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;

@@ -11,8 +11,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::FromRequestParts;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
