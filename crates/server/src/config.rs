@@ -199,6 +199,11 @@ pub struct FlashSaleConfig {
     /// them does not take the CPU and disk that accepting purchases needs; after the storm the
     /// queue drains as fast as the shards take it.
     pub storm_orders_per_sec: u32,
+    /// Reservations per second the `memory` engine's importer moves from its journal into the
+    /// store at most while this instance is accepting purchases (0: no limit). Each is durable
+    /// in the journal already; the importer keeps ahead of the paced order worker and catches
+    /// up once the storm is over, or at once when the backlog nears its bound.
+    pub storm_imports_per_sec: u32,
     /// Purchase attempts per second one client IP may make.
     pub per_ip_per_sec: u32,
     /// How long before a sale's start purchase tokens are issued (sales that require them).
@@ -220,6 +225,7 @@ impl Default for FlashSaleConfig {
             per_user_per_sec: 5,
             order_concurrency: 4,
             storm_orders_per_sec: 1_000,
+            storm_imports_per_sec: 2_000,
             per_ip_per_sec: 200,
             token_window: Duration::from_secs(300),
             token_secret: None,

@@ -173,9 +173,11 @@ impl AppState {
                 None => crate::keys::key_file(&config.data_dir, "flash.key", "flash_sale.token_secret")?,
             };
             let engine: Arc<dyn Engine> = match (config.flash_sale.engine, &redis) {
-                (crate::config::FlashEngine::Memory, _) => MemoryEngine::start(Arc::clone(&store), &config.data_dir)
-                    .await
-                    .context("starting the memory flash-sale engine")?,
+                (crate::config::FlashEngine::Memory, _) => {
+                    MemoryEngine::start(Arc::clone(&store), &config.data_dir, config.flash_sale.storm_imports_per_sec)
+                        .await
+                        .context("starting the memory flash-sale engine")?
+                }
                 (crate::config::FlashEngine::Sql, _) => Arc::new(SqlEngine::new(Arc::clone(&store))),
                 (crate::config::FlashEngine::Redis, Some(r)) => RedisEngine::new(r.clone(), Arc::clone(&store), node)
                     .await

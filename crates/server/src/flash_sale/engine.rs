@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,6 +136,10 @@ pub struct MemoryEngine {
     journal: Option<Journal>,
     /// Accepted reservations the importer has not put in the store yet, by id.
     unrecorded: Mutex<HashMap<i64, FlashReservation>>,
+    /// Reservations accepted since start: a storm is on while this grows.
+    accepted: AtomicU64,
+    /// The importer's most reservations a second during a storm (0: no limit).
+    storm_pace: u32,
 }
 
 /// Accepted reservations waiting to be imported into the store; beyond this, purchases are
@@ -142,10 +147,24 @@ pub struct MemoryEngine {
 pub const MAX_UNRECORDED: usize = 1_000_000;
 /// Most reservations the importer writes to the store in one transaction.
 pub const IMPORT_BATCH: usize = 4_096;
+/// Unrecorded reservations beyond which the importer stops pacing itself during a storm and
+/// imports at full speed, so a long storm never reaches [`MAX_UNRECORDED`] for its pacing.
+pub const STORM_BACKLOG: usize = MAX_UNRECORDED / 4;
 /// The journal's segment size: at most this much is imported again after a restart.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// A reservation in the journal: id, sale, buyer, quantity, time (i64 little-endian each).
 const RECORD: usize = 40;
+
+/// The importer's next batch size and pace: while `storming` with fewer than
+/// [`STORM_BACKLOG`] waiting, batches of a tenth of `storm_pace` a second at that pace;
+/// otherwise whole batches as fast as the store takes them (pace 0).
+fn import_pace(storming: bool, storm_pace: u32, backlog: usize) -> (usize, u32) {
+    if storming && storm_pace > 0 && backlog < STORM_BACKLOG {
+        ((storm_pace as usize / 10).clamp(1, IMPORT_BATCH), storm_pace)
+    } else {
+        (IMPORT_BATCH, 0)
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -183,10 +202,11 @@ fn decode(payload: &[u8]) -> anyhow::Result<Vec<FlashReservation>> {
 }
 
 impl MemoryEngine {
-    /// An engine writing through `store`, with its journal under `data_dir`. Whatever the
+    /// An engine writing through `store`, with its journal under `data_dir`, importing at most
+    /// `storm_pace` reservations a second while purchases arrive (0: no limit). Whatever the
     /// journal holds from before (a crash, a kill) is put in the store before this returns, so
     /// books rebuilt from the store count every accepted reservation.
-    pub async fn start(store: Arc<dyn Store>, data_dir: &Path) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(store: Arc<dyn Store>, data_dir: &Path, storm_pace: u32) -> anyhow::Result<Arc<Self>> {
         let dir = data_dir.join("flash-journal");
         let journal = match Journal::open(&dir, "flash-journal", None, SEGMENT_BYTES)? {
             Some((journal, records)) => {
@@ -200,8 +220,15 @@ impl MemoryEngine {
                 None
             }
         };
-        let engine = Self { store, books: Mutex::new(HashMap::new()), journal, unrecorded: Mutex::new(HashMap::new()) };
-        while engine.import_once(Duration::ZERO).await?.is_some() {}
+        let engine = Self {
+            store,
+            books: Mutex::new(HashMap::new()),
+            journal,
+            unrecorded: Mutex::new(HashMap::new()),
+            accepted: AtomicU64::new(0),
+            storm_pace,
+        };
+        while engine.import_once(IMPORT_BATCH, Duration::ZERO).await?.is_some() {}
         Ok(Arc::new(engine))
     }
 
@@ -222,12 +249,12 @@ impl MemoryEngine {
         Ok(Arc::clone(lock(&self.books).entry(sale.id).or_insert_with(|| Arc::new(Mutex::new(book)))))
     }
 
-    /// Moves one batch of durable reservations from the journal into the store (idempotent by
-    /// id, so a batch imported again after a crash changes nothing). `None` when none came
-    /// within `wait`.
-    async fn import_once(&self, wait: Duration) -> anyhow::Result<Option<usize>> {
+    /// Moves one batch of up to about `max` durable reservations from the journal into the
+    /// store (idempotent by id, so a batch imported again after a crash changes nothing).
+    /// `None` when none came within `wait`.
+    async fn import_once(&self, max: usize, wait: Duration) -> anyhow::Result<Option<usize>> {
         let Some(journal) = &self.journal else { return Ok(None) };
-        let Some(frames) = journal.read(IMPORT_BATCH, wait).await? else { return Ok(None) };
+        let Some(frames) = journal.read(max, wait).await? else { return Ok(None) };
         let stored = async {
             let mut rows = Vec::new();
             for payload in &frames.payloads {
@@ -263,24 +290,47 @@ impl MemoryEngine {
     }
 
     /// Imports until shutdown, then whatever is left.
+    ///
+    /// Peak shaving, as the order worker does: while purchases arrive (the accepted count grew
+    /// during the last batch) it imports at `storm_pace` ([`import_pace`]), leaving the CPU and
+    /// the disk to the purchases, which are durable in the journal already.
     async fn run_importer(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         if self.journal.is_none() {
             // Another process holds the journal: nothing is written here to import.
             return;
         }
+        let mut accepted = self.accepted.load(Ordering::Relaxed);
+        let mut storming = false;
         loop {
+            let backlog = lock(&self.unrecorded).len();
+            let paced = storming && !shutdown.is_cancelled();
+            let (max, pace) = import_pace(paced, self.storm_pace, backlog);
             let wait = if shutdown.is_cancelled() { Duration::ZERO } else { Duration::from_millis(200) };
-            match self.import_once(wait).await {
-                Ok(Some(_)) => {}
+            let started = tokio::time::Instant::now();
+            let rest = match self.import_once(max, wait).await {
+                Ok(Some(n)) => super::paced_rest(n, pace, started.elapsed()),
                 Ok(None) if shutdown.is_cancelled() => return,
-                Ok(None) => {}
+                Ok(None) => Duration::ZERO,
+                Err(e) if shutdown.is_cancelled() => {
+                    // Left in the journal: the next start imports it before selling anything.
+                    tracing::warn!(error = %e, "flash journal import failed at shutdown");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "flash journal import failed; will retry");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
+                    Duration::from_millis(500)
                 }
+            };
+            let now = self.accepted.load(Ordering::Relaxed);
+            storming = now != accepted;
+            accepted = now;
+            if rest.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                // Stop pacing, not importing: the loop drains the journal before it returns.
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(rest) => {}
             }
         }
     }
@@ -373,6 +423,7 @@ impl Engine for MemoryEngine {
             }
             return Err(Refusal::Unavailable(e.to_string()));
         }
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -386,5 +437,25 @@ impl Engine for MemoryEngine {
 
     fn background(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         vec![tokio::spawn(self.run_importer(shutdown))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_importer_follows_a_storm_at_its_pace_until_the_backlog_is_large() {
+        // A storm at 2,000 a second: batches of 200, one every tenth of a second.
+        assert_eq!(import_pace(true, 2_000, 10), (200, 2_000));
+        assert_eq!(crate::flash_sale::paced_rest(200, 2_000, Duration::from_millis(30)), Duration::from_millis(70));
+        // No storm, no pace, or a backlog near its bound: whole batches at full speed.
+        assert_eq!(import_pace(false, 2_000, 10), (IMPORT_BATCH, 0));
+        assert_eq!(import_pace(true, 0, 10), (IMPORT_BATCH, 0));
+        assert_eq!(import_pace(true, 2_000, STORM_BACKLOG), (IMPORT_BATCH, 0));
+        assert_eq!(crate::flash_sale::paced_rest(IMPORT_BATCH, 0, Duration::ZERO), Duration::ZERO);
+        // Tiny and huge paces still make batches of 1 to IMPORT_BATCH.
+        assert_eq!(import_pace(true, 5, 0).0, 1);
+        assert_eq!(import_pace(true, 1_000_000, 0).0, IMPORT_BATCH);
     }
 }

@@ -33,6 +33,16 @@ pub const VIEW_TTL: Duration = Duration::from_secs(1);
 /// The longest a sale may run.
 pub const MAX_DURATION_MS: i64 = 7 * 24 * 3600 * 1000;
 
+/// How much longer a paced worker rests after a step that did `done` items in `took`, so that
+/// its items take 1 / `per_sec` seconds each (`per_sec` 0: no pacing). The order worker and
+/// the `memory` engine's importer both follow a storm at their pace this way (peak shaving).
+pub(crate) fn paced_rest(done: usize, per_sec: u32, took: Duration) -> Duration {
+    if per_sec == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(done as f64 / f64::from(per_sec)).saturating_sub(took)
+}
+
 /// The public views of sales, each cached for [`VIEW_TTL`].
 pub type SaleViews = moka::future::Cache<SaleId, SaleView>;
 

@@ -170,8 +170,7 @@ fn pause(made: usize, storming: bool, pace: u32, took: Duration) -> Duration {
     if !storming || pace == 0 {
         return rest;
     }
-    let share = Duration::from_secs_f64(made as f64 / f64::from(pace));
-    rest.max(share.saturating_sub(took))
+    rest.max(super::paced_rest(made, pace, took))
 }
 
 #[cfg(test)]

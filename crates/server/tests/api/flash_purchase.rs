@@ -258,7 +258,7 @@ async fn reservations_only_in_the_memory_journal_survive_a_crash_and_count_in_th
     let store = flashback_store::open(&options).await.unwrap();
     let sale_id = id.parse().unwrap();
     let sale = store.flash_sale(sale_id).await.unwrap().unwrap();
-    let engine = MemoryEngine::start(Arc::clone(&store), dir.path()).await.unwrap();
+    let engine = MemoryEngine::start(Arc::clone(&store), dir.path(), 0).await.unwrap();
     let mut accepted = Vec::new();
     for n in 0..3 {
         let r = FlashReservation {
@@ -319,7 +319,7 @@ async fn an_unreadable_journal_record_stops_the_start_instead_of_being_skipped()
         journal.append(&record, 1).await.unwrap();
     }
     for _ in 0..2 {
-        let started = MemoryEngine::start(Arc::clone(&store), dir.path()).await;
+        let started = MemoryEngine::start(Arc::clone(&store), dir.path(), 0).await;
         let e = started.expect_err("an unreadable record must stop the start");
         assert!(format!("{e:#}").contains("quantity 0"), "{e:#}");
     }
