@@ -35,6 +35,8 @@ const GROUP_BYTES: usize = 16 * 1024 * 1024;
 /// costs ~0.15 ms, so without a wait 64 buyers shared ~2,600 syncs a second, ~8 per sync,
 /// and each sync is a VM exit plus two context switches.
 const GATHER: Duration = Duration::from_micros(500);
+/// How often a gathering journal looks for more appends.
+const GATHER_POLL: Duration = Duration::from_micros(100);
 
 /// A place in the journal: a segment and a byte offset in it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -245,7 +247,14 @@ impl Journal {
         });
         let file = OpenOptions::new().append(true).open(segment_path(dir, end.segment))?;
         let (tx, rx) = mpsc::channel();
-        let appender = Appender { dir: dir.to_owned(), end, file, segment_bytes, shared: shared.clone() };
+        let appender = Appender {
+            dir: dir.to_owned(),
+            end,
+            file,
+            segment_bytes,
+            shared: shared.clone(),
+            completer: Completer::spawn(),
+        };
         std::thread::Builder::new().name(label.into()).spawn(move || appender.run(&rx))?;
         tracing::info!(journal = label, dir = %dir.display(), records, "journal open");
         let journal = Self {
@@ -389,7 +398,35 @@ fn read_frames(
     Ok((reader, payloads))
 }
 
+/// A group's outcome, copied for each of its callers.
+type Outcome = Result<(), (std::io::ErrorKind, String)>;
+
+/// Tells a synced group's callers from a task on the async runtime: one cross-thread wake per
+/// group (this task's) instead of the appender thread waking each caller's task itself.
+struct Completer(tokio::sync::mpsc::UnboundedSender<(Vec<Append>, Outcome)>);
+
+impl Completer {
+    /// `None` outside a runtime (the appender then tells callers itself).
+    fn spawn() -> Option<Self> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Vec<Append>, Outcome)>();
+        runtime.spawn(async move {
+            while let Some((group, outcome)) = rx.recv().await {
+                tell(group, &outcome);
+            }
+        });
+        Some(Self(tx))
+    }
+}
+
+fn tell(group: Vec<Append>, outcome: &Outcome) {
+    for a in group {
+        let _ = a.done.send(outcome.clone().map_err(|(kind, e)| std::io::Error::new(kind, e)));
+    }
+}
+
 struct Appender {
+    completer: Option<Completer>,
     dir: PathBuf,
     end: Pos,
     file: File,
@@ -407,16 +444,22 @@ impl Appender {
             let mut group = vec![first];
             let mut bytes = group[0].frame.len();
             while bytes < GROUP_BYTES {
-                let next = match rx.try_recv() {
-                    Ok(a) => Some(a),
-                    Err(mpsc::TryRecvError::Empty) if group.len() < last => {
-                        rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+                match rx.try_recv() {
+                    Ok(a) => {
+                        bytes += a.frame.len();
+                        group.push(a);
                     }
-                    Err(_) => None,
-                };
-                let Some(a) = next else { break };
-                bytes += a.frame.len();
-                group.push(a);
+                    Err(mpsc::TryRecvError::Empty) if group.len() < last => {
+                        // Polled, not woken per append: a waiting receiver makes every send a
+                        // futex wake and a context switch of this thread.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        std::thread::sleep(left.min(GATHER_POLL));
+                    }
+                    Err(_) => break,
+                }
             }
             last = group.len();
             let result = if self.shared.failed.load(Ordering::Acquire) {
@@ -428,9 +471,15 @@ impl Appender {
                 Ok(()) => self.shared.notify.notify_one(),
                 Err(_) => self.shared.failed.store(true, Ordering::Release),
             }
-            for a in group {
-                let _ =
-                    a.done.send(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
+            let outcome = result.map_err(|e| (e.kind(), e.to_string()));
+            match &self.completer {
+                // The runtime is gone (shutting down): tell them from here.
+                Some(c) => {
+                    if let Err(tokio::sync::mpsc::error::SendError((group, outcome))) = c.0.send((group, outcome)) {
+                        tell(group, &outcome);
+                    }
+                }
+                None => tell(group, &outcome),
             }
         }
     }
