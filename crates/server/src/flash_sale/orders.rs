@@ -167,10 +167,7 @@ fn accepted_here(state: &AppState) -> u64 {
 /// enough that the pass's orders take 1 / `pace` seconds each (`pace` 0: no pacing).
 fn pause(made: usize, storming: bool, pace: u32, took: Duration) -> Duration {
     let rest = if made >= BATCH as usize { Duration::ZERO } else { Duration::from_millis(50) };
-    if !storming || pace == 0 {
-        return rest;
-    }
-    rest.max(super::paced_rest(made, pace, took))
+    if storming { rest.max(super::paced_rest(made, pace, took)) } else { rest }
 }
 
 #[cfg(test)]
