@@ -32,18 +32,28 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
-    /// Tokens already verified, by their exact text, with their expiry: a buyer sends the same
-    /// token with every request, and decoding and checking it (base64, JSON, HMAC) cost more
-    /// than the rest of a refused purchase. A hit still checks the expiry; an entry is
-    /// forgotten after [`VERIFIED_FOR`] or when the cache is full. Tokens are not revocable
-    /// (they are checked from the key alone), so remembering a verdict changes no answer.
-    verified: moka::sync::Cache<Box<str>, (Caller, u64)>,
+    /// Tokens already verified, by their exact text: a buyer sends the same token with every
+    /// request, and decoding and checking it (base64, JSON, HMAC) cost more than the rest of a
+    /// refused purchase. A hit still checks the expiry; a verdict older than [`VERIFIED_FOR`]
+    /// is checked again, and the least used are evicted when the cache is full. Tokens are
+    /// not revocable (they are checked from the key alone), so remembering a verdict changes
+    /// no answer.
+    verified: quick_cache::sync::Cache<Box<str>, Verdict>,
+}
+
+/// A remembered verification: who the token stands for, its expiry and when it was checked
+/// (Unix seconds).
+#[derive(Debug, Clone, Copy)]
+struct Verdict {
+    caller: Caller,
+    exp: u64,
+    checked_at: u64,
 }
 
 /// How long a verified token is remembered before it is verified again.
 const VERIFIED_FOR: Duration = Duration::from_secs(60);
 /// Verified tokens remembered at most.
-const VERIFIED_MAX: u64 = 100_000;
+const VERIFIED_MAX: usize = 100_000;
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,7 +76,7 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(&bytes),
             validation,
             ttl,
-            verified: moka::sync::Cache::builder().max_capacity(VERIFIED_MAX).time_to_live(VERIFIED_FOR).build(),
+            verified: quick_cache::sync::Cache::new(VERIFIED_MAX),
         })
     }
 
@@ -90,10 +100,12 @@ impl TokenKeys {
 
     /// The caller a token stands for, if its signature and expiry check out.
     pub fn verify(&self, token: &str) -> Option<Caller> {
-        if let Some((caller, exp)) = self.verified.get(token) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        if let Some(v) = self.verified.get(token)
+            && now.saturating_sub(v.checked_at) < VERIFIED_FOR.as_secs()
+        {
             // The same rule as the full check: expired once `exp` is more than the leeway past.
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-            return (exp.saturating_add(self.validation.leeway) >= now).then_some(caller);
+            return (v.exp.saturating_add(self.validation.leeway) >= now).then_some(v.caller);
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let c = data.claims;
@@ -105,7 +117,7 @@ impl TokenKeys {
                 None => None,
             },
         };
-        self.verified.insert(token.into(), (caller, c.exp));
+        self.verified.insert(token.into(), Verdict { caller, exp: c.exp, checked_at: now });
         Some(caller)
     }
 }
@@ -152,7 +164,7 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-fn unauthenticated(code: &'static str, detail: &str) -> Problem {
+fn unauthenticated(code: &'static str, detail: &'static str) -> Problem {
     Problem::new(StatusCode::UNAUTHORIZED, code, detail).challenge_bearer()
 }
 
@@ -201,8 +213,17 @@ mod tests {
         // A verdict remembered for a token whose expiry has since passed is not used.
         let claims = Claims { sub: "8".into(), role: Role::User, mid: None, iat: 1, exp: 2 };
         let stale = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &a.encoding).unwrap();
-        a.verified.insert(stale.as_str().into(), (first, 2));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        a.verified.insert(stale.as_str().into(), Verdict { caller: first, exp: 2, checked_at: now });
         assert!(a.verify(&stale).is_none());
+        // A verdict older than VERIFIED_FOR is checked again: this one, forged into the cache
+        // for a token that does not verify, is not believed once it is old.
+        let forged = "not.a.token";
+        a.verified.insert(forged.into(), Verdict { caller: first, exp: now + 3600, checked_at: now });
+        assert!(a.verify(forged).is_some(), "a fresh verdict is used as it stands");
+        let old = now - VERIFIED_FOR.as_secs();
+        a.verified.insert(forged.into(), Verdict { caller: first, exp: now + 3600, checked_at: old });
+        assert!(a.verify(forged).is_none());
         // Nor does the cache let another key's token in.
         let b = keys("b-secret-that-is-at-least-32-bytes-long");
         assert!(b.verify(&token).is_none());

@@ -61,7 +61,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(purchase::ticket))
 }
 
-fn invalid(detail: impl Into<String>) -> Problem {
+fn invalid(detail: impl Into<std::borrow::Cow<'static, str>>) -> Problem {
     Problem::invalid(detail)
 }
 

@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::http::Problem;
 use crate::http::extract::{Path, Query};
 
-fn bad_query(detail: impl Into<String>) -> Problem {
+fn bad_query(detail: impl Into<std::borrow::Cow<'static, str>>) -> Problem {
     Problem::bad_request("invalid_query", detail)
 }
 
