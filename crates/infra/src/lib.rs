@@ -4,6 +4,7 @@
 pub mod bus;
 pub mod cache;
 pub mod redis_conn;
+pub mod testing;
 
 pub use bus::{BusSettings, RabbitBus};
 pub use cache::{CacheMetrics, CacheSettings, Cached, ReadThroughCache, Source};

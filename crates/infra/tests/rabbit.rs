@@ -312,3 +312,48 @@ async fn a_relay_whose_connection_is_gone_connects_again_and_relays() {
     tokio::time::timeout(WAIT, sub.wait()).await.expect("consumer stops").expect("cleanly");
     tokio::time::timeout(WAIT, relay).await.expect("relay stops").expect("relay task");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_broker_drops_the_connection_work_queues_consumers_and_the_relay_carry_on() {
+    let Some((bus, _cleanup)) = broker(&["survivor", "survivor-work"]).await else { return };
+    let t = flashback_store::testing::sqlite().await;
+    let g = IdGenerator::new(15).expect("generator");
+    let cancel = CancellationToken::new();
+    let effects = Arc::new(Effects::default());
+    let queue = bus.work_queue("survivor-work", 10, 4).await.expect("work queue");
+    assert_eq!(queue.publish(b"one", 1).await.expect("publish"), flashback_infra::bus::Published::Stored);
+    let taken = queue.next(WAIT).await.expect("next").expect("a message");
+    assert_eq!(taken.payload, b"one");
+    let sub = bus.consume("survivor", &["#"], 4, 3, applying(&t.shards, &effects), cancel.clone());
+    let sub = sub.await.expect("consume");
+
+    flashback_infra::testing::drop_connections_at_broker(&bus.settings().exchange_prefix);
+    eventually("the bus to see its connection gone", async || !bus.is_connected()).await;
+    let ended = tokio::time::timeout(WAIT, sub.wait()).await.expect("the consumer ends with its channel");
+    assert!(ended.is_err(), "a consumer whose channel died ends with an error, to be started again");
+
+    // The message taken on the dead channel went back to the queue; settling it says so.
+    let stale = queue.ack(std::slice::from_ref(&taken.tag)).await;
+    assert!(matches!(stale, Err(flashback_infra::bus::BusError::ChannelClosed { .. })), "{stale:?}");
+    // The queue opens new channels on a new connection: publish, then both messages come.
+    assert_eq!(queue.publish(b"two", 1).await.expect("publish again"), flashback_infra::bus::Published::Stored);
+    assert!(bus.is_connected(), "connected again");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let item = queue.next(WAIT).await.expect("next").expect("a message before the wait ends");
+        queue.ack(std::slice::from_ref(&item.tag)).await.expect("ack on the new channel");
+        got.push(item.payload);
+    }
+    got.sort();
+    assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+    assert!(queue.next(Duration::from_millis(200)).await.expect("next").is_none(), "nothing more");
+
+    // A consumer started again, and the relay on the same bus, work as before.
+    let sub = bus.consume("survivor", &["#"], 4, 3, applying(&t.shards, &effects), cancel.clone());
+    let sub = sub.await.expect("consume again");
+    place_orders(&t, &g, 2).await;
+    assert_eq!(relay_all(&bus, &t).await, 2);
+    eventually("both events applied", async || effects.applied().len() == 2).await;
+    cancel.cancel();
+    tokio::time::timeout(WAIT, sub.wait()).await.expect("consumer stops").expect("cleanly");
+}

@@ -83,12 +83,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         checks.push(check("redis", "l2 cache".into(), redis.ping()).await);
     }
     if let Some(bus) = &state.bus {
-        let up = bus.is_connected();
-        checks.push(Check {
-            name: "rabbitmq",
-            status: if up { "up" } else { "down" },
-            detail: if up { "events".into() } else { "not connected".into() },
-        });
+        // Connects again if the broker dropped the connection, so an instance comes back into
+        // rotation by itself once the broker is back.
+        checks.push(check("rabbitmq", "events".into(), bus.ensure_connected()).await);
     }
     checks.extend(local("flash_journal", state.flash.engine.name(), state.flash.engine.readiness()));
     checks.extend(local("track_queue", state.track.queue.kind(), state.track.queue.readiness()));

@@ -81,6 +81,12 @@ impl std::fmt::Debug for BusSettings {
 /// the durable topic exchange `<prefix>.events` (routing key = event type) and the
 /// dead-letter fanout exchange `<prefix>.dead` feeding the durable queue `<prefix>.dead-letters`.
 ///
+/// The connection comes back by itself: when the broker restarts or drops it, the next call
+/// that needs it (a channel for a consumer or a work queue, the relay's publisher, the
+/// readiness check) connects again with the same settings and declares the topology again.
+/// Channels opened on the old connection are dead; their users open new ones (consumers are
+/// restarted by whoever started them, work queues reopen their channels on their next call).
+///
 /// Cloning is cheap; clones share the connection, which closes when the last clone goes.
 #[derive(Clone)]
 pub struct RabbitBus {
@@ -89,8 +95,23 @@ pub struct RabbitBus {
 
 struct Inner {
     settings: BusSettings,
+    /// The connection in use, replaced when it is found closed.
+    link: std::sync::Mutex<Arc<Link>>,
+    /// Held while connecting again, so that callers who find the connection gone together
+    /// make one new connection, not one each.
+    reconnecting: tokio::sync::Mutex<()>,
+}
+
+/// One AMQP connection and its publisher-confirm channel.
+struct Link {
     conn: Connection,
     publisher: Channel,
+}
+
+impl Link {
+    fn is_open(&self) -> bool {
+        self.conn.status().connected() && self.publisher.status().connected()
+    }
 }
 
 impl std::fmt::Debug for RabbitBus {
@@ -109,33 +130,75 @@ impl RabbitBus {
     /// Connects with explicit settings and declares the shared topology.
     pub async fn connect_with(settings: BusSettings) -> BusResult<Self> {
         settings.validate()?;
-        // `Connection::connect` runs lapin's I/O on the ambient Tokio runtime (lapin's `tokio`
-        // feature), so this must be called from within one.
-        let props = ConnectionProperties::default().with_connection_name("flashback".into());
-        let conn = timed("connect", settings.connect_timeout, Connection::connect(&settings.url, props)).await?;
-        let publisher = timed("open channel", settings.call_timeout, conn.create_channel()).await?;
-        timed("confirm select", settings.call_timeout, publisher.confirm_select(ConfirmSelectOptions::default()))
-            .await?;
-        let bus = Self { inner: Arc::new(Inner { settings, conn, publisher }) };
-        bus.declare_shared().await?;
+        let link = Self::open_link(&settings).await?;
+        let bus = Self {
+            inner: Arc::new(Inner {
+                settings,
+                link: std::sync::Mutex::new(Arc::new(link)),
+                reconnecting: tokio::sync::Mutex::new(()),
+            }),
+        };
         tracing::info!(bus.prefix = %bus.inner.settings.exchange_prefix, "connected to rabbitmq");
         Ok(bus)
     }
 
-    async fn declare_shared(&self) -> BusResult<()> {
-        let (ch, t) = (&self.inner.publisher, self.inner.settings.call_timeout);
+    /// A new connection with its publisher channel, the shared topology declared on it.
+    async fn open_link(settings: &BusSettings) -> BusResult<Link> {
+        // `Connection::connect` runs lapin's I/O on the ambient Tokio runtime (lapin's `tokio`
+        // feature), so this must be called from within one. The name (shown by the broker's
+        // tools) carries the prefix, so an operator can tell instances' connections apart.
+        let name = format!("flashback {}", settings.exchange_prefix);
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let conn = timed("connect", settings.connect_timeout, Connection::connect(&settings.url, props)).await?;
+        let publisher = timed("open channel", settings.call_timeout, conn.create_channel()).await?;
+        timed("confirm select", settings.call_timeout, publisher.confirm_select(ConfirmSelectOptions::default()))
+            .await?;
+        let link = Link { conn, publisher };
+        Self::declare_shared(settings, &link.publisher).await?;
+        Ok(link)
+    }
+
+    fn current(&self) -> Arc<Link> {
+        Arc::clone(&self.inner.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The connection, made again first if the one in use has closed.
+    async fn link(&self) -> BusResult<Arc<Link>> {
+        let link = self.current();
+        if link.is_open() {
+            return Ok(link);
+        }
+        let _one_at_a_time = self.inner.reconnecting.lock().await;
+        let link = self.current();
+        if link.is_open() {
+            return Ok(link); // another caller connected meanwhile
+        }
+        let fresh = Arc::new(Self::open_link(&self.inner.settings).await?);
+        *self.inner.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&fresh);
+        tracing::info!(bus.prefix = %self.inner.settings.exchange_prefix, "connected to rabbitmq again");
+        Ok(fresh)
+    }
+
+    /// Connects again if the connection has closed; `Ok` once it is open.
+    pub async fn ensure_connected(&self) -> BusResult<()> {
+        self.link().await.map(|_| ())
+    }
+
+    async fn declare_shared(settings: &BusSettings, ch: &Channel) -> BusResult<()> {
+        let t = settings.call_timeout;
+        let prefix = &settings.exchange_prefix;
         let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-        let events = self.events_exchange().into();
+        let events = events_exchange(prefix).into();
         timed("declare exchange", t, ch.exchange_declare(events, ExchangeKind::Topic, durable, FieldTable::default()))
             .await?;
-        let dead = self.dead_exchange();
+        let dead = dead_exchange(prefix);
         timed(
             "declare exchange",
             t,
             ch.exchange_declare(dead.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()),
         )
         .await?;
-        let letters = self.dead_letter_queue();
+        let letters = dead_letter_queue(prefix);
         timed(
             "declare queue",
             t,
@@ -154,17 +217,17 @@ impl RabbitBus {
 
     /// `<prefix>.events`, the topic exchange the relay publishes to.
     pub fn events_exchange(&self) -> String {
-        format!("{}.events", self.inner.settings.exchange_prefix)
+        events_exchange(&self.inner.settings.exchange_prefix)
     }
 
     /// `<prefix>.dead`, where rejected messages go.
     pub fn dead_exchange(&self) -> String {
-        format!("{}.dead", self.inner.settings.exchange_prefix)
+        dead_exchange(&self.inner.settings.exchange_prefix)
     }
 
     /// `<prefix>.dead-letters`, the queue holding every dead-lettered message.
     pub fn dead_letter_queue(&self) -> String {
-        format!("{}.dead-letters", self.inner.settings.exchange_prefix)
+        dead_letter_queue(&self.inner.settings.exchange_prefix)
     }
 
     /// `<prefix>.<name>`, the full name of a consumer's queue.
@@ -172,18 +235,21 @@ impl RabbitBus {
         format!("{}.{name}", self.inner.settings.exchange_prefix)
     }
 
-    /// Whether the connection and its publishing channel are still open.
+    /// Whether the connection and its publishing channel are open now (a closed connection is
+    /// made again by the next call that needs it, or by [`ensure_connected`](Self::ensure_connected)).
     pub fn is_connected(&self) -> bool {
-        self.inner.conn.status().connected() && self.inner.publisher.status().connected()
+        self.current().is_open()
     }
 
-    pub(crate) fn publisher(&self) -> &Channel {
-        &self.inner.publisher
+    /// The publisher-confirm channel, on a connection made again if it had closed.
+    pub(crate) async fn publisher(&self) -> BusResult<Channel> {
+        Ok(self.link().await?.publisher.clone())
     }
 
-    /// A new channel on the shared connection.
+    /// A new channel on the shared connection (made again if it had closed).
     pub(crate) async fn open_channel(&self) -> BusResult<Channel> {
-        timed("open channel", self.inner.settings.call_timeout, self.inner.conn.create_channel()).await
+        let link = self.link().await?;
+        timed("open channel", self.inner.settings.call_timeout, link.conn.create_channel()).await
     }
 
     /// Messages ready (not in flight to a consumer) in the queue with this full name.
@@ -212,8 +278,22 @@ impl RabbitBus {
         timed("close channel", t, ch.close(200, "OK".into())).await
     }
 
-    /// Closes the connection (every clone's), within the call timeout.
+    /// Closes the connection (every clone's), within the call timeout. A later call that needs
+    /// the connection opens a new one.
     pub async fn close(&self) -> BusResult<()> {
-        timed("close connection", self.inner.settings.call_timeout, self.inner.conn.close(200, "OK".into())).await
+        let link = self.current();
+        timed("close connection", self.inner.settings.call_timeout, link.conn.close(200, "OK".into())).await
     }
+}
+
+fn events_exchange(prefix: &str) -> String {
+    format!("{prefix}.events")
+}
+
+fn dead_exchange(prefix: &str) -> String {
+    format!("{prefix}.dead")
+}
+
+fn dead_letter_queue(prefix: &str) -> String {
+    format!("{prefix}.dead-letters")
 }

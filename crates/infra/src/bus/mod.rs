@@ -23,4 +23,4 @@ pub use consumer::Subscription;
 pub use dedupe::apply_once;
 pub use error::{BusError, BusResult};
 pub use message::{AGGREGATE_HEADER, ATTEMPT_HEADER, Delivery};
-pub use work_queue::{COUNT_HEADER, Published, WorkItem, WorkQueue};
+pub use work_queue::{COUNT_HEADER, Published, WorkItem, WorkQueue, WorkTag};

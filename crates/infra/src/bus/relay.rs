@@ -32,7 +32,7 @@ impl RabbitBus {
     /// the broker all the same. Marks nothing: [`relay_once`](Self::relay_once) does that.
     pub async fn publish_events(&self, events: &[OutboxEvent]) -> BusResult<()> {
         let settings = self.settings();
-        let channel = self.publisher();
+        let channel = self.publisher().await?;
         let exchange = self.events_exchange();
         let mut confirms = Vec::with_capacity(events.len());
         for event in events {
@@ -82,29 +82,21 @@ impl RabbitBus {
 
     /// Relays every shard until `cancel` fires: a round over all shards, then again at once if
     /// any shard had a full batch, otherwise after `interval`. After an error it waits with
-    /// exponential backoff (from `interval`, at least 100 ms, up to `max_backoff`); after a
-    /// broker error it also drops this connection and connects again with the same settings.
-    /// A shard whose store fails does not hold up the others within a round.
+    /// exponential backoff (from `interval`, at least 100 ms, up to `max_backoff`); a lost
+    /// connection is made again by the bus on the next round. A shard whose store fails does
+    /// not hold up the others within a round.
     pub fn spawn_relay(
         &self,
         shards: Vec<Arc<dyn OrderShard>>,
         interval: Duration,
         cancel: CancellationToken,
     ) -> JoinHandle<()> {
-        let first = self.clone();
+        let bus = self.clone();
         tokio::spawn(async move {
-            let settings = first.settings().clone();
-            let mut bus = Some(first);
+            let settings = bus.settings().clone();
             let mut failures: u32 = 0;
             while !cancel.is_cancelled() {
-                let outcome = match &bus {
-                    Some(b) => relay_round(b, &shards, settings.relay_batch, &cancel).await,
-                    None => RabbitBus::connect_with(settings.clone()).await.map(|b| {
-                        bus = Some(b);
-                        true
-                    }),
-                };
-                let pause = match outcome {
+                let pause = match relay_round(&bus, &shards, settings.relay_batch, &cancel).await {
                     Ok(true) => {
                         failures = 0;
                         continue;
@@ -116,9 +108,6 @@ impl RabbitBus {
                     Err(e) => {
                         failures = failures.saturating_add(1);
                         tracing::warn!(error = %e, relay.failures = failures, "outbox relay failed; will retry");
-                        if e.needs_reconnect() {
-                            bus = None;
-                        }
                         backoff(interval, settings.max_backoff, failures)
                     }
                 };

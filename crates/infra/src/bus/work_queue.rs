@@ -8,6 +8,12 @@
 //! RabbitMQ counts only *ready* messages against the bound: messages delivered to a consumer
 //! and not yet acked do not count. Queue arguments are fixed at declaration: to change the
 //! bound, delete the queue (or set a policy) — redeclaring with other arguments fails.
+//!
+//! A lost connection does not end the queue: a call that finds its channel closed opens a new
+//! one on the bus (which connects again), declaring the queue again and, for the consumer,
+//! subscribing again. Messages taken on the old channel and not yet acked go back to the queue
+//! when it closes, so settling them afterwards fails with [`BusError::ChannelClosed`]: they
+//! will be delivered again.
 
 use std::time::Duration;
 
@@ -16,8 +22,9 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
+
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Consumer};
+use lapin::{Acker, BasicProperties, Channel, Confirmation, Consumer};
 
 use super::connection::RabbitBus;
 use super::error::{BusError, BusResult, timed};
@@ -37,11 +44,16 @@ pub enum Published {
     Unroutable,
 }
 
+/// How to settle one message taken from a [`WorkQueue`]: bound to the channel it came on, so
+/// a message from a channel since closed is never confused with another on a newer channel.
+#[derive(Debug, Clone)]
+pub struct WorkTag(Acker);
+
 /// A message taken from a [`WorkQueue`], to be acked or nacked by its tag.
 #[derive(Debug)]
 pub struct WorkItem {
-    /// The delivery tag on the queue's consumer channel.
-    pub tag: u64,
+    /// Settles this message.
+    pub tag: WorkTag,
     /// The bytes published.
     pub payload: Vec<u8>,
     /// The item count given at publish ([`COUNT_HEADER`]); 1 when absent.
@@ -49,15 +61,18 @@ pub struct WorkItem {
 }
 
 /// A durable, bounded work queue named `<prefix>.<name>`, with its own confirm channel for
-/// publishing and a consumer channel with a prefetch. It starts consuming on the first
-/// [`next`](Self::next), so an instance that only publishes holds no messages back. Dropping
-/// it closes both channels, so whatever it took and did not ack goes back to the queue.
+/// publishing and a consumer channel with a prefetch, each opened again when found closed. It
+/// starts consuming on the first [`next`](Self::next), so an instance that only publishes
+/// holds no messages back. Dropping it closes both channels, so whatever it took and did not
+/// ack goes back to the queue.
 #[derive(Debug)]
 pub struct WorkQueue {
+    bus: RabbitBus,
     name: String,
-    publisher: Channel,
-    consumer_channel: Channel,
-    deliveries: tokio::sync::Mutex<Option<Consumer>>,
+    max_length: u32,
+    prefetch: u16,
+    publisher: tokio::sync::Mutex<Option<Channel>>,
+    consumer: tokio::sync::Mutex<Option<(Channel, Consumer)>>,
     call_timeout: Duration,
     confirm_timeout: Duration,
 }
@@ -68,33 +83,27 @@ fn short(s: &str) -> BusResult<ShortString> {
 
 impl RabbitBus {
     /// Declares the durable queue `<prefix>.<name>` holding at most `max_length` ready
-    /// messages (publishes beyond are nacked) and starts consuming it with `prefetch`
-    /// unacked messages at most.
+    /// messages (publishes beyond are nacked); it is consumed with `prefetch` unacked messages
+    /// at most, from the first [`WorkQueue::next`].
     pub async fn work_queue(&self, name: &str, max_length: u32, prefetch: u16) -> BusResult<WorkQueue> {
         if max_length == 0 || prefetch == 0 {
             return Err(BusError::Invalid("max_length and prefetch must be at least 1".into()));
         }
         let full = self.queue_name(name);
-        let queue = short(&full)?;
-        let t = self.settings().call_timeout;
-        let mut args = FieldTable::default();
-        args.insert("x-max-length".into(), AMQPValue::LongLongInt(i64::from(max_length)));
-        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-        let publisher = self.open_channel().await?;
-        timed("confirm select", t, publisher.confirm_select(ConfirmSelectOptions::default())).await?;
-        let declare = publisher.queue_declare(queue.clone(), QueueDeclareOptions::durable(), args);
-        timed("declare queue", t, declare).await?;
-        let consumer_channel = self.open_channel().await?;
-        timed("qos", t, consumer_channel.basic_qos(prefetch, BasicQosOptions::default())).await?;
-        tracing::info!(bus.queue = %full, max_length, prefetch, "work queue open");
-        Ok(WorkQueue {
+        short(&full)?;
+        let queue = WorkQueue {
+            bus: self.clone(),
             name: full,
-            publisher,
-            consumer_channel,
-            deliveries: tokio::sync::Mutex::new(None),
-            call_timeout: t,
+            max_length,
+            prefetch,
+            publisher: tokio::sync::Mutex::new(None),
+            consumer: tokio::sync::Mutex::new(None),
+            call_timeout: self.settings().call_timeout,
             confirm_timeout: self.settings().confirm_timeout,
-        })
+        };
+        queue.publisher().await?;
+        tracing::info!(bus.queue = %queue.name, max_length, prefetch, "work queue open");
+        Ok(queue)
     }
 }
 
@@ -104,6 +113,23 @@ impl WorkQueue {
         &self.name
     }
 
+    /// The publishing channel, opened (confirms on, the queue declared) if there is none open.
+    async fn publisher(&self) -> BusResult<Channel> {
+        let mut guard = self.publisher.lock().await;
+        if let Some(ch) = guard.as_ref().filter(|ch| ch.status().connected()) {
+            return Ok(ch.clone());
+        }
+        let t = self.call_timeout;
+        let ch = self.bus.open_channel().await?;
+        timed("confirm select", t, ch.confirm_select(ConfirmSelectOptions::default())).await?;
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), AMQPValue::LongLongInt(i64::from(self.max_length)));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        timed("declare queue", t, ch.queue_declare(short(&self.name)?, QueueDeclareOptions::durable(), args)).await?;
+        *guard = Some(ch.clone());
+        Ok(ch)
+    }
+
     /// Publishes one persistent message holding `items` items and waits for the broker's
     /// confirm (within the confirm timeout).
     pub async fn publish(&self, payload: &[u8], items: u64) -> BusResult<Published> {
@@ -111,7 +137,8 @@ impl WorkQueue {
         headers.insert(COUNT_HEADER.into(), AMQPValue::LongLongInt(i64::try_from(items).unwrap_or(i64::MAX)));
         let props = BasicProperties::default().with_delivery_mode(PERSISTENT).with_headers(headers);
         let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
-        let publish = self.publisher.basic_publish("".into(), short(&self.name)?, options, payload, props);
+        let publisher = self.publisher().await?;
+        let publish = publisher.basic_publish("".into(), short(&self.name)?, options, payload, props);
         let confirm = timed("publish", self.call_timeout, publish).await?;
         match timed("confirm", self.confirm_timeout, confirm).await? {
             Confirmation::Ack(None) => Ok(Published::Stored),
@@ -122,61 +149,81 @@ impl WorkQueue {
     }
 
     /// The next message, waiting up to `wait` (zero: only one already delivered); `None`
-    /// when none came.
+    /// when none came. Subscribes first if this queue has no open consumer channel.
     pub async fn next(&self, wait: Duration) -> BusResult<Option<WorkItem>> {
-        let mut guard = self.deliveries.lock().await;
-        let deliveries = match &mut *guard {
-            Some(d) => d,
-            None => {
-                let consume = self.consumer_channel.basic_consume(
-                    short(&self.name)?,
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                );
-                guard.insert(timed("consume", self.call_timeout, consume).await?)
-            }
-        };
+        let mut guard = self.consumer.lock().await;
+        if guard.as_ref().is_none_or(|(ch, _)| !ch.status().connected()) {
+            *guard = None;
+            // The queue is declared by the publisher channel; opening it first also makes a
+            // queue deleted under us again.
+            self.publisher().await?;
+            let t = self.call_timeout;
+            let ch = self.bus.open_channel().await?;
+            timed("qos", t, ch.basic_qos(self.prefetch, BasicQosOptions::default())).await?;
+            let consume =
+                ch.basic_consume(short(&self.name)?, "".into(), BasicConsumeOptions::default(), FieldTable::default());
+            let deliveries = timed("consume", t, consume).await?;
+            *guard = Some((ch, deliveries));
+        }
+        let Some((_, deliveries)) = guard.as_mut() else { return Ok(None) };
         let delivery = match tokio::time::timeout(wait, deliveries.next()).await {
             Err(_) => return Ok(None),
-            Ok(None) => return Err(BusError::ConsumerCancelled { queue: self.name.clone() }),
-            Ok(Some(d)) => d?,
+            Ok(None) => {
+                *guard = None;
+                return Err(BusError::ConsumerCancelled { queue: self.name.clone() });
+            }
+            Ok(Some(Err(e))) => {
+                *guard = None;
+                return Err(e.into());
+            }
+            Ok(Some(Ok(d))) => d,
         };
         let items = int_header(delivery.properties.headers().as_ref(), COUNT_HEADER).unwrap_or(1);
         Ok(Some(WorkItem {
-            tag: delivery.delivery_tag,
+            tag: WorkTag(delivery.acker),
             payload: delivery.data,
             items: u64::try_from(items).unwrap_or(1),
         }))
     }
 
-    /// Removes the messages with these tags for good.
-    pub async fn ack(&self, tags: &[u64]) -> BusResult<()> {
-        for &tag in tags {
-            timed("ack", self.call_timeout, self.consumer_channel.basic_ack(tag, BasicAckOptions::default())).await?;
-        }
-        Ok(())
+    /// Removes these messages for good. Those whose channel has closed since they were taken
+    /// are back in the queue already: the others are acked, then this fails with
+    /// [`BusError::ChannelClosed`].
+    pub async fn ack(&self, tags: &[WorkTag]) -> BusResult<()> {
+        self.settle(tags, |a| a.ack(BasicAckOptions::default())).await
     }
 
-    /// Hands the messages with these tags back to the queue (redelivered, to any consumer).
-    pub async fn nack(&self, tags: &[u64]) -> BusResult<()> {
+    /// Hands these messages back to the queue (redelivered, to any consumer); those whose
+    /// channel has closed are back already (and the call fails as [`ack`](Self::ack) does).
+    pub async fn nack(&self, tags: &[WorkTag]) -> BusResult<()> {
         let requeue = BasicNackOptions { requeue: true, multiple: false };
-        for &tag in tags {
-            timed("nack", self.call_timeout, self.consumer_channel.basic_nack(tag, requeue)).await?;
+        self.settle(tags, |a| a.nack(requeue)).await
+    }
+
+    async fn settle<'a, F, Fut>(&self, tags: &'a [WorkTag], how: F) -> BusResult<()>
+    where
+        F: Fn(&'a Acker) -> Fut,
+        Fut: Future<Output = lapin::Result<bool>>,
+    {
+        let mut gone = false;
+        for WorkTag(acker) in tags {
+            gone |= !timed("settle", self.call_timeout, how(acker)).await?;
         }
-        Ok(())
+        if gone { Err(BusError::ChannelClosed { queue: self.name.clone() }) } else { Ok(()) }
     }
 
     /// Messages ready in the queue (not counting those delivered and not yet acked).
     pub async fn ready(&self) -> BusResult<u32> {
         let passive = QueueDeclareOptions::default().passive();
-        let declare = self.publisher.queue_declare(short(&self.name)?, passive, FieldTable::default());
+        let publisher = self.publisher().await?;
+        let declare = publisher.queue_declare(short(&self.name)?, passive, FieldTable::default());
         Ok(timed("declare queue", self.call_timeout, declare).await?.message_count())
     }
 
     /// Deletes the queue, messages and all (tests, decommissioning).
     pub async fn delete(&self) -> BusResult<()> {
-        let delete = self.publisher.queue_delete(short(&self.name)?, QueueDeleteOptions::default());
+        let publisher = self.publisher().await?;
+        let delete = publisher.queue_delete(short(&self.name)?, QueueDeleteOptions::default());
         timed("delete queue", self.call_timeout, delete).await.map(|_| ())
     }
 }

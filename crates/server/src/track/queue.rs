@@ -33,8 +33,8 @@ pub enum Receipt {
     },
     /// Redis stream entry ids.
     Redis(Vec<String>),
-    /// RabbitMQ delivery tags.
-    Rabbit(Vec<u64>),
+    /// RabbitMQ deliveries, each bound to the channel it came on.
+    Rabbit(Vec<flashback_infra::bus::WorkTag>),
 }
 
 /// Events pulled from the queue, in the order pushed.

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flashback_infra::RabbitBus;
-use flashback_infra::bus::{Published, WorkItem, WorkQueue};
+use flashback_infra::bus::{Published, WorkItem, WorkQueue, WorkTag};
 use flashback_store::track::TrackEvent;
 
 use super::TrackConfig;
@@ -90,7 +90,7 @@ impl RabbitQueue {
     }
 
     /// Adds `item` to the pull, or drops it (acked, logged) when it cannot be read.
-    async fn take(&self, item: WorkItem, events: &mut Vec<TrackEvent>, tags: &mut Vec<u64>) -> anyhow::Result<()> {
+    async fn take(&self, item: WorkItem, events: &mut Vec<TrackEvent>, tags: &mut Vec<WorkTag>) -> anyhow::Result<()> {
         match decode(&item.payload) {
             Ok(batch) => {
                 self.seen(batch.len() as u64);
@@ -105,7 +105,7 @@ impl RabbitQueue {
         Ok(())
     }
 
-    fn settle(&self, pulled: &Pulled) -> Vec<u64> {
+    fn settle(&self, pulled: &Pulled) -> Vec<WorkTag> {
         let n = pulled.events.len() as u64;
         let _ = self.in_flight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| Some(b.saturating_sub(n)));
         match &pulled.receipt {

@@ -153,6 +153,54 @@ async fn orders_land_on_their_buyers_mariadb_shard_and_merge_back_in_listings() 
     two.shutdown().await;
 }
 
+/// Orders 3 of `product` as `buyer` on `on`, pays through `other`, ships and completes it;
+/// returns the order id.
+async fn buy_to_completion(
+    on: &TestApp,
+    other: &TestApp,
+    product: &str,
+    buyer: &str,
+    merchant: &str,
+    key: &str,
+) -> String {
+    let res = on
+        .client
+        .post(on.url("/api/v1/orders"))
+        .bearer_auth(buyer)
+        .header("idempotency-key", key)
+        .json(&json!({"lines": [{"product_id": product, "quantity": 3}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let pay: Value =
+        on.post(&format!("/api/v1/orders/{id}/payments"), Some(buyer), &json!({})).await.json().await.unwrap();
+    assert_eq!(other.post(pay["pay_url"].as_str().unwrap(), None, &json!({})).await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        other.post(&format!("/api/v1/orders/{id}/ship"), Some(merchant), &json!({})).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        on.post(&format!("/api/v1/orders/{id}/complete"), Some(buyer), &json!({})).await.status(),
+        StatusCode::OK
+    );
+    id
+}
+
+/// Waits (at most 15 s) until `buyer`'s points balance reads `balance` on `app`.
+async fn points_reach(app: &TestApp, buyer: &str, balance: i64) {
+    let started = Instant::now();
+    loop {
+        let points: Value = app.get_as("/api/v1/me/points", buyer).await.json().await.unwrap();
+        if points["balance"] == balance {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "points never reached {balance}: {points}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_rabbitmq_order_events_reach_their_consumers_once_across_instances() {
     let Some(b) = Backends::get(SUITE).await else { return };
@@ -171,36 +219,21 @@ async fn with_rabbitmq_order_events_reach_their_consumers_once_across_instances(
     let m = one.token_for("busshop", Role::Merchant).await;
     let p = one.product(&m, &cat, "BUS1", 10).await;
     let buyer = one.token_for("busbuyer", Role::User).await;
-    let res = one
-        .client
-        .post(one.url("/api/v1/orders"))
-        .bearer_auth(&buyer)
-        .header("idempotency-key", "bus-1")
-        .json(&json!({"lines": [{"product_id": p["id"], "quantity": 3}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let id = res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let pay: Value =
-        one.post(&format!("/api/v1/orders/{id}/payments"), Some(&buyer), &json!({})).await.json().await.unwrap();
-    assert_eq!(two.post(pay["pay_url"].as_str().unwrap(), None, &json!({})).await.status(), StatusCode::ACCEPTED);
-    assert_eq!(two.post(&format!("/api/v1/orders/{id}/ship"), Some(&m), &json!({})).await.status(), StatusCode::OK);
-    assert_eq!(
-        one.post(&format!("/api/v1/orders/{id}/complete"), Some(&buyer), &json!({})).await.status(),
-        StatusCode::OK
-    );
-
+    let product = p["id"].as_str().unwrap();
     // 3 × 1999 paid → 59 points, awarded by whichever instance consumed order.completed, once.
-    let started = Instant::now();
-    loop {
-        let points: Value = two.get_as("/api/v1/me/points", &buyer).await.json().await.unwrap();
-        if points["balance"] == 59 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "points never arrived: {points}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let id = buy_to_completion(&one, &two, product, &buyer, &m, "bus-1").await;
+    points_reach(&two, &buyer, 59).await;
+
+    // The broker drops every connection (a restart, a cut network): readiness connects again,
+    // the consumers are started again, and the next order's events arrive as before.
+    flashback_infra::testing::drop_connections_at_broker(&b.redis_prefix);
+    for app in [&one, &two] {
+        let ready: Value = app.get("/readyz").await.json().await.unwrap();
+        assert_eq!((&ready["checks"][2]["status"], &ready["status"]), (&json!("up"), &json!("ready")), "{ready}");
     }
+    buy_to_completion(&two, &one, product, &buyer, &m, "bus-2").await;
+    points_reach(&one, &buyer, 118).await;
+
     let order: flashback_core::OrderId = id.parse().unwrap();
     let shard = one.state.shards.for_order(order);
     let started = Instant::now();
@@ -210,10 +243,10 @@ async fn with_rabbitmq_order_events_reach_their_consumers_once_across_instances(
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let points: Value = one.get_as("/api/v1/me/points", &buyer).await.json().await.unwrap();
-    assert_eq!(points["balance"], 59, "awarded once, not once per instance");
+    assert_eq!(points["balance"], 118, "awarded once per order, not once per instance");
     let report = flashback_server::trade::audit::audit(&one.state).await.unwrap();
     assert!(report.violations.is_empty(), "{:?}", report.violations);
-    assert_eq!(report.stock[p["id"].as_str().unwrap()], (7, 0, 3));
+    assert_eq!(report.stock[product], (4, 0, 6));
 
     one.shutdown().await;
     two.shutdown().await;
