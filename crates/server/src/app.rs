@@ -63,6 +63,9 @@ pub fn router(state: AppState) -> Router {
     http::observe(all, state.metrics.clone())
 }
 
+/// How long background loops get to stop by themselves at shutdown before they are aborted.
+const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A built instance, bound to its address and ready to serve.
 #[derive(Debug)]
 pub struct App {
@@ -130,7 +133,11 @@ impl App {
                 tracing::warn!(grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "shutdown grace elapsed; abandoning requests in flight");
             }
         }
-        for task in background {
+        // Background loops watch the shutdown token: a moment to finish their round and give
+        // up their leases (so another instance takes the job at once), then they are stopped.
+        let stoppers: Vec<_> = background.iter().map(JoinHandle::abort_handle).collect();
+        let _ = tokio::time::timeout(BACKGROUND_GRACE, futures::future::join_all(background)).await;
+        for task in stoppers {
             task.abort();
         }
         state.store.close().await;

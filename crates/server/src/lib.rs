@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod journal;
 pub mod keys;
+pub mod lease;
 pub mod metrics;
 pub mod rebate;
 pub mod state;

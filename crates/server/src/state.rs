@@ -43,6 +43,8 @@ pub struct Services {
     pub trade: Arc<crate::trade::TradeRuntime>,
     /// Redis, when configured.
     pub redis: Option<RedisHandle>,
+    /// This instance's id for as long as it runs (a random UUID): who holds a lease.
+    pub instance: String,
     /// RabbitMQ, when configured (`events.amqp_url`).
     pub bus: Option<flashback_infra::bus::RabbitBus>,
     /// Id generation.
@@ -232,6 +234,7 @@ impl AppState {
             shards,
             trade,
             redis,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
             bus,
             ids,
             auth,

@@ -361,16 +361,22 @@ pub async fn rejects(State(state): State<AppState>, caller: Caller) -> Result<ax
     ))
 }
 
-/// Releases due holds every `rebate.sweep_interval_ms` until shutdown.
+/// Releases due holds and retries payouts every `rebate.sweep_interval_ms` until shutdown, on
+/// one instance of a cluster at a time (the `rebate-sweep` lease; see [`crate::lease`]).
 pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(state.config.rebate.sweep_interval.max(Duration::from_millis(10)));
+        let interval = state.config.rebate.sweep_interval.max(Duration::from_millis(10));
+        let lease = crate::lease::Lease::for_interval(state.redis.as_ref(), "rebate-sweep", &state.instance, interval);
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = state.shutdown.cancelled() => return,
+                () = state.shutdown.cancelled() => return lease.release().await,
                 _ = tick.tick() => {
+                    if !lease.hold().await {
+                        continue;
+                    }
                     match ingest::release_due(&state).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(rows = n, "rebate holds released"),

@@ -422,25 +422,40 @@ impl Connector {
     }
 }
 
-/// Polls the feeds every `rebate.taobao_poll_interval_ms` until shutdown.
+/// Polls the feeds every `rebate.taobao_poll_interval_ms` until shutdown, on one instance of
+/// a cluster at a time (the `taobao-poller` lease: the network's API quota is per app key,
+/// not per instance; see [`crate::lease`]).
 pub fn spawn_poller(state: &AppState, connector: Connector) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap_or_default();
-        let mut tick = tokio::time::interval(state.config.rebate.taobao_poll_interval);
+        let interval = state.config.rebate.taobao_poll_interval;
+        let lease = crate::lease::Lease::for_interval(state.redis.as_ref(), "taobao-poller", &state.instance, interval);
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = state.shutdown.cancelled() => return,
-                _ = tick.tick() => match connector.poll(&state, &client, crate::trade::now_ms()).await {
-                    Ok(r) if r.applied > 0 || r.rejected > 0 => tracing::info!(
-                        applied = r.applied, ignored = r.ignored, rejected = r.rejected, requests = r.requests,
-                        "taobao feeds polled"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "polling the taobao feeds failed; will retry"),
-                },
+                () = state.shutdown.cancelled() => return lease.release().await,
+                _ = tick.tick() => {
+                    if lease.hold().await {
+                        poll_round(&state, &connector, &client).await;
+                    }
+                }
             }
         }
     })
+}
+
+async fn poll_round(state: &AppState, connector: &Connector, client: &reqwest::Client) {
+    match connector.poll(state, client, crate::trade::now_ms()).await {
+        Ok(r) if r.applied > 0 || r.rejected > 0 => tracing::info!(
+            applied = r.applied,
+            ignored = r.ignored,
+            rejected = r.rejected,
+            requests = r.requests,
+            "taobao feeds polled"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "polling the taobao feeds failed; will retry"),
+    }
 }

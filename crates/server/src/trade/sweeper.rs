@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::lifecycle::apply;
 use super::{TradeError, now_ms};
 use crate::AppState;
+use crate::lease::Lease;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,16 +70,22 @@ pub async fn sweep(state: &AppState, orphan_after: std::time::Duration) -> Resul
     Ok(report)
 }
 
-/// Sweeps every `trade.sweep_interval_ms` until shutdown.
+/// Sweeps every `trade.sweep_interval_ms` until shutdown, on one instance of a cluster at a
+/// time (the `sweeper` lease; see [`crate::lease`]).
 pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(state.config.trade.sweep_interval);
+        let interval = state.config.trade.sweep_interval;
+        let lease = Lease::for_interval(state.redis.as_ref(), "sweeper", &state.instance, interval);
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = state.shutdown.cancelled() => return,
+                () = state.shutdown.cancelled() => return lease.release().await,
                 _ = tick.tick() => {
+                    if !lease.hold().await {
+                        continue;
+                    }
                     if let Err(e) = sweep_once(&state).await {
                         tracing::warn!(error = %e, "sweep failed; will retry");
                     }

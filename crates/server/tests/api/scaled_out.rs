@@ -278,3 +278,76 @@ async fn the_redis_flash_engine_never_oversells_across_two_instances_on_mariadb(
     let two = std::sync::Arc::new(TestApp::start(redis(d2.path(), 2), d2).await);
     crate::flash_purchase::crowd(vec![std::sync::Arc::clone(&one), std::sync::Arc::clone(&two)]).await;
 }
+
+/// Who holds the lease on `job` in this test's Redis, if anyone.
+fn lease_holder(b: &Backends, job: &str) -> Option<String> {
+    let client = redis::Client::open(b.redis_url.as_str()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("GET").arg(format!("{}:lease:{job}", b.redis_prefix)).query(&mut conn).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_at_a_time_sweeps_and_a_clean_stop_hands_the_job_over() {
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let (one, two) = two_instances(&b).await;
+    let started = Instant::now();
+    let holder = loop {
+        if let Some(h) = lease_holder(&b, "sweeper") {
+            break h;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no instance took the sweeper's lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (holding, other) = if holder == one.state.instance { (one, two) } else { (two, one) };
+    assert_eq!(holder, holding.state.instance, "the holder is one of the two instances");
+    // It keeps it round after round while it runs.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lease_holder(&b, "sweeper").as_deref(), Some(holding.state.instance.as_str()));
+
+    holding.shutdown().await;
+    let started = Instant::now();
+    while lease_holder(&b, "sweeper").as_deref() != Some(other.state.instance.as_str()) {
+        // Given up at shutdown, so the other instance takes it at its next round, well before
+        // the lease could have expired by itself.
+        assert!(started.elapsed() < Duration::from_secs(10), "the other instance never took the sweeper over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    other.shutdown().await;
+    assert_eq!(lease_holder(&b, "sweeper"), None, "given up at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_has_one_holder_until_it_is_given_up_or_expires() {
+    use flashback_server::lease::Lease;
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let redis =
+        flashback_infra::RedisHandle::connect(&b.redis_url, &b.redis_prefix, Duration::from_secs(1)).await.unwrap();
+    let (a, other) = (
+        Lease::new(Some(&redis), "job", "a", Duration::from_secs(30)),
+        Lease::new(Some(&redis), "job", "b", Duration::from_secs(30)),
+    );
+    assert!(a.hold().await, "a free lease is taken");
+    assert!(!other.hold().await, "and then held by one holder only");
+    assert!(a.hold().await, "its holder extends it");
+    other.release().await;
+    assert!(!other.hold().await, "someone else's release gives nothing up");
+    a.release().await;
+    assert!(other.hold().await, "given up, it is free for the next");
+    assert!(!a.hold().await);
+    other.release().await;
+
+    // A holder that stops extending (a crash) loses it after its time to live.
+    let (crashed, next) = (
+        Lease::new(Some(&redis), "short", "crashed", Duration::from_millis(300)),
+        Lease::new(Some(&redis), "short", "next", Duration::from_millis(300)),
+    );
+    assert!(crashed.hold().await);
+    assert!(!next.hold().await);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(next.hold().await, "taken over once expired");
+    next.release().await;
+
+    // Embedded, the one instance always holds it.
+    assert!(Lease::new(None, "job", "solo", Duration::from_secs(1)).hold().await);
+    assert_eq!(b.redis_keys(), Vec::<String>::new(), "nothing left behind");
+}

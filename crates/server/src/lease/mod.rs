@@ -1,0 +1,92 @@
+//! Leases for periodic work that one instance of a cluster should do at a time: the sweeper
+//! (unpaid-order expiry, ending sales), the rebate sweep (releasing holds, retrying payouts)
+//! and the affiliate-network poller.
+//!
+//! Every step of that work is conditional (compare-and-set on the row it changes; payouts are
+//! idempotent on the transfer number), so two instances doing it at once repeat each other's
+//! no-ops rather than doing harm. The lease is about cost: N instances sweeping every shard
+//! every second, or N pollers spending the affiliate network's API quota. Hence:
+//!
+//! - embedded (no Redis), the one instance always holds it;
+//! - with Redis, a key `<prefix>:lease:<job>` names the holder and expires after the lease's
+//!   time to live; the holder extends it each round and gives it up at shutdown, so another
+//!   instance takes over within one time to live of a crash, at once after a clean stop;
+//! - when Redis cannot answer, the instance does the work anyway (fails open, logged): safe for
+//!   the reason above, and better than no instance sweeping while Redis is away.
+
+use std::time::Duration;
+
+use flashback_infra::RedisHandle;
+use redis::Script;
+
+/// A lease on one job, for one instance.
+pub struct Lease {
+    redis: Option<RedisHandle>,
+    job: &'static str,
+    key: String,
+    holder: String,
+    ttl: Duration,
+    hold: Script,
+    release: Script,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("job", &self.job).field("holder", &self.holder).field("ttl", &self.ttl).finish()
+    }
+}
+
+impl Lease {
+    /// The lease on `job` for `holder` (an id unique to this instance), held `ttl` from each
+    /// round; on `redis` when given, else always held.
+    pub fn new(redis: Option<&RedisHandle>, job: &'static str, holder: &str, ttl: Duration) -> Self {
+        Self {
+            key: redis.map(|r| r.key(&format!("lease:{job}"))).unwrap_or_default(),
+            redis: redis.cloned(),
+            job,
+            holder: holder.to_owned(),
+            ttl: ttl.max(Duration::from_millis(1)),
+            hold: Script::new(include_str!("hold.lua")),
+            release: Script::new(include_str!("release.lua")),
+        }
+    }
+
+    /// The lease for a job run every `interval`: held three rounds, so a holder that misses a
+    /// round or two keeps it, and a crashed holder's job waits at most three rounds (at least
+    /// five seconds).
+    pub fn for_interval(redis: Option<&RedisHandle>, job: &'static str, holder: &str, interval: Duration) -> Self {
+        Self::new(redis, job, holder, interval.saturating_mul(3).max(Duration::from_secs(5)))
+    }
+
+    /// Whether this instance should do the job's round now: takes the lease if it is free,
+    /// extends it if this instance holds it. `true` when Redis cannot answer (see the module).
+    pub async fn hold(&self) -> bool {
+        let Some(redis) = &self.redis else { return true };
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut c = redis.conn();
+        let mut call = self.hold.key(&self.key);
+        call.arg(&self.holder).arg(ttl_ms);
+        match tokio::time::timeout(redis.timeout(), call.invoke_async::<i64>(&mut c)).await {
+            Ok(Ok(held)) => held == 1,
+            Ok(Err(e)) => {
+                tracing::warn!(lease.job = self.job, error = %e, "lease unavailable; doing the job anyway");
+                true
+            }
+            Err(_) => {
+                tracing::warn!(lease.job = self.job, "lease timed out; doing the job anyway");
+                true
+            }
+        }
+    }
+
+    /// Gives the lease up if this instance holds it, so another takes the job at once.
+    pub async fn release(&self) {
+        let Some(redis) = &self.redis else { return };
+        let mut c = redis.conn();
+        let mut call = self.release.key(&self.key);
+        call.arg(&self.holder);
+        if let Ok(Err(e)) = tokio::time::timeout(redis.timeout(), call.invoke_async::<i64>(&mut c)).await {
+            tracing::warn!(lease.job = self.job, error = %e, "could not give the lease up; it expires by itself");
+        }
+    }
+}
