@@ -30,6 +30,11 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabel {
+    pub job: &'static str,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// All metrics of one instance.
@@ -63,6 +68,8 @@ pub struct Metrics {
     pub track_written: Counter,
     /// Tracking events queued and not yet written.
     pub track_backlog: Gauge,
+    /// 1 while this instance holds the lease on a job (see `crate::lease`), else 0.
+    pub leases_held: Family<JobLabel, Gauge>,
     /// Cache counters, shared with the caches.
     pub cache: CacheMetrics,
 }
@@ -125,6 +132,12 @@ impl Metrics {
             "Tracking events queued and not yet written",
             track_backlog.clone(),
         );
+        let leases_held = Family::<JobLabel, Gauge>::default();
+        registry.register(
+            "flashback_lease_held",
+            "1 while this instance holds the lease on a periodic job (sweeper, rebate-sweep, taobao-poller)",
+            leases_held.clone(),
+        );
         let cache = CacheMetrics::register(&mut registry);
         Self {
             registry,
@@ -141,6 +154,7 @@ impl Metrics {
             track_events,
             track_written,
             track_backlog,
+            leases_held,
             cache,
         }
     }

@@ -17,7 +17,11 @@
 use std::time::Duration;
 
 use flashback_infra::RedisHandle;
+use prometheus_client::metrics::gauge::Gauge;
 use redis::Script;
+
+use crate::AppState;
+use crate::metrics::JobLabel;
 
 /// A lease on one job, for one instance.
 pub struct Lease {
@@ -28,6 +32,8 @@ pub struct Lease {
     ttl: Duration,
     hold: Script,
     release: Script,
+    /// `flashback_lease_held{job}`, when the lease reports to an instance's metrics.
+    held: Option<Gauge>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -48,7 +54,16 @@ impl Lease {
             ttl: ttl.max(Duration::from_millis(1)),
             hold: Script::new(include_str!("hold.lua")),
             release: Script::new(include_str!("release.lua")),
+            held: None,
         }
+    }
+
+    /// The lease on `job`, run every `interval`, for this instance: on its Redis if any, held
+    /// by its id, reported as `flashback_lease_held{job}`.
+    pub fn of(state: &AppState, job: &'static str, interval: Duration) -> Self {
+        let mut lease = Self::for_interval(state.redis.as_ref(), job, &state.instance, interval);
+        lease.held = Some(state.metrics.leases_held.get_or_create(&JobLabel { job }).clone());
+        lease
     }
 
     /// The lease for a job run every `interval`: held three rounds, so a holder that misses a
@@ -61,6 +76,14 @@ impl Lease {
     /// Whether this instance should do the job's round now: takes the lease if it is free,
     /// extends it if this instance holds it. `true` when Redis cannot answer (see the module).
     pub async fn hold(&self) -> bool {
+        let held = self.ask().await;
+        if let Some(g) = &self.held {
+            g.set(i64::from(held));
+        }
+        held
+    }
+
+    async fn ask(&self) -> bool {
         let Some(redis) = &self.redis else { return true };
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut c = redis.conn();
@@ -81,6 +104,9 @@ impl Lease {
 
     /// Gives the lease up if this instance holds it, so another takes the job at once.
     pub async fn release(&self) {
+        if let Some(g) = &self.held {
+            g.set(0);
+        }
         let Some(redis) = &self.redis else { return };
         let mut c = redis.conn();
         let mut call = self.release.key(&self.key);

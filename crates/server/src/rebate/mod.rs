@@ -367,7 +367,7 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let interval = state.config.rebate.sweep_interval.max(Duration::from_millis(10));
-        let lease = crate::lease::Lease::for_interval(state.redis.as_ref(), "rebate-sweep", &state.instance, interval);
+        let lease = crate::lease::Lease::of(&state, "rebate-sweep", interval);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

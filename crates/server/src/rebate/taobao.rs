@@ -430,7 +430,7 @@ pub fn spawn_poller(state: &AppState, connector: Connector) -> tokio::task::Join
     tokio::spawn(async move {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap_or_default();
         let interval = state.config.rebate.taobao_poll_interval;
-        let lease = crate::lease::Lease::for_interval(state.redis.as_ref(), "taobao-poller", &state.instance, interval);
+        let lease = crate::lease::Lease::of(&state, "taobao-poller", interval);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -76,7 +76,7 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let interval = state.config.trade.sweep_interval;
-        let lease = Lease::for_interval(state.redis.as_ref(), "sweeper", &state.instance, interval);
+        let lease = Lease::of(&state, "sweeper", interval);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

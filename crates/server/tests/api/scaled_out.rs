@@ -300,9 +300,14 @@ async fn one_instance_at_a_time_sweeps_and_a_clean_stop_hands_the_job_over() {
     };
     let (holding, other) = if holder == one.state.instance { (one, two) } else { (two, one) };
     assert_eq!(holder, holding.state.instance, "the holder is one of the two instances");
-    // It keeps it round after round while it runs.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It keeps it round after round while it runs, and each instance's metrics say which.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(lease_holder(&b, "sweeper").as_deref(), Some(holding.state.instance.as_str()));
+    for (app, held) in [(&holding, 1), (&other, 0)] {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        let line = format!("flashback_lease_held{{job=\"sweeper\"}} {held}");
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
+    }
 
     holding.shutdown().await;
     let started = Instant::now();
