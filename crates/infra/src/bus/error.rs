@@ -47,9 +47,10 @@ pub enum BusError {
 }
 
 impl BusError {
-    /// Whether the connection should be thrown away and made again: anything but a store
-    /// failure or bad settings may have left the connection or its channels unusable.
-    pub fn needs_reconnect(&self) -> bool {
+    /// Whether the broker side failed (the connection, a channel, the broker's answer): anything
+    /// but a store failure or bad settings. The bus connects again by itself when the
+    /// connection is found closed; this tells a caller to stop talking to the broker for now.
+    pub fn is_broker_failure(&self) -> bool {
         !matches!(self, BusError::Store(_) | BusError::Invalid(_))
     }
 }

@@ -135,7 +135,7 @@ async fn relay_round(
         }
         match bus.relay_once(shard.as_ref(), batch).await {
             Ok(n) => busy |= u32::try_from(n).map_or(true, |n| n >= batch),
-            Err(e) if e.needs_reconnect() => return Err(e),
+            Err(e) if e.is_broker_failure() => return Err(e),
             Err(e) => {
                 store_error.get_or_insert(e);
             }

@@ -25,9 +25,9 @@ use crate::metrics::JobLabel;
 
 /// A lease on one job, for one instance.
 pub struct Lease {
-    redis: Option<RedisHandle>,
+    /// Redis and the lease's key there; `None` embedded (always held).
+    redis: Option<(RedisHandle, String)>,
     job: &'static str,
-    key: String,
     holder: String,
     ttl: Duration,
     hold: Script,
@@ -47,8 +47,7 @@ impl Lease {
     /// round; on `redis` when given, else always held.
     pub fn new(redis: Option<&RedisHandle>, job: &'static str, holder: &str, ttl: Duration) -> Self {
         Self {
-            key: redis.map(|r| r.key(&format!("lease:{job}"))).unwrap_or_default(),
-            redis: redis.cloned(),
+            redis: redis.map(|r| (r.clone(), r.key(&format!("lease:{job}")))),
             job,
             holder: holder.to_owned(),
             ttl: ttl.max(Duration::from_millis(1)),
@@ -59,18 +58,14 @@ impl Lease {
     }
 
     /// The lease on `job`, run every `interval`, for this instance: on its Redis if any, held
-    /// by its id, reported as `flashback_lease_held{job}`.
+    /// by its id for three rounds (so a holder that misses a round or two keeps it, and a
+    /// crashed holder's job waits at most three rounds, at least five seconds), reported as
+    /// `flashback_lease_held{job}`.
     pub fn of(state: &AppState, job: &'static str, interval: Duration) -> Self {
-        let mut lease = Self::for_interval(state.redis.as_ref(), job, &state.instance, interval);
+        let ttl = interval.saturating_mul(3).max(Duration::from_secs(5));
+        let mut lease = Self::new(state.redis.as_ref(), job, &state.instance, ttl);
         lease.held = Some(state.metrics.leases_held.get_or_create(&JobLabel { job }).clone());
         lease
-    }
-
-    /// The lease for a job run every `interval`: held three rounds, so a holder that misses a
-    /// round or two keeps it, and a crashed holder's job waits at most three rounds (at least
-    /// five seconds).
-    pub fn for_interval(redis: Option<&RedisHandle>, job: &'static str, holder: &str, interval: Duration) -> Self {
-        Self::new(redis, job, holder, interval.saturating_mul(3).max(Duration::from_secs(5)))
     }
 
     /// Whether this instance should do the job's round now: takes the lease if it is free,
@@ -84,10 +79,10 @@ impl Lease {
     }
 
     async fn ask(&self) -> bool {
-        let Some(redis) = &self.redis else { return true };
+        let Some((redis, key)) = &self.redis else { return true };
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut c = redis.conn();
-        let mut call = self.hold.key(&self.key);
+        let mut call = self.hold.key(key);
         call.arg(&self.holder).arg(ttl_ms);
         match tokio::time::timeout(redis.timeout(), call.invoke_async::<i64>(&mut c)).await {
             Ok(Ok(held)) => held == 1,
@@ -107,12 +102,60 @@ impl Lease {
         if let Some(g) = &self.held {
             g.set(0);
         }
-        let Some(redis) = &self.redis else { return };
+        let Some((redis, key)) = &self.redis else { return };
         let mut c = redis.conn();
-        let mut call = self.release.key(&self.key);
+        let mut call = self.release.key(key);
         call.arg(&self.holder);
         if let Ok(Err(e)) = tokio::time::timeout(redis.timeout(), call.invoke_async::<i64>(&mut c)).await {
             tracing::warn!(lease.job = self.job, error = %e, "could not give the lease up; it expires by itself");
+        }
+    }
+}
+
+/// The rounds of a periodic job leased on `job`: one every `interval`, skipping those when
+/// another instance holds the lease, until shutdown.
+///
+/// ```ignore
+/// let mut rounds = Rounds::new(&state, "sweeper", interval);
+/// while rounds.next().await {
+///     // this round's work
+/// }
+/// ```
+pub struct Rounds {
+    lease: Lease,
+    tick: tokio::time::Interval,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl std::fmt::Debug for Rounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rounds").field("lease", &self.lease).finish_non_exhaustive()
+    }
+}
+
+impl Rounds {
+    /// Rounds every `interval` under this instance's lease on `job` ([`Lease::of`]).
+    pub fn new(state: &AppState, job: &'static str, interval: Duration) -> Self {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { lease: Lease::of(state, job, interval), tick, shutdown: state.shutdown.clone() }
+    }
+
+    /// Waits for the next round this instance holds the lease for: `true` to do it, `false` at
+    /// shutdown (the lease given up by then).
+    pub async fn next(&mut self) -> bool {
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => {
+                    self.lease.release().await;
+                    return false;
+                }
+                _ = self.tick.tick() => {
+                    if self.lease.hold().await {
+                        return true;
+                    }
+                }
+            }
         }
     }
 }

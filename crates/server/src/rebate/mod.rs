@@ -367,25 +367,15 @@ pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let interval = state.config.rebate.sweep_interval.max(Duration::from_millis(10));
-        let lease = crate::lease::Lease::of(&state, "rebate-sweep", interval);
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = state.shutdown.cancelled() => return lease.release().await,
-                _ = tick.tick() => {
-                    if !lease.hold().await {
-                        continue;
-                    }
-                    match ingest::release_due(&state).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(rows = n, "rebate holds released"),
-                        Err(e) => tracing::warn!(error = %e, "releasing rebate holds failed; will retry"),
-                    }
-                    if let Err(e) = withdraw::retry_approved(&state).await {
-                        tracing::warn!(error = %e, "retrying payouts failed; will retry");
-                    }
-                }
+        let mut rounds = crate::lease::Rounds::new(&state, "rebate-sweep", interval);
+        while rounds.next().await {
+            match ingest::release_due(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "rebate holds released"),
+                Err(e) => tracing::warn!(error = %e, "releasing rebate holds failed; will retry"),
+            }
+            if let Err(e) = withdraw::retry_approved(&state).await {
+                tracing::warn!(error = %e, "retrying payouts failed; will retry");
             }
         }
     })

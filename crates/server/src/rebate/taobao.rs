@@ -430,32 +430,19 @@ pub fn spawn_poller(state: &AppState, connector: Connector) -> tokio::task::Join
     tokio::spawn(async move {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap_or_default();
         let interval = state.config.rebate.taobao_poll_interval;
-        let lease = crate::lease::Lease::of(&state, "taobao-poller", interval);
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = state.shutdown.cancelled() => return lease.release().await,
-                _ = tick.tick() => {
-                    if lease.hold().await {
-                        poll_round(&state, &connector, &client).await;
-                    }
-                }
+        let mut rounds = crate::lease::Rounds::new(&state, "taobao-poller", interval);
+        while rounds.next().await {
+            match connector.poll(&state, &client, crate::trade::now_ms()).await {
+                Ok(r) if r.applied > 0 || r.rejected > 0 => tracing::info!(
+                    applied = r.applied,
+                    ignored = r.ignored,
+                    rejected = r.rejected,
+                    requests = r.requests,
+                    "taobao feeds polled"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "polling the taobao feeds failed; will retry"),
             }
         }
     })
-}
-
-async fn poll_round(state: &AppState, connector: &Connector, client: &reqwest::Client) {
-    match connector.poll(state, client, crate::trade::now_ms()).await {
-        Ok(r) if r.applied > 0 || r.rejected > 0 => tracing::info!(
-            applied = r.applied,
-            ignored = r.ignored,
-            rejected = r.rejected,
-            requests = r.requests,
-            "taobao feeds polled"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "polling the taobao feeds failed; will retry"),
-    }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::lifecycle::apply;
 use super::{TradeError, now_ms};
 use crate::AppState;
-use crate::lease::Lease;
+use crate::lease::Rounds;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,24 +75,13 @@ pub async fn sweep(state: &AppState, orphan_after: std::time::Duration) -> Resul
 pub fn spawn(state: &AppState) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
-        let interval = state.config.trade.sweep_interval;
-        let lease = Lease::of(&state, "sweeper", interval);
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = state.shutdown.cancelled() => return lease.release().await,
-                _ = tick.tick() => {
-                    if !lease.hold().await {
-                        continue;
-                    }
-                    if let Err(e) = sweep_once(&state).await {
-                        tracing::warn!(error = %e, "sweep failed; will retry");
-                    }
-                    if let Err(e) = crate::flash_sale::end_due_sales(&state).await {
-                        tracing::warn!(error = %e, "ending flash sales failed; will retry");
-                    }
-                }
+        let mut rounds = Rounds::new(&state, "sweeper", state.config.trade.sweep_interval);
+        while rounds.next().await {
+            if let Err(e) = sweep_once(&state).await {
+                tracing::warn!(error = %e, "sweep failed; will retry");
+            }
+            if let Err(e) = crate::flash_sale::end_due_sales(&state).await {
+                tracing::warn!(error = %e, "ending flash sales failed; will retry");
             }
         }
     })
