@@ -14,6 +14,7 @@ mod cli;
 mod dashboard;
 mod flash_purchase;
 mod flash_sale;
+mod ha;
 mod health;
 mod protections;
 mod rebate;
