@@ -88,7 +88,9 @@ impl App {
         background.extend(trade::spawn_background(&state));
         background.extend(track::spawn(&state));
         background.extend(analytics::spawn(&state));
-        if let Some(connector) = rebate::taobao::Connector::from_config(&state.config.rebate) {
+        if let Some(connector) =
+            rebate::taobao::Connector::from_config(&state.config.rebate, state.config.breaker.settings())
+        {
             background.push(rebate::taobao::spawn_poller(&state, connector));
         }
         let listener = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
@@ -135,14 +137,10 @@ impl App {
                 token.cancel();
             }
         });
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown({
-            let token = token.clone();
-            async move { token.cancelled().await }
-        });
+        let serve = crate::serve::serve(listener, router(state.clone()), token.clone());
         let grace = state.config.http.shutdown_grace;
         tokio::select! {
-            result = serve => result?,
+            () = serve => {}
             () = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "shutdown grace elapsed; abandoning requests in flight");
             }

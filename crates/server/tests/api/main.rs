@@ -19,6 +19,7 @@ mod flash_sale;
 mod ha;
 mod health;
 mod nginx;
+mod nginx_drain;
 mod nginx_retry;
 mod protections;
 mod rebate;
