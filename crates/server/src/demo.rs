@@ -190,6 +190,7 @@ pub async fn affiliate_network()
         start_ms: now - 16 * DAY,
         page_size: 100,
         batch_rows: 2_000,
+        breaker: flashback_core::breaker::Breaker::new("affiliate", Default::default()),
         cursor_name: crate::rebate::taobao::SOURCE.into(),
     };
     Ok((sim, connector))

@@ -59,8 +59,10 @@ pub struct Services {
     pub flash: Arc<crate::flash_sale::purchase::FlashRuntime>,
     /// Rebate settings.
     pub rebate: Arc<crate::rebate::RebateRuntime>,
-    /// Where withdrawals are paid.
-    pub payouts: Arc<dyn crate::rebate::withdraw::Payouts>,
+    /// The circuit breaker of every dependency (the affiliate network's lives with its poller).
+    pub breakers: Vec<Arc<flashback_core::breaker::Breaker>>,
+    /// Where withdrawals are paid, behind its breaker.
+    pub payouts: Arc<crate::outbound::GuardedPayouts>,
     /// Behaviour tracking: the ingest queue and its writer.
     pub track: Arc<crate::track::Tracking>,
     /// Real-time analytics: live aggregates and their subscribers.
@@ -151,7 +153,8 @@ impl AppState {
         let shards = flashback_store::open_shards(&shard_options)
             .await
             .with_context(|| format!("opening the order shards ({shard_options:?})"))?;
-        let trade = Arc::new(crate::trade::TradeRuntime::new(&config.trade, &config.data_dir)?);
+        let trade =
+            Arc::new(crate::trade::TradeRuntime::new(&config.trade, &config.data_dir, config.breaker.settings())?);
         let redis = match &config.cache.redis_url {
             Some(url) => Some(
                 RedisHandle::connect(
@@ -212,9 +215,15 @@ impl AppState {
         };
         let metrics = Arc::new(Metrics::new());
         let breakers = store.breakers().into_iter().chain(shards.all().iter().flat_map(|s| s.breakers()));
+        let payouts = Arc::new(crate::outbound::GuardedPayouts::new(
+            Arc::new(crate::rebate::withdraw::SimulatedAlipay::default()),
+            config.breaker.settings(),
+        ));
         let breakers = breakers.chain(bus.iter().map(|b| Arc::clone(b.breaker())));
-        for breaker in breakers.chain(redis.iter().map(|r| Arc::clone(r.breaker()))) {
-            metrics.watch_breaker(&breaker);
+        let breakers = breakers.chain([Arc::clone(trade.provider.breaker()), Arc::clone(payouts.breaker())]);
+        let breakers: Vec<_> = breakers.chain(redis.iter().map(|r| Arc::clone(r.breaker()))).collect();
+        for breaker in &breakers {
+            metrics.watch_breaker(breaker);
         }
         let tokens = TokenKeys::load(config.auth.token_secret.as_ref(), &config.data_dir, config.auth.token_ttl)?;
         if config.node_id.is_none() && config.store.url.is_some() {
@@ -261,7 +270,8 @@ impl AppState {
             sale_views: crate::flash_sale::view_cache(),
             flash,
             rebate,
-            payouts: Arc::new(crate::rebate::withdraw::SimulatedAlipay::default()),
+            payouts,
+            breakers,
             track,
             analytics,
             metrics,

@@ -12,8 +12,10 @@
 //!   HMAC-SHA256 with the app secret, upper-case hex).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use flashback_core::Money;
+use flashback_core::breaker::{Breaker, BreakerSettings};
 use flashback_core::rebate::lifecycle::{NetworkStatus, Report};
 use flashback_core::rebate::parse_decimal_minor;
 use hmac::{Hmac, Mac};
@@ -48,6 +50,9 @@ pub struct Connector {
     pub page_size: u32,
     /// Rows applied per database transaction (pages are gathered up to this).
     pub batch_rows: usize,
+    /// In front of every call to the network (`affiliate` in metrics): an answer, even a TOP
+    /// error, is the network up; no answer or a 5xx is it down.
+    pub breaker: Arc<Breaker>,
     /// Names this connector's cursors in the store (`taobao`); another name re-reads the
     /// feeds from `start_ms` (a back-fill) without disturbing the regular poller.
     pub cursor_name: String,
@@ -175,7 +180,23 @@ impl Connector {
         }
         let sign = top_sign(&params, &self.app_secret);
         params.insert("sign".into(), sign);
-        let res = client.post(&self.url).form(&params).send().await.map_err(|e| format!("request: {e}"))?;
+        let Some(permit) = self.breaker.permit() else {
+            return Err("affiliate network circuit open".into());
+        };
+        let res = match client.post(&self.url).form(&params).send().await {
+            Ok(res) if !res.status().is_server_error() => {
+                permit.success();
+                res
+            }
+            Ok(res) => {
+                permit.failure();
+                return Err(format!("status {}", res.status()));
+            }
+            Err(e) => {
+                permit.failure();
+                return Err(format!("request: {e}"));
+            }
+        };
         let body: Value = res.json().await.map_err(|e| format!("response: {e}"))?;
         if let Some(err) = body.get("error_response") {
             let e: TopError = serde_json::from_value(err.clone()).map_err(|e| format!("error response: {e}"))?;
@@ -404,7 +425,7 @@ async fn apply_refund(state: &AppState, row: &Value, report: &mut PollReport) {
 
 impl Connector {
     /// The connector `rebate.taobao_*` describes, if polling is configured.
-    pub fn from_config(c: &crate::config::RebateConfig) -> Option<Self> {
+    pub fn from_config(c: &crate::config::RebateConfig, breaker: BreakerSettings) -> Option<Self> {
         use secrecy::ExposeSecret;
         let url = c.taobao_url.clone()?;
         let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
@@ -417,6 +438,7 @@ impl Connector {
             start_ms: crate::trade::now_ms() - ms(c.taobao_lookback),
             page_size: 100,
             batch_rows: c.ingest_batch_rows.max(1),
+            breaker: Breaker::new("affiliate", breaker),
             cursor_name: SOURCE.into(),
         })
     }
@@ -427,6 +449,7 @@ impl Connector {
 /// not per instance; see [`crate::lease`]).
 pub fn spawn_poller(state: &AppState, connector: Connector) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
+    state.metrics.watch_breaker(&connector.breaker);
     tokio::spawn(async move {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap_or_default();
         let interval = state.config.rebate.taobao_poll_interval;

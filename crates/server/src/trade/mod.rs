@@ -28,8 +28,8 @@ use crate::config::TradeConfig;
 /// What the trade core needs at run time besides the stores.
 #[derive(Debug)]
 pub struct TradeRuntime {
-    /// The payment provider.
-    pub provider: Arc<dyn payments::PaymentProvider>,
+    /// The payment provider, behind its breaker.
+    pub provider: Arc<crate::outbound::GuardedPayments>,
     /// The built-in simulated provider (the provider in this build).
     pub simulator: Arc<payments::SimulatedProvider>,
     /// The key notifications are signed with.
@@ -39,14 +39,20 @@ pub struct TradeRuntime {
 }
 
 impl TradeRuntime {
-    /// Builds the runtime: the payment key from config or `data_dir/payment.key`.
-    pub fn new(config: &TradeConfig, data_dir: &Path) -> anyhow::Result<Self> {
+    /// Builds the runtime: the payment key from config or `data_dir/payment.key`; the
+    /// provider behind a breaker made with `breaker`.
+    pub fn new(
+        config: &TradeConfig,
+        data_dir: &Path,
+        breaker: flashback_core::breaker::BreakerSettings,
+    ) -> anyhow::Result<Self> {
         let payment_key = match &config.payment_secret {
             Some(s) => s.expose_secret().as_bytes().to_vec(),
             None => crate::keys::key_file(data_dir, "payment.key", "trade.payment_secret")?,
         };
         let simulator = Arc::new(payments::SimulatedProvider::new(payment_key.clone(), config.simulated_payment_delay));
-        Ok(Self { provider: simulator.clone(), simulator, payment_key, faults: faults::Faults::default() })
+        let provider = Arc::new(crate::outbound::GuardedPayments::new(simulator.clone(), breaker));
+        Ok(Self { provider, simulator, payment_key, faults: faults::Faults::default() })
     }
 }
 

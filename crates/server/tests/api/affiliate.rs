@@ -77,6 +77,7 @@ async fn the_order_feed_lands_every_row_on_its_user_and_follows_it_to_the_end() 
         page_size: 50,
         // Batches of three pages: a window's rows go through several pipelined batches.
         batch_rows: 120,
+        breaker: flashback_core::breaker::Breaker::new("affiliate", Default::default()),
         cursor_name: "taobao".into(),
     };
     let client = reqwest::Client::new();
