@@ -357,3 +357,75 @@ async fn after_the_broker_drops_the_connection_work_queues_consumers_and_the_rel
     cancel.cancel();
     tokio::time::timeout(WAIT, sub.wait()).await.expect("consumer stops").expect("cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_waiting_for_an_unavailable_store_is_never_dead_lettered_nor_counted_as_an_attempt() {
+    let Some((bus, _cleanup)) = broker(&["waiting"]).await else { return };
+    let t = flashback_store::testing::sqlite().await;
+    let g = IdGenerator::new(17).expect("generator");
+    let cancel = CancellationToken::new();
+    // The store is "down" for the first eight tries (more than max_attempts), then back.
+    let tries = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&tries);
+    let waiting = move |d: Delivery| {
+        let n = {
+            let mut t = seen.lock().expect("lock");
+            t.push(d.attempt);
+            t.len()
+        };
+        async move { if n <= 8 { Err(StoreError::unavailable()) } else { Ok(()) } }
+    };
+    let sub = bus.consume("waiting", &["order.#"], 2, 3, waiting, cancel.clone()).await.expect("consume");
+    place_orders(&t, &g, 1).await;
+    assert_eq!(relay_all(&bus, &t).await, 1);
+
+    eventually("the event handled once the store is back", async || tries.lock().expect("lock").len() == 9).await;
+    eventually("its ack", async || bus.message_count(&bus.queue_name("waiting")).await.expect("depth") == 0).await;
+    assert!(tries.lock().expect("lock").iter().all(|a| *a == 1), "an outage counts no attempt");
+    assert_eq!(bus.message_count(&bus.dead_letter_queue()).await.expect("depth"), 0, "nothing dead-lettered");
+    cancel.cancel();
+    tokio::time::timeout(WAIT, sub.wait()).await.expect("consumer stops").expect("cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_replayed_go_back_to_their_own_queue_with_attempts_counted_afresh() {
+    let Some((bus, _cleanup)) = broker(&["replayed", "bystander"]).await else { return };
+    let t = flashback_store::testing::sqlite().await;
+    let g = IdGenerator::new(18).expect("generator");
+    let cancel = CancellationToken::new();
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let (seen, is_fixed) = (Arc::clone(&attempts), Arc::clone(&fixed));
+    let handler = move |d: Delivery| {
+        seen.lock().expect("lock").push(d.attempt);
+        let ok = is_fixed.load(std::sync::atomic::Ordering::SeqCst);
+        async move { if ok { Ok(()) } else { Err("a bug, fixed later") } }
+    };
+    let sub = bus.consume("replayed", &["order.#"], 2, 2, handler, cancel.clone()).await.expect("consume");
+    // A second subscriber of the same events, which must not see the replay.
+    let bystander = Arc::new(Mutex::new(0_u32));
+    let counted = Arc::clone(&bystander);
+    let other = move |_d: Delivery| {
+        *counted.lock().expect("lock") += 1;
+        async { Ok::<(), &str>(()) }
+    };
+    let other = bus.consume("bystander", &["order.#"], 2, 2, other, cancel.clone()).await.expect("consume");
+    place_orders(&t, &g, 2).await;
+    assert_eq!(relay_all(&bus, &t).await, 2);
+    let dead = bus.dead_letter_queue();
+    eventually("two dead letters", async || bus.message_count(&dead).await.expect("depth") == 2).await;
+    eventually("the bystander's two", async || *bystander.lock().expect("lock") == 2).await;
+
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let done = bus.replay_dead_letters(u64::MAX).await.expect("replay");
+    assert_eq!((done.replayed, done.kept), (2, 0));
+    eventually("the replays handled", async || attempts.lock().expect("lock").len() == 6).await;
+    assert_eq!(attempts.lock().expect("lock")[4..], [1, 1], "counted afresh");
+    eventually("its queue drained", async || bus.message_count(&bus.queue_name("replayed")).await.expect("depth") == 0)
+        .await;
+    assert_eq!(bus.message_count(&dead).await.expect("depth"), 0);
+    assert_eq!(*bystander.lock().expect("lock"), 2, "only the queue it died in gets it again");
+    cancel.cancel();
+    tokio::time::timeout(WAIT, sub.wait()).await.expect("consumer stops").expect("cleanly");
+    tokio::time::timeout(WAIT, other.wait()).await.expect("consumer stops").expect("cleanly");
+}

@@ -51,6 +51,17 @@ pub struct Readiness {
     pub status: &'static str,
     /// Each dependency.
     pub checks: Vec<Check>,
+    /// Each dependency's circuit breaker.
+    pub breakers: Vec<BreakerView>,
+}
+
+/// One circuit breaker's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BreakerView {
+    /// The dependency (`redis`, `store`, `shard-0`, `replica-0`, `rabbitmq`, `payments`, …).
+    pub dependency: String,
+    /// `closed`, `open` (failing fast) or `half_open` (one call probing).
+    pub state: &'static str,
 }
 
 /// The process is alive (it answers). Does not look at dependencies.
@@ -143,16 +154,41 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         (true, false, true) => (StatusCode::OK, "degraded"),
         (true, false, false) => (StatusCode::OK, "ready"),
     };
-    (code, axum::Json(Readiness { status, checks }))
+    let breakers = state
+        .breakers
+        .iter()
+        .map(|b| BreakerView { dependency: b.name().to_owned(), state: b.state().as_str() })
+        .collect();
+    (code, axum::Json(Readiness { status, checks, breakers }))
 }
 
-/// Checks every dependency every `interval` until shutdown, so the dependency gauges stay
-/// current (and the store breakers get their probes) when nothing polls `/readyz`.
+/// Samples the queues an operator watches: the outbox (every shard), the memory engine's
+/// journal, and the dead letters on RabbitMQ. A source that does not answer keeps its last
+/// value (its dependency gauge says why).
+async fn sample_backlogs(state: &AppState) {
+    let counts = futures::future::join_all(state.shards.all().iter().map(|s| s.outbox_backlog())).await;
+    if counts.iter().all(Result::is_ok) {
+        let total: u64 = counts.into_iter().flatten().sum();
+        state.metrics.outbox_pending.set(i64::try_from(total).unwrap_or(i64::MAX));
+    }
+    if let Some(n) = state.flash.engine.unrecorded() {
+        state.metrics.flash_journal_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    if let Some(bus) = &state.bus
+        && let Ok(Ok(n)) = tokio::time::timeout(CHECK_TIMEOUT, bus.message_count(&bus.dead_letter_queue())).await
+    {
+        state.metrics.dead_letters.set(i64::from(n));
+    }
+}
+
+/// Checks every dependency and samples the backlogs every `interval` until shutdown, so the
+/// gauges stay current (and the store breakers get their probes) when nothing polls `/readyz`.
 pub fn spawn_monitor(state: &AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         loop {
             check_all(&state).await;
+            sample_backlogs(&state).await;
             tokio::select! {
                 () = state.shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}

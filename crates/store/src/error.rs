@@ -72,9 +72,18 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
             sqlx::Error::RowNotFound => StoreError::NotFound("row"),
+            sqlx::Error::Database(ref db) if server_unavailable(db.as_ref()) => StoreError::Unavailable(e),
             other => StoreError::Other(other),
         }
     }
+}
+
+/// Whether the server answered that it cannot serve right now rather than that the statement
+/// was wrong: a connection exception (SQLSTATE class 08), or MySQL's "too many connections"
+/// (1040), "server shutdown in progress" (1053) and "connection killed" (1927).
+fn server_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let number = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>().map(|m| m.number());
+    db.code().is_some_and(|c| c.starts_with("08")) || matches!(number, Some(1040 | 1053 | 1927))
 }
 
 /// Maps constraint violations of a write to the business meaning the caller gives them.

@@ -701,6 +701,13 @@ macro_rules! impl_order_shard {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn outbox_backlog(&self) -> $crate::StoreResult<u64> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE dispatched_at_ms IS NULL")
+                    .fetch_one(self.writer()?)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+
             async fn outbox_pending(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::OutboxEvent>> {
                 let rows: Vec<(i64, String, i64, String, i64)> = sqlx::query_as(
                     "SELECT id, event_type, aggregate_id, payload, created_at_ms FROM outbox \

@@ -240,6 +240,8 @@ pub trait OrderShard: Send + Sync + std::fmt::Debug {
     async fn ping(&self) -> StoreResult<()>;
     /// Closes every connection.
     async fn close(&self);
+    /// Outbox events not yet dispatched (for the backlog gauge).
+    async fn outbox_backlog(&self) -> StoreResult<u64>;
     /// The circuit breakers in front of its primary and replica (none for SQLite), for metrics.
     fn breakers(&self) -> Vec<std::sync::Arc<flashback_core::breaker::Breaker>> {
         Vec::new()

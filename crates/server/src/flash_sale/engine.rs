@@ -75,6 +75,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Accepted reservations kept only by the engine so far (not yet in the store), if it
+    /// keeps any (for the backlog gauge).
+    fn unrecorded(&self) -> Option<u64> {
+        None
+    }
+
     /// Tasks the engine runs until shutdown.
     fn background(self: Arc<Self>, _shutdown: tokio_util::sync::CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         Vec::new()
@@ -433,6 +439,10 @@ impl Engine for MemoryEngine {
             Some(j) if j.failed() => Err("a journal write failed: purchases are refused until a restart".into()),
             Some(_) => Ok(()),
         })
+    }
+
+    fn unrecorded(&self) -> Option<u64> {
+        Some(u64::try_from(lock(&self.unrecorded).len()).unwrap_or(u64::MAX))
     }
 
     fn background(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {

@@ -179,6 +179,11 @@ pub async fn dispatch_once(
 }
 
 fn note_failure(failures: &mut HashMap<i64, u32>, event: i64, subscriber: &str, e: &TradeError) {
+    if flashback_infra::bus::HandlerError::is_transient(e) {
+        // The store is away: no fault of the event's, and the dispatcher backs off.
+        tracing::debug!(event.id = event, subscriber, error = %e, "event waits for the store");
+        return;
+    }
     let n = failures.entry(event).or_insert(0);
     *n += 1;
     if *n >= 5 {
@@ -206,27 +211,34 @@ pub async fn drain(state: &AppState) -> Result<usize, TradeError> {
     }
 }
 
+/// The longest pause between dispatch rounds while a store is unavailable.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
 /// Dispatches every shard's outbox until shutdown, polling each `interval` (and at once after
-/// a full batch).
+/// a full batch). While a shard cannot be reached the pause doubles up to [`MAX_PAUSE`], so
+/// an outage costs few attempts and a store that returns is used again within a second.
 pub fn spawn(state: &AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         let subscribers = subscribers();
         let mut failures = HashMap::new();
+        let mut pause = interval;
         loop {
-            let mut busy = false;
+            let (mut busy, mut away) = (false, false);
             for shard in state.shards.all() {
                 match dispatch_once(&state, shard, &subscribers, &mut failures).await {
                     Ok(n) => busy |= n >= 200,
+                    Err(e) if flashback_infra::bus::HandlerError::is_transient(&e) => away = true,
                     Err(e) => tracing::warn!(error = %e, "outbox dispatch failed; will retry"),
                 }
             }
-            if busy {
+            pause = if away { (pause * 2).clamp(interval, MAX_PAUSE.max(interval)) } else { interval };
+            if busy && !away {
                 continue;
             }
             tokio::select! {
                 () = state.shutdown.cancelled() => return,
-                () = tokio::time::sleep(interval) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
     })

@@ -362,3 +362,35 @@ async fn a_lease_has_one_holder_until_it_is_given_up_or_expires() {
     assert!(Lease::new(None, "job", "solo", Duration::from_secs(1)).hold().await);
     assert_eq!(b.redis_keys(), Vec::<String>::new(), "nothing left behind");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_figures_are_the_whole_clusters_on_every_instance() {
+    let Some(b) = Backends::get(SUITE).await else { return };
+    let (one, two) = two_instances(&b).await;
+    let cat = one.category("Live").await;
+    let m = one.token_for("liveshop", Role::Merchant).await;
+    let p = one.product(&m, &cat, "LIVE1", 20).await;
+    let product = p["id"].as_str().unwrap();
+    let mut paid = 0;
+    for i in 0..3 {
+        let buyer = one.token_for(&format!("livebuyer{i}"), Role::User).await;
+        buy_to_completion(&one, &two, product, &buyer, &m, &format!("live-{i}")).await;
+        paid += 1;
+    }
+    // Whichever instance counted each payment, both show every one of them in their seconds.
+    for app in [&one, &two] {
+        let started = Instant::now();
+        loop {
+            let snap = flashback_server::analytics::snapshot::build(&app.state).await.unwrap();
+            let seconds: i64 = snap.seconds.iter().map(|s| s.paid_orders).sum();
+            if snap.scope == "cluster" && seconds == paid {
+                assert_eq!(snap.seconds.iter().map(|s| s.gmv_minor).sum::<i64>(), paid * 3 * 1999);
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "cluster seconds never reached {paid}: {seconds}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    one.shutdown().await;
+    two.shutdown().await;
+}

@@ -223,8 +223,11 @@ async function loadHealth() {
   try {
     const res = await fetch("/readyz");
     const data = await res.json();
+    const open = (data.breakers || []).filter((b) => b.state !== "closed");
     list.replaceChildren(
+      el("li", `instance: ${data.status}`, data.status === "ready" ? "up" : "down"),
       ...data.checks.map((c) => el("li", `${c.name}: ${c.status}${c.detail ? ` (${c.detail})` : ""}`, c.status)),
+      ...open.map((b) => el("li", `breaker ${b.dependency}: ${b.state.replace("_", "-")}`, "down")),
     );
   } catch (e) {
     list.replaceChildren(el("li", `instance: unreachable (${e.message})`, "down"));
