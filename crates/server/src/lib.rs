@@ -6,6 +6,7 @@
 pub mod analytics;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -70,6 +70,9 @@ pub struct Metrics {
     pub track_backlog: Gauge,
     /// 1 while this instance holds the lease on a job (see `crate::lease`), else 0.
     pub leases_held: Family<JobLabel, Gauge>,
+    /// Unix seconds of the newest successful `flashback backup verify` (0 if none), read from
+    /// the store (see `crate::backup::gauge`).
+    pub backup_last_verified: Gauge,
     /// Cache counters, shared with the caches.
     pub cache: CacheMetrics,
 }
@@ -138,6 +141,12 @@ impl Metrics {
             "1 while this instance holds the lease on a periodic job (sweeper, rebate-sweep, taobao-poller)",
             leases_held.clone(),
         );
+        let backup_last_verified = Gauge::default();
+        registry.register(
+            "flashback_backup_last_verified_timestamp_seconds",
+            "Unix time of the newest successful `flashback backup verify`, 0 if none",
+            backup_last_verified.clone(),
+        );
         let cache = CacheMetrics::register(&mut registry);
         Self {
             registry,
@@ -155,6 +164,7 @@ impl Metrics {
             track_written,
             track_backlog,
             leases_held,
+            backup_last_verified,
             cache,
         }
     }
