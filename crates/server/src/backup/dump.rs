@@ -248,7 +248,6 @@ async fn dump_server(group: &[&MySqlDb], to: &Path) -> anyhow::Result<Vec<Entry>
         "--no-create-db",
         "--skip-add-locks",
         "--hex-blob",
-        "--routines",
         "--triggers",
         "--default-character-set=utf8mb4",
         "--databases",

@@ -199,7 +199,7 @@ mod tests {
                     wa.execute_batch("INSERT INTO t VALUES (1)").expect("a");
                     wb.execute_batch("INSERT INTO t VALUES (1)").expect("b");
                     rounds += 1;
-                    if rounds % 64 == 0 {
+                    if rounds.is_multiple_of(64) {
                         std::thread::sleep(Duration::from_micros(500));
                     }
                 }
