@@ -31,8 +31,9 @@ pub trait BackupStore: Send + Sync {
     async fn last_backup_verified_ms(&self) -> StoreResult<Option<i64>>;
 }
 
-/// Implements [`BackupStore`] for a catalog store type with `writer()` and `reader()` (the
-/// statements are the same on both backends).
+/// Implements [`BackupStore`] for a catalog store type with `writer()` and `reader()` (each
+/// its pool, or unavailable while the store's breaker is open); the statements are the same
+/// on both backends.
 macro_rules! impl_backup_store {
     ($store:ty) => {
         #[async_trait::async_trait]
@@ -48,14 +49,14 @@ macro_rules! impl_backup_store {
                 .bind(&v.location)
                 .bind(v.files)
                 .bind(v.bytes)
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await?;
                 Ok(())
             }
 
             async fn last_backup_verified_ms(&self) -> $crate::StoreResult<Option<i64>> {
                 let (newest,): (Option<i64>,) = sqlx::query_as("SELECT MAX(verified_at_ms) FROM backup_verifications")
-                    .fetch_one(self.reader())
+                    .fetch_one(self.reader()?)
                     .await?;
                 Ok(newest)
             }

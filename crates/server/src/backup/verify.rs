@@ -182,6 +182,7 @@ async fn record_success(config: &Config, m: &Manifest, report: &Report) -> anyho
         data_dir: config.data_dir.clone(),
         max_connections: 1,
         acquire_timeout: config.store.acquire_timeout,
+        breaker: config.breaker.settings(),
     };
     let store = flashback_store::open(&options).await?;
     let node = config.node_id.unwrap_or_else(|| rand::random_range(0..=flashback_core::id::MAX_NODE));
