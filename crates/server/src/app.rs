@@ -88,6 +88,7 @@ impl App {
         background.extend(trade::spawn_background(&state));
         background.extend(track::spawn(&state));
         background.extend(analytics::spawn(&state));
+        background.push(crate::backup::gauge::spawn(&state));
         if let Some(connector) =
             rebate::taobao::Connector::from_config(&state.config.rebate, state.config.breaker.settings())
         {

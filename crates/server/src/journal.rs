@@ -99,11 +99,13 @@ pub struct Journal {
     first_kept: AtomicU64,
 }
 
-fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+/// The file of `segment` in a journal directory.
+pub(crate) fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("{segment:020}.seg"))
 }
 
-fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
+/// The segments present in a journal directory, oldest first.
+pub(crate) fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -240,6 +242,22 @@ impl Journal {
             records += n;
             end = Pos { segment, position: stop };
         }
+        // A start past the durable end (a store whose cursor is newer than this journal: copies
+        // restored in the wrong order, or a journal that lost its tail) would leave the reader
+        // waiting for the end to pass it and then reading from the middle of a later frame,
+        // which fails every read from then on. Everything before the end is before the start,
+        // so it is stored already: read on from the end.
+        let start = if start > end {
+            tracing::warn!(
+                journal = label,
+                ?start,
+                ?end,
+                "journal: the start is past the durable end; reading from the end"
+            );
+            end
+        } else {
+            start
+        };
         let shared = Arc::new(Shared {
             end: Mutex::new(end),
             notify: tokio::sync::Notify::new(),
@@ -569,6 +587,31 @@ mod tests {
         let (rest, _) = read_all(&j).await;
         assert_eq!(rest.len(), expected.len() - 7);
         assert!(rest == expected[7..], "every frame after the first read, in order, byte for byte");
+    }
+
+    #[tokio::test]
+    async fn a_start_past_the_durable_end_reads_on_from_the_end() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (j, _) = open(dir.path(), None);
+        for b in 0u8..3 {
+            j.append(&[b; 10], 1).await.expect("append");
+        }
+        let (_, end) = read_all(&j).await;
+        let end = end.expect("read something");
+        drop(j);
+        // A cursor stored after frames this copy of the journal never got: inside the last
+        // segment, and in a segment that does not exist at all.
+        for start in
+            [Pos { segment: end.segment, position: end.position + 100 }, Pos { segment: end.segment + 3, position: 40 }]
+        {
+            let (j, records) = open(dir.path(), Some(start));
+            assert_eq!(records, 0, "nothing after the start");
+            for b in 10u8..14 {
+                j.append(&[b; 30], 1).await.expect("append");
+            }
+            let (all, _) = read_all(&j).await;
+            assert_eq!(all, (10u8..14).map(|b| vec![b; 30]).collect::<Vec<_>>(), "from {start:?}");
+        }
     }
 
     #[tokio::test]

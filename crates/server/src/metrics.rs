@@ -88,6 +88,9 @@ pub struct Metrics {
     pub flash_journal_pending: Gauge,
     /// Messages waiting in the dead-letter queue (RabbitMQ only).
     pub dead_letters: Gauge,
+    /// Unix seconds of the newest successful `flashback backup verify` (0 if none), read from
+    /// the store (see `crate::backup::gauge`).
+    pub backup_last_verified: Gauge,
     /// Cache counters, shared with the caches.
     pub cache: CacheMetrics,
 }
@@ -192,6 +195,12 @@ impl Metrics {
             "Messages waiting in the dead-letter queue (RabbitMQ only)",
             dead_letters.clone(),
         );
+        let backup_last_verified = Gauge::default();
+        registry.register(
+            "flashback_backup_last_verified_timestamp_seconds",
+            "Unix time of the newest successful `flashback backup verify`, 0 if none",
+            backup_last_verified.clone(),
+        );
         let cache = CacheMetrics::register(&mut registry);
         Self {
             registry,
@@ -215,6 +224,7 @@ impl Metrics {
             outbox_pending,
             flash_journal_pending,
             dead_letters,
+            backup_last_verified,
             cache,
         }
     }

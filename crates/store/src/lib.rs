@@ -6,6 +6,7 @@
 //! owns its migrations, which [`Store::migrate`] applies at start and on `flashback migrate`.
 
 mod analytics;
+mod backup;
 mod error;
 mod flash;
 mod gate;
@@ -44,6 +45,7 @@ use flashback_core::{
 };
 
 pub use analytics::{AnalyticsStore, MinuteRollup, RollupDelta, SkuDelta, SkuTotal};
+pub use backup::{BackupStore, BackupVerification};
 pub use error::StoreError;
 pub use flash::{
     FlashReservation, FlashSale, FlashSaleStore, NewFlashSale, ReservationStatus, SaleState, SqlReserveRefusal,
@@ -137,6 +139,7 @@ pub trait Store:
     + RebateStore
     + WithdrawalStore
     + AnalyticsStore
+    + BackupStore
     + std::fmt::Debug
 {
     /// `"sqlite"` or `"mysql"`, for logs and health output.

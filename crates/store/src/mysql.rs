@@ -95,6 +95,7 @@ crate::sql_rebate::impl_sqlx_rebate_batch!(
     "INSERT IGNORE INTO rebate_orders (source, line_key, parent_key, user_id, inviter_id, grand_inviter_id, tracking, item_id, item_title, category, state, network_status, paid_minor, estimate_minor, settled_minor, refunded_minor, commission_minor, buyer_share, inviter_share, grand_share, platform_share, shares_available, click_ms, paid_at_ms, settled_at_ms, available_at_ms, network_modified_ms, version, created_at_ms, updated_at_ms) ",
     " RETURNING source, line_key"
 );
+crate::backup::impl_backup_store!(MySqlStore);
 crate::sql_analytics::impl_analytics_store!(
     MySqlStore,
     MySql,

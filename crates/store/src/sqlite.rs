@@ -189,6 +189,7 @@ crate::sql_rebate::impl_rebate_store!(
     "UPDATE rebate_lists SET listed = j.value ->> 1, head_source = j.value ->> 2, head_line_key = j.value ->> 3 \
      FROM json_each(?) AS j WHERE rebate_lists.user_id = j.value ->> 0"
 );
+crate::backup::impl_backup_store!(SqliteStore);
 crate::sql_analytics::impl_analytics_store!(
     SqliteStore,
     Sqlite,

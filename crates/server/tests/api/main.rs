@@ -8,6 +8,8 @@ mod helpers;
 mod affiliate;
 mod analytics;
 mod auth;
+mod backup;
+mod backup_scaled;
 mod cache;
 mod catalog;
 mod cli;

@@ -117,3 +117,25 @@ pub async fn pending_rebates_are_the_ledgers_pending_balances(t: &TestStore) {
     let ours: Vec<_> = top.into_iter().filter(|(u, _)| *u == u1 || *u == u2).collect();
     assert_eq!(ours, vec![(u2, 700), (u1, 300)]);
 }
+
+/// No verification reads as none; afterwards the newest verification time is reported,
+/// whatever order they were recorded in.
+pub async fn backup_verifications_are_recorded_and_the_newest_is_reported(t: &TestStore) {
+    let store = &t.store;
+    assert_eq!(store.last_backup_verified_ms().await.expect("read"), None);
+    let g = ids();
+    for at in [1_800_000_000_000, 1_800_000_500_000, 1_800_000_200_000] {
+        let v = crate::BackupVerification {
+            id: next(&g, Ok),
+            verified_at_ms: at,
+            backup_created_ms: at - 60_000,
+            location: "/backups/2027-01-15".into(),
+            files: 12,
+            bytes: 34_567,
+        };
+        store.record_backup_verification(&v).await.expect("record");
+        // The same row again is refused: each verification is one row.
+        assert!(store.record_backup_verification(&v).await.is_err());
+    }
+    assert_eq!(store.last_backup_verified_ms().await.expect("read"), Some(1_800_000_500_000));
+}

@@ -62,6 +62,7 @@ macro_rules! conformance_suite {
             rebate_lists_hold_each_buyers_rows_newest_first_and_the_audit_finds_a_break
             rollups_count_each_event_once_per_minute_and_product
             pending_rebates_are_the_ledgers_pending_balances
+            backup_verifications_are_recorded_and_the_newest_is_reported
         );
     };
     (@cases $make:path; $($case:ident)*) => {
