@@ -167,12 +167,15 @@ impl Cluster {
         }
     }
 
-    /// Messages waiting in `<prefix>.dead-letters` on the drill's RabbitMQ node (0 when the
-    /// queue was never declared).
+    /// Messages in `<prefix>.dead-letters` on the drill's RabbitMQ node. The instances declare
+    /// it at start, so a node without it is an error, not zero.
     pub fn dead_letters(&self) -> anyhow::Result<u64> {
         let queues = blocking("listing queues", || self.rabbitmq.queues())?.map_err(anyhow::Error::msg)?;
         let name = format!("{}.dead-letters", config::EXCHANGE_PREFIX);
-        Ok(queues.iter().filter(|(q, _)| *q == name).map(|(_, n)| n).sum())
+        match queues.iter().find(|(q, _)| *q == name) {
+            Some((_, messages)) => Ok(*messages),
+            None => bail!("no queue {name} on the drill's RabbitMQ node (queues: {queues:?})"),
+        }
     }
 
     /// The main store's URL (root on the drill's own MariaDB).

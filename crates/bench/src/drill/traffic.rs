@@ -51,11 +51,15 @@ impl Traffic {
         let skipped = Arc::new(AtomicU64::new(0));
         let clocks = Class::ALL
             .into_iter()
-            .filter_map(|class| Some((class, period(class, rate)?)))
-            .map(|(class, every)| {
+            .enumerate()
+            .filter_map(|(i, class)| Some((i, class, period(class, rate)?)))
+            .map(|(i, class, every)| {
                 let (ctx, slots, skipped, stopped) =
                     (Arc::clone(&ctx), Arc::clone(&slots), Arc::clone(&skipped), stopped.clone());
-                tokio::spawn(clock(class, every, ctx, slots, skipped, stopped))
+                // Each clock starts a different fraction of its period late, so the classes do
+                // not all send on the same instant (a fault would then always meet a burst).
+                let first = tokio::time::Instant::now() + every.mul_f64(i as f64 / Class::ALL.len() as f64);
+                tokio::spawn(clock(class, first, every, ctx, slots, skipped, stopped))
             })
             .collect();
         Self { stop, clocks, slots, skipped }
@@ -79,13 +83,14 @@ impl Traffic {
 
 async fn clock(
     class: Class,
+    first: tokio::time::Instant,
     every: Duration,
     ctx: Arc<Context>,
     slots: Arc<Semaphore>,
     skipped: Arc<AtomicU64>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval_at(first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
     loop {
