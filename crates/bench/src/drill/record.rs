@@ -61,16 +61,6 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Every kind, in report order.
-    pub const ALL: [Failure; 6] = [
-        Failure::Transport,
-        Failure::BadGateway,
-        Failure::GatewayTimeout,
-        Failure::Internal,
-        Failure::Unavailable,
-        Failure::Unexpected,
-    ];
-
     /// Its name in reports.
     pub fn name(self) -> &'static str {
         match self {
