@@ -52,6 +52,7 @@ pub async fn fresh(dir: &Path) -> anyhow::Result<Floor> {
         data_dir: dir.to_owned(),
         max_connections: 1,
         acquire_timeout: std::time::Duration::from_secs(10),
+        breaker: Default::default(),
     };
     flashback_store::open(&options).await?.close().await;
     let connect = flashback_store::writer_connect_options(&dir.join("flashback.db"))?;

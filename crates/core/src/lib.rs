@@ -4,6 +4,7 @@
 //! code base can then rely on their invariants (a [`Money`] is never negative, a [`Sku`] is
 //! never empty, an id is never zero).
 
+pub mod breaker;
 pub mod catalog;
 pub mod day;
 pub mod hll;

@@ -8,4 +8,4 @@ pub mod testing;
 
 pub use bus::{BusSettings, RabbitBus};
 pub use cache::{CacheMetrics, CacheSettings, Cached, ReadThroughCache, Source};
-pub use redis_conn::RedisHandle;
+pub use redis_conn::{RedisConn, RedisHandle};

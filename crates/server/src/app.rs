@@ -60,8 +60,11 @@ pub fn router(state: AppState) -> Router {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
                 .into_response()
         });
-    http::observe(all, state.metrics.clone())
+    http::observe(all, state.metrics.clone(), state.accepting.clone())
 }
+
+/// How often dependencies are checked for the gauges and the store breakers.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long background loops get to stop by themselves at shutdown before they are aborted.
 const BACKGROUND_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -80,7 +83,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let listen = config.listen;
         let state = AppState::build(config).await?;
-        let mut background = vec![auth::spawn_limiter_pruning(&state)];
+        let mut background = vec![auth::spawn_limiter_pruning(&state), health::spawn_monitor(&state, HEALTH_INTERVAL)];
         background.push(state.products.listen_for_invalidations(state.shutdown.clone()).await?);
         background.extend(trade::spawn_background(&state));
         background.extend(track::spawn(&state));
@@ -107,17 +110,28 @@ impl App {
         self.listener.local_addr().unwrap_or_else(|_| self.state.config.listen)
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, drains requests in flight (for
-    /// at most `http.shutdown_grace_ms`), stops background work and closes the store.
+    /// Serves until `shutdown` completes, then drains: readiness answers 503 and every response
+    /// carries `Connection: close` for `http.drain_delay_ms` (cut short by
+    /// [`Services::skip_drain`](crate::state::Services::skip_drain)) while the listener still
+    /// serves, so load balancers move away before anything is refused. Then it stops accepting,
+    /// lets requests in flight finish (for at most `http.shutdown_grace_ms`), stops background
+    /// work and closes the store.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { state, listener, background } = self;
         let token = state.shutdown.clone();
-        let accepting = state.accepting.clone();
         tokio::spawn({
-            let token = token.clone();
+            let (state, token) = (state.clone(), token.clone());
             async move {
                 shutdown.await;
-                accepting.store(false, Ordering::Relaxed);
+                state.accepting.store(false, Ordering::Relaxed);
+                let drain = state.config.http.drain_delay;
+                if !drain.is_zero() {
+                    tracing::info!(drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX), "draining");
+                    tokio::select! {
+                        () = tokio::time::sleep(drain) => {}
+                        () = state.skip_drain.cancelled() => tracing::info!("drain cut short"),
+                    }
+                }
                 token.cancel();
             }
         });

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use flashback_core::{Password, Role, Title, Username};
 
+use crate::audit::{Recheck, confirmed};
 use crate::config::{Config, LogFormat};
 use crate::{App, AppState, auth, demo, telemetry};
 
@@ -50,9 +51,26 @@ pub enum Command {
     User(UserCommand),
     /// Load the demo data set (idempotent) and exit.
     Demo,
-    /// Check invariants against the live store; exits non-zero on any violation.
+    /// Check invariants against the live store; exits non-zero on any violation. Work in flight
+    /// (a sweep, a saga, an event on its way) is given time: what looks wrong is looked at
+    /// again twice, two seconds apart, and reported only if it stayed wrong.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Domain events on RabbitMQ.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+/// `events` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Put dead-lettered events back on the queue each died in, attempts counted afresh (once
+    /// the cause is fixed). Prints what it did as JSON.
+    ReplayDeadLetters {
+        /// Replay at most this many [default: every message there when the command starts].
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
 }
 
 /// `audit` subcommands.
@@ -153,7 +171,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             tracing::info!(addr = %app.local_addr(), store = app.state.store.backend(), "serving");
-            let served = app.run_until(crate::app::shutdown_signal()).await;
+            // A second signal ends the drain at once.
+            let skip = app.state.skip_drain.clone();
+            let signal = async move {
+                crate::app::shutdown_signal().await;
+                tokio::spawn(async move {
+                    crate::app::shutdown_signal().await;
+                    skip.cancel();
+                });
+            };
+            let served = app.run_until(signal).await;
             if let Some(sim) = network {
                 sim.shutdown().await.context("stopping the demo network")?;
             }
@@ -183,20 +210,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             state.store.close().await;
             Ok(())
         }
+        Command::Events(EventsCommand::ReplayDeadLetters { limit }) => {
+            use secrecy::ExposeSecret;
+            let url =
+                config.events.amqp_url.as_ref().context("events.amqp_url is not set: no dead letters to replay")?;
+            let bus = flashback_infra::bus::RabbitBus::connect(url.expose_secret(), &config.events.exchange_prefix)
+                .await
+                .context("connecting to RabbitMQ (events.amqp_url)")?;
+            let done = bus.replay_dead_letters(limit.unwrap_or(u64::MAX)).await.context("replaying dead letters")?;
+            println!("{}", serde_json::to_string(&done)?);
+            let _ = bus.close().await;
+            Ok(())
+        }
         Command::Audit(AuditCommand::Trade) => {
             let state = AppState::build(config).await?;
-            let report = crate::trade::audit::audit(&state).await.map_err(|e| anyhow::anyhow!("{e}"));
+            let report = confirmed(Recheck::default(), || crate::trade::audit::audit(&state))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"));
             finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
         }
         Command::Audit(AuditCommand::Ledger) => {
             let state = AppState::build(config).await?;
-            let report = crate::rebate::audit::audit(&state).await.map_err(|e| anyhow::anyhow!("{e}"));
+            let report = confirmed(Recheck::default(), || crate::rebate::audit::audit(&state))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"));
             finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
         }
         Command::Audit(AuditCommand::FlashSale { id }) => {
             let id = flashback_core::SaleId::parse(&id).context("sale id")?;
             let state = AppState::build(config).await?;
-            let report = crate::flash_sale::audit::audit(&state, id).await.map_err(|e| anyhow::anyhow!("{e}"));
+            let report = confirmed(Recheck::default(), || crate::flash_sale::audit::audit(&state, id))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"));
             finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
         }
         Command::Demo => {

@@ -11,8 +11,20 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections; `FLASHBACK_<SECTION>_<KEY>` maps to `<section>.<key>`.
-const SECTIONS: &[&str] =
-    &["store", "cache", "auth", "http", "catalog", "trade", "events", "flash_sale", "rebate", "track", "analytics"];
+const SECTIONS: &[&str] = &[
+    "store",
+    "cache",
+    "auth",
+    "http",
+    "catalog",
+    "trade",
+    "events",
+    "flash_sale",
+    "rebate",
+    "track",
+    "analytics",
+    "breaker",
+];
 
 /// Everything an instance is configured with. `Debug` never shows a secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +62,32 @@ pub struct Config {
     pub track: crate::track::TrackConfig,
     /// Real-time analytics and the live dashboard.
     pub analytics: crate::analytics::AnalyticsConfig,
+    /// Circuit breakers in front of every dependency.
+    pub breaker: BreakerConfig,
+}
+
+/// When a dependency's breaker opens and how long it fails fast before probing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failed calls that open a breaker.
+    pub failures_to_open: u32,
+    /// How long an open breaker fails fast before one call probes the dependency.
+    #[serde(rename = "open_ms", with = "millis")]
+    pub open: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self { failures_to_open: 5, open: Duration::from_secs(1) }
+    }
+}
+
+impl BreakerConfig {
+    /// The settings every breaker is made with.
+    pub fn settings(&self) -> flashback_core::breaker::BreakerSettings {
+        flashback_core::breaker::BreakerSettings { failures_to_open: self.failures_to_open, open_for: self.open }
+    }
 }
 
 /// Rebates: commission splits, holds, withdrawals, and the affiliate networks.
@@ -363,6 +401,10 @@ pub struct HttpConfig {
     /// How long shutdown waits for requests in flight.
     #[serde(rename = "shutdown_grace_ms", with = "millis")]
     pub shutdown_grace: Duration,
+    /// On a stop signal, how long the instance goes on serving (not ready, every response
+    /// `Connection: close`) before it closes its listener, so load balancers move away first.
+    #[serde(rename = "drain_delay_ms", with = "millis")]
+    pub drain_delay: Duration,
     /// Take the client IP from the last `X-Forwarded-For` entry (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
 }
@@ -413,6 +455,7 @@ impl Default for Config {
             rebate: RebateConfig::default(),
             track: crate::track::TrackConfig::default(),
             analytics: crate::analytics::AnalyticsConfig::default(),
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -465,6 +508,7 @@ impl Default for HttpConfig {
             body_limit_bytes: 1024 * 1024,
             max_concurrency: 1024,
             shutdown_grace: Duration::from_secs(20),
+            drain_delay: Duration::from_secs(5),
             trust_forwarded_for: false,
         }
     }
@@ -614,6 +658,15 @@ impl Config {
         }
         if self.http.max_concurrency == 0 || self.http.body_limit_bytes == 0 {
             return fail("http.max_concurrency / http.body_limit_bytes: must be at least 1");
+        }
+        if self.breaker.failures_to_open == 0
+            || self.breaker.open.is_zero()
+            || self.breaker.open > Duration::from_secs(60)
+        {
+            return fail("breaker.failures_to_open / breaker.open_ms: at least 1, and open_ms at most 60000");
+        }
+        if self.http.drain_delay > Duration::from_secs(300) {
+            return fail("http.drain_delay_ms: at most 300000");
         }
         if self.http.request_timeout.is_zero() {
             return fail("http.request_timeout_ms: must be at least 1");

@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::metrics::DependencyLabel;
 
 /// How long one dependency check may take before it counts as down.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,10 +32,13 @@ pub struct Health {
 /// One dependency's state.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Check {
-    /// The dependency.
-    pub name: &'static str,
+    /// The dependency (`store`, `shard-0`, `redis`, `rabbitmq`, `flash_journal`, `track_queue`).
+    pub name: String,
     /// `up` or `down`.
     pub status: &'static str,
+    /// Whether this instance cannot serve without it. A critical check down makes the instance
+    /// not ready; any other only degraded.
+    pub critical: bool,
     /// Details (backend, or why it is down).
     pub detail: String,
 }
@@ -42,7 +46,8 @@ pub struct Check {
 /// Readiness: every configured dependency.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready`, `not_ready` or `shutting_down`.
+    /// `ready`, `degraded` (serving without a dependency it can do without), `not_ready` or
+    /// `shutting_down`.
     pub status: &'static str,
     /// Each dependency.
     pub checks: Vec<Check>,
@@ -54,49 +59,106 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-async fn check<F, E>(name: &'static str, up_detail: String, f: F) -> Check
+async fn check<F, E>(name: String, critical: bool, up_detail: String, f: F) -> Check
 where
     F: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    match tokio::time::timeout(CHECK_TIMEOUT, f).await {
-        Ok(Ok(())) => Check { name, status: "up", detail: up_detail },
-        Ok(Err(e)) => Check { name, status: "down", detail: e.to_string() },
-        Err(_) => Check { name, status: "down", detail: "timed out".into() },
+    let (status, detail) = match tokio::time::timeout(CHECK_TIMEOUT, f).await {
+        Ok(Ok(())) => ("up", up_detail),
+        Ok(Err(e)) => ("down", e.to_string()),
+        Err(_) => ("down", "timed out".into()),
+    };
+    Check { name, status, critical, detail }
+}
+
+/// The check of state kept on this instance (a journal), if it keeps any: always critical,
+/// since no other instance can stand in for it.
+fn local(name: &str, up_detail: &str, readiness: Option<Result<(), String>>) -> Option<Check> {
+    let (status, detail) = match readiness? {
+        Ok(()) => ("up", up_detail.to_owned()),
+        Err(why) => ("down", why),
+    };
+    Some(Check { name: name.to_owned(), status, critical: true, detail })
+}
+
+/// Checks every dependency at once and exports the outcome (`flashback_dependency_up`,
+/// `flashback_degraded`). The main store and this instance's journals are critical; order
+/// shards, Redis and RabbitMQ are not: without them the instance still serves what does not
+/// need them (other shards' buyers, the store behind the cache, orders whose events wait in
+/// the outbox), and a load balancer has no better instance to send the request to, since they
+/// are shared.
+pub async fn check_all(state: &AppState) -> Vec<Check> {
+    let store = check("store".into(), true, state.store.backend().to_owned(), state.store.ping());
+    let shards = futures::future::join_all(
+        state
+            .shards
+            .all()
+            .iter()
+            .enumerate()
+            .map(|(i, shard)| check(format!("shard-{i}"), false, shard.backend().to_owned(), shard.ping())),
+    );
+    let redis = async {
+        match &state.redis {
+            Some(redis) => Some(check("redis".into(), false, "cache, limits, flash engine".into(), redis.ping()).await),
+            None => None,
+        }
+    };
+    let bus = async {
+        match &state.bus {
+            // Connects again if the broker dropped the connection, so events flow again by
+            // themselves once the broker is back.
+            Some(bus) => Some(check("rabbitmq".into(), false, "events".into(), bus.ensure_connected()).await),
+            None => None,
+        }
+    };
+    let (store, shards, redis, bus) = tokio::join!(store, shards, redis, bus);
+    let mut checks = vec![store];
+    checks.extend(shards);
+    checks.extend(redis);
+    checks.extend(bus);
+    checks.extend(local("flash_journal", state.flash.engine.name(), state.flash.engine.readiness()));
+    checks.extend(local("track_queue", state.track.queue.kind(), state.track.queue.readiness()));
+    for c in &checks {
+        let label = DependencyLabel { dependency: c.name.clone() };
+        state.metrics.dependency_up.get_or_create(&label).set(i64::from(c.status == "up"));
     }
+    let degraded = checks.iter().any(|c| !c.critical && c.status != "up");
+    state.metrics.degraded.set(i64::from(degraded));
+    checks
 }
 
-/// The check of state kept on this instance (a journal), if it keeps any.
-fn local(name: &'static str, up_detail: &str, readiness: Option<Result<(), String>>) -> Option<Check> {
-    Some(match readiness? {
-        Ok(()) => Check { name, status: "up", detail: up_detail.into() },
-        Err(why) => Check { name, status: "down", detail: why },
-    })
-}
-
-/// 200 only when every configured dependency answers and the instance is not shutting down.
+/// 200 while the instance can serve (`ready`, or `degraded` with a non-critical dependency
+/// down); 503 when a critical one is down or the instance is stopping.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let mut checks = vec![check("store", state.store.backend().to_owned(), state.store.ping()).await];
-    if let Some(redis) = &state.redis {
-        checks.push(check("redis", "l2 cache".into(), redis.ping()).await);
-    }
-    if let Some(bus) = &state.bus {
-        // Connects again if the broker dropped the connection, so an instance comes back into
-        // rotation by itself once the broker is back.
-        checks.push(check("rabbitmq", "events".into(), bus.ensure_connected()).await);
-    }
-    checks.extend(local("flash_journal", state.flash.engine.name(), state.flash.engine.readiness()));
-    checks.extend(local("track_queue", state.track.queue.kind(), state.track.queue.readiness()));
+    let checks = check_all(&state).await;
     let accepting = state.accepting.load(Ordering::Relaxed);
-    let all_up = checks.iter().all(|c| c.status == "up");
-    let (code, status) = match (accepting, all_up) {
-        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
-        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-        (true, true) => (StatusCode::OK, "ready"),
+    let critical_down = checks.iter().any(|c| c.critical && c.status != "up");
+    let any_down = checks.iter().any(|c| c.status != "up");
+    let (code, status) = match (accepting, critical_down, any_down) {
+        (false, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        (true, true, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        (true, false, true) => (StatusCode::OK, "degraded"),
+        (true, false, false) => (StatusCode::OK, "ready"),
     };
     (code, axum::Json(Readiness { status, checks }))
+}
+
+/// Checks every dependency every `interval` until shutdown, so the dependency gauges stay
+/// current (and the store breakers get their probes) when nothing polls `/readyz`.
+pub fn spawn_monitor(state: &AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            check_all(&state).await;
+            tokio::select! {
+                () = state.shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    })
 }
 
 /// Prometheus metrics (OpenMetrics text).

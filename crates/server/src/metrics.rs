@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use flashback_core::breaker::BreakerState;
 use flashback_infra::CacheMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +34,11 @@ pub struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabel {
     pub job: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabel {
+    pub dependency: String,
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -70,6 +76,18 @@ pub struct Metrics {
     pub track_backlog: Gauge,
     /// 1 while this instance holds the lease on a job (see `crate::lease`), else 0.
     pub leases_held: Family<JobLabel, Gauge>,
+    /// Each dependency's circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: Family<DependencyLabel, Gauge>,
+    /// Each dependency's last health check: 1 up, 0 down.
+    pub dependency_up: Family<DependencyLabel, Gauge>,
+    /// 1 while the instance serves without a dependency it can do without.
+    pub degraded: Gauge,
+    /// Outbox events not yet dispatched, over every shard this instance reads.
+    pub outbox_pending: Gauge,
+    /// Accepted flash-sale purchases still only in the memory engine's journal.
+    pub flash_journal_pending: Gauge,
+    /// Messages waiting in the dead-letter queue (RabbitMQ only).
+    pub dead_letters: Gauge,
     /// Cache counters, shared with the caches.
     pub cache: CacheMetrics,
 }
@@ -138,6 +156,42 @@ impl Metrics {
             "1 while this instance holds the lease on a periodic job (sweeper, rebate-sweep, taobao-poller)",
             leases_held.clone(),
         );
+        let breaker_state = Family::<DependencyLabel, Gauge>::default();
+        registry.register(
+            "flashback_breaker_state",
+            "Circuit breaker of each dependency: 0 closed, 1 open (failing fast), 2 half-open (probing)",
+            breaker_state.clone(),
+        );
+        let dependency_up = Family::<DependencyLabel, Gauge>::default();
+        registry.register(
+            "flashback_dependency_up",
+            "Each dependency as last checked: 1 up, 0 down",
+            dependency_up.clone(),
+        );
+        let degraded = Gauge::default();
+        registry.register(
+            "flashback_degraded",
+            "1 while this instance serves with a dependency it can do without down",
+            degraded.clone(),
+        );
+        let outbox_pending = Gauge::default();
+        registry.register(
+            "flashback_outbox_pending",
+            "Outbox events not yet dispatched, over every order shard",
+            outbox_pending.clone(),
+        );
+        let flash_journal_pending = Gauge::default();
+        registry.register(
+            "flashback_flash_journal_pending",
+            "Accepted flash-sale purchases still only in the memory engine's journal",
+            flash_journal_pending.clone(),
+        );
+        let dead_letters = Gauge::default();
+        registry.register(
+            "flashback_events_dead_letters",
+            "Messages waiting in the dead-letter queue (RabbitMQ only)",
+            dead_letters.clone(),
+        );
         let cache = CacheMetrics::register(&mut registry);
         Self {
             registry,
@@ -155,6 +209,12 @@ impl Metrics {
             track_written,
             track_backlog,
             leases_held,
+            breaker_state,
+            dependency_up,
+            degraded,
+            outbox_pending,
+            flash_journal_pending,
+            dead_letters,
             cache,
         }
     }
@@ -166,6 +226,23 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Exports `breaker`'s state in `flashback_breaker_state` and logs each change.
+    pub fn watch_breaker(&self, breaker: &flashback_core::breaker::Breaker) {
+        let gauge = self.breaker_state.clone();
+        breaker.observe(Box::new(move |name, state| {
+            let was = gauge.get_or_create(&DependencyLabel { dependency: name.to_owned() }).set(state as i64);
+            match state {
+                BreakerState::Open if was == BreakerState::Closed as i64 => {
+                    tracing::warn!(dependency = name, "circuit breaker open: failing fast")
+                }
+                BreakerState::Closed if was != BreakerState::Closed as i64 => {
+                    tracing::info!(dependency = name, "circuit breaker closed: calls go through again")
+                }
+                _ => {}
+            }
+        }));
     }
 
     /// Counts one refusal of `reason`.

@@ -71,6 +71,8 @@ pub struct Services {
     pub shutdown: CancellationToken,
     /// False once shutdown begins, so /readyz turns load balancers away first.
     pub accepting: Arc<AtomicBool>,
+    /// Cancelled to end the drain at once (a second stop signal).
+    pub skip_drain: CancellationToken,
 }
 
 /// This instance's id generator, with one method per kind of id.
@@ -130,6 +132,7 @@ impl AppState {
             data_dir: config.data_dir.clone(),
             max_connections: config.store.max_connections,
             acquire_timeout: config.store.acquire_timeout,
+            breaker: config.breaker.settings(),
         };
         let store = flashback_store::open(&store_options)
             .await
@@ -151,18 +154,28 @@ impl AppState {
         let trade = Arc::new(crate::trade::TradeRuntime::new(&config.trade, &config.data_dir)?);
         let redis = match &config.cache.redis_url {
             Some(url) => Some(
-                RedisHandle::connect(url.expose_secret(), &config.cache.redis_prefix, config.cache.redis_timeout)
-                    .await
-                    .context("connecting to redis (cache.redis_url)")?,
+                RedisHandle::connect(
+                    url.expose_secret(),
+                    &config.cache.redis_prefix,
+                    config.cache.redis_timeout,
+                    config.breaker.settings(),
+                )
+                .await
+                .context("connecting to redis (cache.redis_url)")?,
             ),
             None => None,
         };
         let bus = match &config.events.amqp_url {
-            Some(url) => Some(
-                flashback_infra::bus::RabbitBus::connect(url.expose_secret(), &config.events.exchange_prefix)
-                    .await
-                    .context("connecting to RabbitMQ (events.amqp_url)")?,
-            ),
+            Some(url) => {
+                let mut settings =
+                    flashback_infra::BusSettings::new(url.expose_secret(), &config.events.exchange_prefix);
+                settings.breaker = config.breaker.settings();
+                Some(
+                    flashback_infra::bus::RabbitBus::connect_with(settings)
+                        .await
+                        .context("connecting to RabbitMQ (events.amqp_url)")?,
+                )
+            }
             None => None,
         };
         let node = config.node_id.unwrap_or_else(|| rand::random_range(0..=flashback_core::id::MAX_NODE));
@@ -198,6 +211,11 @@ impl AppState {
             Arc::new(crate::flash_sale::purchase::FlashRuntime::new(&config.flash_sale, engine, cluster, key))
         };
         let metrics = Arc::new(Metrics::new());
+        let breakers = store.breakers().into_iter().chain(shards.all().iter().flat_map(|s| s.breakers()));
+        let breakers = breakers.chain(bus.iter().map(|b| Arc::clone(b.breaker())));
+        for breaker in breakers.chain(redis.iter().map(|r| Arc::clone(r.breaker()))) {
+            metrics.watch_breaker(&breaker);
+        }
         let tokens = TokenKeys::load(config.auth.token_secret.as_ref(), &config.data_dir, config.auth.token_ttl)?;
         if config.node_id.is_none() && config.store.url.is_some() {
             tracing::warn!(node, "node_id is not set: picked one at random; give each instance its own (0-63)");
@@ -226,7 +244,8 @@ impl AppState {
             click_key: crate::keys::key_file(&config.data_dir, "click.key", "click address hashing")?,
         });
         let track = crate::track::Tracking::build(&config, redis.as_ref(), bus.as_ref()).await.context("tracking")?;
-        let analytics = crate::analytics::Live::build(&config).await.context("analytics")?;
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let analytics = crate::analytics::Live::build(&config, redis.as_ref(), &instance).await.context("analytics")?;
         let products = ProductCache::new("product", settings, redis.clone(), metrics.cache.clone());
         Ok(Self(Arc::new(Services {
             config: Arc::new(config),
@@ -234,7 +253,7 @@ impl AppState {
             shards,
             trade,
             redis,
-            instance: uuid::Uuid::new_v4().simple().to_string(),
+            instance,
             bus,
             ids,
             auth,
@@ -248,6 +267,7 @@ impl AppState {
             metrics,
             shutdown: CancellationToken::new(),
             accepting: Arc::new(AtomicBool::new(true)),
+            skip_drain: CancellationToken::new(),
         })))
     }
 }

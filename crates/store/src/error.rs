@@ -51,6 +51,12 @@ impl StoreError {
         }
     }
 
+    /// "The store is unavailable" without a driver error of its own: a breaker failing fast, or
+    /// one failure reported to several callers.
+    pub fn unavailable() -> Self {
+        StoreError::Unavailable(sqlx::Error::PoolTimedOut)
+    }
+
     /// Whether the error means "try later, the store is down" rather than "this request is wrong".
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))

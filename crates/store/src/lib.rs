@@ -8,6 +8,7 @@
 mod analytics;
 mod error;
 mod flash;
+mod gate;
 mod ledger;
 mod model;
 mod mysql;
@@ -142,10 +143,16 @@ pub trait Store:
     fn backend(&self) -> &'static str;
     /// Applies this backend's pending migrations.
     async fn migrate(&self) -> StoreResult<()>;
-    /// One cheap round trip, for readiness checks.
+    /// One cheap round trip, for readiness checks. Scaled out it also feeds the circuit
+    /// breaker in front of the database: two failed pings in a row make every call fail fast
+    /// as unavailable until one succeeds.
     async fn ping(&self) -> StoreResult<()>;
     /// Closes every connection; later calls fail with [`StoreError::Unavailable`].
     async fn close(&self);
+    /// The circuit breakers in front of its servers (none for SQLite files), for metrics.
+    fn breakers(&self) -> Vec<Arc<flashback_core::breaker::Breaker>> {
+        Vec::new()
+    }
 }
 
 /// How to reach the store; built by the server from its configuration.
@@ -160,6 +167,8 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How long a call waits for a free connection before failing as unavailable.
     pub acquire_timeout: Duration,
+    /// The circuit breakers' open period (scaled out; they open after two failed pings).
+    pub breaker: flashback_core::breaker::BreakerSettings,
 }
 
 impl std::fmt::Debug for StoreOptions {

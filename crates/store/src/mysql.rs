@@ -8,6 +8,11 @@ use sqlx::migrate::Migrator;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::{MySql, Pool};
 
+use std::sync::Arc;
+
+use flashback_core::breaker::{Breaker, BreakerSettings, Permit};
+
+use crate::gate::Gate;
 use crate::{Store, StoreError, StoreOptions, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/mysql");
@@ -44,20 +49,22 @@ async fn migrate(pool: &MySqlPool, migrator: &Migrator) -> StoreResult<()> {
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
+    gate: Gate,
 }
 
 impl MySqlStore {
     /// Connects to the database the URL names (`mysql://user:pass@host:port/db`).
     pub async fn connect(url: &str, options: &StoreOptions) -> StoreResult<Self> {
-        Ok(Self { pool: connect(url, options).await? })
+        Ok(Self { pool: connect(url, options).await?, gate: Gate::new("store".into(), options.breaker) })
     }
 
-    pub(crate) fn writer(&self) -> &Pool<MySql> {
-        &self.pool
+    pub(crate) fn writer(&self) -> StoreResult<&Pool<MySql>> {
+        self.gate.check()?;
+        Ok(&self.pool)
     }
 
-    pub(crate) fn reader(&self) -> &Pool<MySql> {
-        &self.pool
+    pub(crate) fn reader(&self) -> StoreResult<&Pool<MySql>> {
+        self.writer()
     }
 }
 
@@ -126,12 +133,15 @@ impl Store for MySqlStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.gate.probe(&self.pool).await
     }
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn breakers(&self) -> Vec<Arc<Breaker>> {
+        vec![self.gate.breaker()]
     }
 }
 
@@ -143,46 +153,50 @@ impl Store for MySqlStore {
 #[derive(Debug, Clone)]
 pub struct MySqlShard {
     pool: MySqlPool,
-    replica: Option<MySqlPool>,
-    /// Unix ms until which the replica is considered down and skipped (a circuit breaker, so
-    /// a dead replica costs one acquire timeout per [`REPLICA_RETRY_MS`], not one per read).
-    replica_down_until: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    gate: Gate,
+    replica: Option<(MySqlPool, Arc<Breaker>)>,
 }
-
-/// After a replica read fails as unavailable, reads go straight to the primary this long.
-pub const REPLICA_RETRY_MS: i64 = 5_000;
 /// How long a read waits for a replica connection before falling back to the primary.
 const REPLICA_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl MySqlShard {
     const BACKEND: &'static str = "mysql";
 
-    /// Connects to the shard database `url` names, and lazily to its read replica `replica`
-    /// (the same database on a server replicating from the primary), if given. A replica that
-    /// is down at start is not an error: reads meant for it go to the primary until it answers.
-    pub async fn connect(url: &str, replica: Option<&str>, options: &StoreOptions) -> StoreResult<Self> {
+    /// Connects to shard number `index`'s database `url` names, and lazily to its read replica
+    /// `replica` (the same database on a server replicating from the primary), if given. A
+    /// replica that is down at start is not an error: reads meant for it go to the primary
+    /// until it answers.
+    pub async fn connect(url: &str, replica: Option<&str>, options: &StoreOptions, index: usize) -> StoreResult<Self> {
         let pool = connect(url, options).await?;
         let replica_options =
             StoreOptions { acquire_timeout: options.acquire_timeout.min(REPLICA_ACQUIRE_TIMEOUT), ..options.clone() };
         let replica = replica.map(|r| connect_lazy(r, &replica_options)).transpose()?;
-        Ok(Self { pool, replica, replica_down_until: Default::default() })
+        // One failed read is enough to send reads to the primary; a read after the open
+        // period probes the replica again.
+        let settings = BreakerSettings { failures_to_open: 1, ..options.breaker };
+        let replica = replica.map(|pool| (pool, Breaker::new(format!("replica-{index}"), settings)));
+        Ok(Self { pool, gate: Gate::new(format!("shard-{index}"), options.breaker), replica })
     }
 
-    pub(crate) fn writer(&self) -> &Pool<MySql> {
-        &self.pool
+    pub(crate) fn writer(&self) -> StoreResult<&Pool<MySql>> {
+        self.gate.check()?;
+        Ok(&self.pool)
     }
 
-    pub(crate) fn reader(&self) -> &Pool<MySql> {
-        self.replica.as_ref().unwrap_or(&self.pool)
+    /// The replica's pool and permission to read it, while it is not known to be down.
+    fn replica_read(&self) -> Option<(&Pool<MySql>, Permit<'_>)> {
+        let (pool, breaker) = self.replica.as_ref()?;
+        Some((pool, breaker.permit()?))
     }
 
-    fn has_replica(&self) -> bool {
-        self.replica.is_some() && crate::now_ms() >= self.replica_down_until.load(std::sync::atomic::Ordering::Relaxed)
+    async fn probe(&self) -> StoreResult<()> {
+        self.gate.probe(&self.pool).await
     }
 
-    fn replica_failed(&self) {
-        let until = crate::now_ms() + REPLICA_RETRY_MS;
-        self.replica_down_until.store(until, std::sync::atomic::Ordering::Relaxed);
+    fn shard_breakers(&self) -> Vec<Arc<Breaker>> {
+        let mut all = vec![self.gate.breaker()];
+        all.extend(self.replica.as_ref().map(|(_, b)| Arc::clone(b)));
+        all
     }
 
     async fn run_migrations(&self) -> StoreResult<()> {
@@ -192,7 +206,7 @@ impl MySqlShard {
 
     async fn close_pools(&self) {
         self.pool.close().await;
-        if let Some(replica) = &self.replica {
+        if let Some((replica, _)) = &self.replica {
             replica.close().await;
         }
     }

@@ -132,7 +132,7 @@ pub async fn open_shards(options: &ShardOptions) -> StoreResult<Shards> {
                 return Err(StoreError::Config("trade.shard_urls: each must start with mysql:// or mariadb://".into()));
             }
             let replica = options.replica_urls.get(i).and_then(Option::as_deref);
-            shards.push(Arc::new(MySqlShard::connect(url, replica, &options.store).await?));
+            shards.push(Arc::new(MySqlShard::connect(url, replica, &options.store, i).await?));
         }
     }
     for s in &shards {
@@ -165,6 +165,7 @@ mod tests {
                 data_dir: std::env::temp_dir(),
                 max_connections: 1,
                 acquire_timeout: std::time::Duration::from_secs(1),
+                breaker: Default::default(),
             },
         }
     }

@@ -138,7 +138,8 @@ pub(crate) fn json_text<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// Implements [`crate::UserStore`] and [`crate::CatalogStore`] for a backend whose type has
-/// `fn writer(&self) -> &Pool<DB>` and `fn reader(&self) -> &Pool<DB>`.
+/// `fn writer(&self) -> StoreResult<&Pool<DB>>` and `fn reader(&self) -> StoreResult<&Pool<DB>>` (an
+/// error while the breaker in front of the server is open).
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -153,7 +154,7 @@ macro_rules! impl_sql_store {
                 .bind(&new.password_hash)
                 .bind(new.role.as_str())
                 .bind(now)
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await
                 .map_err(|e| $crate::error::on_write(e, "username", "user"))?;
                 Ok($crate::User { id: new.id, username: new.username, role: new.role, created_at_ms: now })
@@ -162,7 +163,7 @@ macro_rules! impl_sql_store {
             async fn user(&self, id: flashback_core::UserId) -> $crate::StoreResult<Option<$crate::User>> {
                 let sql = format!("SELECT {} FROM users WHERE id = ?", $crate::sql::USER_COLUMNS);
                 let row: Option<$crate::sql::UserRow> =
-                    sqlx::query_as(&sql).bind(id.get()).fetch_optional(self.reader()).await?;
+                    sqlx::query_as(&sql).bind(id.get()).fetch_optional(self.reader()?).await?;
                 row.map($crate::User::try_from).transpose()
             }
 
@@ -171,7 +172,7 @@ macro_rules! impl_sql_store {
                 username: &flashback_core::Username,
             ) -> $crate::StoreResult<Option<$crate::UserCredentials>> {
                 let sql = format!("SELECT {}, password_hash FROM users WHERE username = ?", $crate::sql::USER_COLUMNS);
-                let row = sqlx::query(&sql).bind(username.as_str()).fetch_optional(self.reader()).await?;
+                let row = sqlx::query(&sql).bind(username.as_str()).fetch_optional(self.reader()?).await?;
                 let Some(row) = row else { return Ok(None) };
                 use sqlx::{FromRow, Row};
                 let password_hash: String = row.try_get("password_hash")?;
@@ -194,7 +195,7 @@ macro_rules! impl_sql_store {
                     .bind(owner.get())
                     .bind(name.as_str())
                     .bind(now)
-                    .execute(self.writer())
+                    .execute(self.writer()?)
                     .await
                     .map_err(|e| $crate::error::on_write(e, "merchant", "user"))?;
                 Ok($crate::Merchant { id, owner, name, created_at_ms: now })
@@ -204,7 +205,7 @@ macro_rules! impl_sql_store {
                 let row: Option<$crate::sql::MerchantRow> =
                     sqlx::query_as("SELECT id, owner_user_id, name, created_at_ms FROM merchants WHERE id = ?")
                         .bind(id.get())
-                        .fetch_optional(self.reader())
+                        .fetch_optional(self.reader()?)
                         .await?;
                 row.map($crate::Merchant::try_from).transpose()
             }
@@ -217,7 +218,7 @@ macro_rules! impl_sql_store {
                     "SELECT id, owner_user_id, name, created_at_ms FROM merchants WHERE owner_user_id = ?",
                 )
                 .bind(owner.get())
-                .fetch_optional(self.reader())
+                .fetch_optional(self.reader()?)
                 .await?;
                 row.map($crate::Merchant::try_from).transpose()
             }
@@ -231,7 +232,7 @@ macro_rules! impl_sql_store {
                     .bind(id.get())
                     .bind(name.as_str())
                     .bind($crate::now_ms())
-                    .execute(self.writer())
+                    .execute(self.writer()?)
                     .await
                     .map_err(|e| $crate::error::on_write(e, "category", "category"))?;
                 Ok($crate::Category { id, name })
@@ -240,14 +241,14 @@ macro_rules! impl_sql_store {
             async fn categories(&self) -> $crate::StoreResult<Vec<$crate::Category>> {
                 let rows: Vec<$crate::sql::CategoryRow> =
                     sqlx::query_as("SELECT id, name FROM categories ORDER BY name, id")
-                        .fetch_all(self.reader())
+                        .fetch_all(self.reader()?)
                         .await?;
                 rows.into_iter().map($crate::Category::try_from).collect()
             }
 
             async fn create_product(&self, new: $crate::NewProduct) -> $crate::StoreResult<$crate::Product> {
                 let now = $crate::now_ms();
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 sqlx::query(
                     "INSERT INTO products (id, merchant_id, category_id, sku, title, description, images, \
                      list_price_minor, status, created_at_ms, updated_at_ms) \
@@ -295,7 +296,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn product(&self, id: flashback_core::ProductId) -> $crate::StoreResult<Option<$crate::Product>> {
-                self.product_from(self.reader(), id).await
+                self.product_from(self.reader()?, id).await
             }
 
             async fn products(
@@ -319,7 +320,7 @@ macro_rules! impl_sql_store {
                     q.push(" AND p.id < ").push_bind(c.before_id);
                 }
                 q.push(" ORDER BY p.id DESC LIMIT ").push_bind(i64::from(limit.get()));
-                let rows: Vec<$crate::sql::ProductRow> = q.build_query_as().fetch_all(self.reader()).await?;
+                let rows: Vec<$crate::sql::ProductRow> = q.build_query_as().fetch_all(self.reader()?).await?;
                 rows.into_iter().map($crate::Product::try_from).collect()
             }
 
@@ -353,7 +354,7 @@ macro_rules! impl_sql_store {
                 q.push(" AND merchant_id = ").push_bind(merchant.get());
                 let done = q
                     .build()
-                    .execute(self.writer())
+                    .execute(self.writer()?)
                     .await
                     .map_err(|e| $crate::error::on_write(e, "sku", "category"))?;
                 self.changed_product(id, merchant, done.rows_affected(), None).await
@@ -387,7 +388,7 @@ macro_rules! impl_sql_store {
                 if let Some(v) = expected_version {
                     q.push(" AND version = ").push_bind(v);
                 }
-                let done = q.build().execute(self.writer()).await?;
+                let done = q.build().execute(self.writer()?).await?;
                 self.changed_product(id, merchant, done.rows_affected(), Some("version")).await
             }
 
@@ -408,7 +409,7 @@ macro_rules! impl_sql_store {
                 .bind(delta)
                 .bind(flashback_core::Stock::MAX)
                 .bind(merchant.get())
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await?;
                 self.changed_product(id, merchant, done.rows_affected(), Some("stock")).await
             }
@@ -438,7 +439,7 @@ macro_rules! impl_sql_store {
                 failed: Option<&'static str>,
             ) -> $crate::StoreResult<$crate::Product> {
                 // Read from the writer so the caller sees its own write.
-                match (self.product_from(self.writer(), id).await?, failed) {
+                match (self.product_from(self.writer()?, id).await?, failed) {
                     (Some(p), _) if p.merchant_id != merchant => Err($crate::StoreError::NotFound("product")),
                     (Some(_), Some(condition)) if rows_affected == 0 => {
                         Err($crate::StoreError::ConditionFailed(condition))

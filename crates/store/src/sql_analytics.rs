@@ -40,7 +40,7 @@ macro_rules! impl_analytics_store {
         impl $crate::AnalyticsStore for $store {
             async fn apply_rollups(&self, deltas: &[$crate::RollupDelta]) -> $crate::StoreResult<Vec<bool>> {
                 $crate::retry_deadlocks(|| async {
-                    let mut tx = self.writer().begin().await?;
+                    let mut tx = self.writer()?.begin().await?;
                     let mut fresh = Vec::with_capacity(deltas.len());
                     for d in deltas {
                         let new = sqlx::query($applied)
@@ -87,7 +87,7 @@ macro_rules! impl_analytics_store {
                     $crate::sql_analytics::MINUTE_COLUMNS
                 );
                 let rows: Vec<$crate::sql_analytics::MinuteRow> =
-                    sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(self.reader()).await?;
+                    sqlx::query_as(&sql).bind(from_ms).bind(to_ms).fetch_all(self.reader()?).await?;
                 Ok(rows.into_iter().map($crate::sql_analytics::minute).collect())
             }
 
@@ -103,7 +103,7 @@ macro_rules! impl_analytics_store {
                 .bind(from_ms)
                 .bind(from_ms)
                 .bind(to_ms)
-                .fetch_one(self.reader())
+                .fetch_one(self.reader()?)
                 .await?;
                 Ok($crate::sql_analytics::minute(row))
             }
@@ -117,7 +117,7 @@ macro_rules! impl_analytics_store {
                 .bind(from_ms)
                 .bind(to_ms)
                 .bind(i64::from(limit))
-                .fetch_all(self.reader())
+                .fetch_all(self.reader()?)
                 .await?;
                 Ok(rows
                     .into_iter()
@@ -129,14 +129,14 @@ macro_rules! impl_analytics_store {
                 let total: i64 = sqlx::query_scalar(
                     "SELECT CAST(COALESCE(SUM(balance), 0) AS SIGNED) FROM ledger_accounts WHERE name LIKE 'user:%:pending'",
                 )
-                .fetch_one(self.reader())
+                .fetch_one(self.reader()?)
                 .await?;
                 let rows: Vec<(String, i64)> = sqlx::query_as(
                     "SELECT name, balance FROM ledger_accounts WHERE name LIKE 'user:%:pending' AND balance <> 0 \
                      ORDER BY balance DESC, name LIMIT ?",
                 )
                 .bind(i64::from(limit))
-                .fetch_all(self.reader())
+                .fetch_all(self.reader()?)
                 .await?;
                 let users = rows
                     .into_iter()
@@ -148,7 +148,7 @@ macro_rules! impl_analytics_store {
             async fn prune_applied(&self, before_ms: i64) -> $crate::StoreResult<u64> {
                 let done = sqlx::query("DELETE FROM analytics_applied WHERE applied_at_ms < ?")
                     .bind(before_ms)
-                    .execute(self.writer())
+                    .execute(self.writer()?)
                     .await?;
                 Ok(done.rows_affected())
             }

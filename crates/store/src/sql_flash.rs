@@ -70,7 +70,7 @@ macro_rules! impl_flash_store {
         impl $crate::FlashSaleStore for $store {
             async fn create_sale(&self, new: $crate::NewFlashSale) -> $crate::StoreResult<$crate::FlashSale> {
                 let now = $crate::now_ms();
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let carved = sqlx::query(
                     "UPDATE inventory SET available = available - ?, version = version + 1, updated_at_ms = ? \
                      WHERE product_id = ? AND available >= ? \
@@ -133,7 +133,7 @@ macro_rules! impl_flash_store {
             async fn flash_sale(&self, id: flashback_core::SaleId) -> $crate::StoreResult<Option<$crate::FlashSale>> {
                 let sql = format!("SELECT {} FROM flash_sales WHERE id = ?", $crate::sql_flash::SALE_COLUMNS);
                 let row: Option<$crate::sql_flash::SaleRow> =
-                    sqlx::query_as(&sql).bind(id.get()).fetch_optional(self.writer()).await?;
+                    sqlx::query_as(&sql).bind(id.get()).fetch_optional(self.writer()?).await?;
                 row.map($crate::FlashSale::try_from).transpose()
             }
 
@@ -154,7 +154,7 @@ macro_rules! impl_flash_store {
                     q.push(" AND id < ").push_bind(c.before_id);
                 }
                 q.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit.get()));
-                let rows: Vec<$crate::sql_flash::SaleRow> = q.build_query_as().fetch_all(self.reader()).await?;
+                let rows: Vec<$crate::sql_flash::SaleRow> = q.build_query_as().fetch_all(self.reader()?).await?;
                 rows.into_iter().map($crate::FlashSale::try_from).collect()
             }
 
@@ -164,7 +164,7 @@ macro_rules! impl_flash_store {
                      WHERE sale_id = ? AND state <> 'released'",
                 )
                 .bind(id.get())
-                .fetch_one(self.writer())
+                .fetch_one(self.writer()?)
                 .await?;
                 Ok(taken)
             }
@@ -179,7 +179,7 @@ macro_rules! impl_flash_store {
                 )
                 .bind(now_ms)
                 .bind(i64::from(limit))
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 $crate::sql::parse_ids(ids, "flash_sales", flashback_core::SaleId::new)
             }
@@ -188,7 +188,7 @@ macro_rules! impl_flash_store {
                 if rows.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 // Bounded statements: SQLite allows at most 32,766 parameters per statement.
                 for chunk in rows.chunks(1_000) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
@@ -216,7 +216,7 @@ macro_rules! impl_flash_store {
                     "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations WHERE id = ?",
                 )
                 .bind(id)
-                .fetch_optional(self.writer())
+                .fetch_optional(self.writer()?)
                 .await?;
                 row.map($crate::sql_flash::reservation).transpose()
             }
@@ -229,7 +229,7 @@ macro_rules! impl_flash_store {
                     "SELECT user_id, CAST(SUM(quantity) AS SIGNED) FROM flash_reservations                      WHERE sale_id = ? AND state <> 'released' GROUP BY user_id",
                 )
                 .bind(id.get())
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.into_iter()
                     .map(|(u, n)| {
@@ -248,7 +248,7 @@ macro_rules! impl_flash_store {
                 per_user_limit: i64,
                 now_ms: i64,
             ) -> Result<(), $crate::SqlReserveRefusal> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let taken = sqlx::query(
                     "UPDATE flash_sales SET remaining = remaining - ? WHERE id = ? AND state = 'open'                      AND remaining >= ? AND starts_at_ms <= ? AND ends_at_ms > ?",
                 )
@@ -298,7 +298,7 @@ macro_rules! impl_flash_store {
                      WHERE state = 'reserved' ORDER BY id LIMIT ?",
                 )
                 .bind(i64::from(limit))
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.into_iter().map($crate::sql_flash::reservation).collect()
             }
@@ -315,7 +315,7 @@ macro_rules! impl_flash_store {
                 .bind(order.get())
                 .bind($crate::now_ms())
                 .bind(id)
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -328,7 +328,7 @@ macro_rules! impl_flash_store {
                     return Ok(0);
                 }
                 let now = $crate::now_ms();
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let mut marked = 0;
                 for (id, order) in made {
                     marked += sqlx::query(
@@ -348,7 +348,7 @@ macro_rules! impl_flash_store {
 
             async fn release_reservation(&self, id: i64) -> $crate::StoreResult<Option<$crate::FlashReservation>> {
                 let now = $crate::now_ms();
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let row: Option<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
                     "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations WHERE id = ?",
                 )
@@ -403,7 +403,7 @@ macro_rules! impl_flash_store {
                      WHERE sale_id = ? ORDER BY id",
                 )
                 .bind(id.get())
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.into_iter().map($crate::sql_flash::reservation).collect()
             }
@@ -417,7 +417,7 @@ macro_rules! impl_flash_store {
                      WHERE sale_id = ? AND state = 'released' ORDER BY id",
                 )
                 .bind(id.get())
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.into_iter().map($crate::sql_flash::reservation).collect()
             }
@@ -425,7 +425,7 @@ macro_rules! impl_flash_store {
             async fn sale_remaining_counter(&self, id: flashback_core::SaleId) -> $crate::StoreResult<i64> {
                 let n: Option<i64> = sqlx::query_scalar("SELECT remaining FROM flash_sales WHERE id = ?")
                     .bind(id.get())
-                    .fetch_optional(self.writer())
+                    .fetch_optional(self.writer()?)
                     .await?;
                 n.ok_or($crate::StoreError::NotFound("flash sale"))
             }
@@ -438,7 +438,7 @@ macro_rules! impl_flash_store {
         impl $store {
             /// One attempt of [`crate::FlashSaleStore::end_sale`].
             async fn end_sale_once(&self, id: flashback_core::SaleId, now_ms: i64) -> $crate::StoreResult<Option<i64>> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let taken: i64 = sqlx::query_scalar(
                     "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM flash_reservations \
                      WHERE sale_id = ? AND state <> 'released'",

@@ -302,7 +302,7 @@ macro_rules! impl_ledger_store {
             }
 
             async fn post_once(&self, txn: &$crate::NewTxn) -> Result<$crate::Posted, $crate::LedgerError> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let posted = Self::post_in(&mut tx, txn).await?;
                 if posted == $crate::Posted::New {
                     tx.commit().await?;
@@ -355,7 +355,7 @@ macro_rules! impl_ledger_store {
                 &self,
                 txns: &[$crate::NewTxn],
             ) -> Result<Vec<$crate::Posted>, $crate::LedgerError> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let refs: Vec<&$crate::NewTxn> = txns.iter().collect();
                 let outcomes = Self::post_many_in(&mut tx, &refs).await?;
                 tx.commit().await?;
@@ -388,7 +388,7 @@ macro_rules! impl_ledger_store {
             async fn balance(&self, account: flashback_core::Account) -> $crate::StoreResult<i64> {
                 let b: Option<i64> = sqlx::query_scalar("SELECT balance FROM ledger_accounts WHERE name = ?")
                     .bind(account.name())
-                    .fetch_optional(self.writer())
+                    .fetch_optional(self.writer()?)
                     .await?;
                 Ok(b.unwrap_or(0))
             }
@@ -401,7 +401,7 @@ macro_rules! impl_ledger_store {
                         .bind(&names[0])
                         .bind(&names[1])
                         .bind(&names[2])
-                        .fetch_all(self.writer())
+                        .fetch_all(self.writer()?)
                         .await?;
                 let get = |n: &String| rows.iter().find(|(a, _)| a == n).map_or(0, |(_, b)| *b);
                 Ok($crate::Wallet { pending: get(&names[0]), available: get(&names[1]), withdrawing: get(&names[2]) })
@@ -418,7 +418,7 @@ macro_rules! impl_ledger_store {
                 let start: Option<(Option<i64>, Option<i32>)> = match before_txn {
                     None => sqlx::query_as("SELECT head_txn_id, head_seq FROM ledger_accounts WHERE name = ?")
                         .bind(account.name())
-                        .fetch_optional(self.writer())
+                        .fetch_optional(self.writer()?)
                         .await?,
                     Some(txn) => sqlx::query_as(
                         "SELECT e.prev_txn_id, e.prev_seq FROM ledger_entries e \
@@ -427,7 +427,7 @@ macro_rules! impl_ledger_store {
                     )
                     .bind(txn)
                     .bind(account.name())
-                    .fetch_optional(self.writer())
+                    .fetch_optional(self.writer()?)
                     .await?,
                 };
                 let Some((Some(txn), Some(seq))) = start else { return Ok(Vec::new()) };
@@ -450,7 +450,7 @@ macro_rules! impl_ledger_store {
                 .bind(txn)
                 .bind(seq)
                 .bind(i64::from(limit))
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 Ok(rows
                     .into_iter()
@@ -467,7 +467,7 @@ macro_rules! impl_ledger_store {
 
             async fn balances(&self) -> $crate::StoreResult<Vec<(flashback_core::Account, i64)>> {
                 let rows: Vec<(String, i64)> =
-                    sqlx::query_as("SELECT name, balance FROM ledger_accounts").fetch_all(self.writer()).await?;
+                    sqlx::query_as("SELECT name, balance FROM ledger_accounts").fetch_all(self.writer()?).await?;
                 rows.into_iter()
                     .map(|(name, b)| {
                         flashback_core::Account::parse(&name)
@@ -480,14 +480,14 @@ macro_rules! impl_ledger_store {
             async fn posted(&self, key: &str) -> $crate::StoreResult<bool> {
                 let n: Option<i64> = sqlx::query_scalar("SELECT id FROM ledger_txns WHERE idem_key = ?")
                     .bind(key)
-                    .fetch_optional(self.writer())
+                    .fetch_optional(self.writer()?)
                     .await?;
                 Ok(n.is_some())
             }
 
             async fn audit_ledger(&self) -> $crate::StoreResult<$crate::LedgerAudit> {
                 // One read transaction: a consistent snapshot on both backends.
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let mut a = $crate::LedgerAudit::default();
                 let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
                 a.transactions = u64::try_from(count("SELECT COUNT(*) FROM ledger_txns").fetch_one(&mut *tx).await?)

@@ -422,7 +422,7 @@ macro_rules! impl_rebate_store {
                 txn: Option<&$crate::NewTxn>,
             ) -> Result<$crate::Applied, $crate::LedgerError> {
                 use $crate::sql_rebate::Wrote;
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 match Self::write_row_in(&mut tx, row, expected).await? {
                     Wrote::Nothing => return Ok($crate::Applied::Conflict),
                     Wrote::Row => {}
@@ -445,7 +445,7 @@ macro_rules! impl_rebate_store {
                 let row: Option<(i64, String, Option<i64>)> =
                     sqlx::query_as("SELECT user_id, tier, inviter_id FROM rebate_profiles WHERE user_id = ?")
                         .bind(user.get())
-                        .fetch_optional(self.writer())
+                        .fetch_optional(self.writer()?)
                         .await?;
                 row.map(|(u, t, i)| $crate::sql_rebate::profile(u, t, i)).transpose()
             }
@@ -459,12 +459,12 @@ macro_rules! impl_rebate_store {
                     .bind(p.tier.as_str())
                     .bind(p.inviter_id.map(flashback_core::UserId::get))
                     .bind($crate::now_ms())
-                    .execute(self.writer())
+                    .execute(self.writer()?)
                     .await?;
                 sqlx::query("UPDATE rebate_profiles SET tier = ? WHERE user_id = ?")
                     .bind(p.tier.as_str())
                     .bind(p.user_id.get())
-                    .execute(self.writer())
+                    .execute(self.writer()?)
                     .await?;
                 self.rebate_profile(p.user_id).await?.ok_or($crate::StoreError::NotFound("rebate profile"))
             }
@@ -483,7 +483,7 @@ macro_rules! impl_rebate_store {
                 .bind(user.get())
                 .bind(kind.as_str())
                 .bind(at_ms)
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await;
                 match inserted.map_err(|e| $crate::error::on_write(e, "tracking id", "user")) {
                     Ok(_) => Ok(()),
@@ -499,7 +499,7 @@ macro_rules! impl_rebate_store {
             async fn tracking_owner(&self, code: &str) -> $crate::StoreResult<Option<flashback_core::UserId>> {
                 let id: Option<i64> = sqlx::query_scalar("SELECT user_id FROM tracking_ids WHERE code = ?")
                     .bind(code)
-                    .fetch_optional(self.reader())
+                    .fetch_optional(self.reader()?)
                     .await?;
                 id.map(flashback_core::UserId::new).transpose().map_err(|e| $crate::StoreError::Corrupt {
                     table: "tracking_ids",
@@ -515,7 +515,7 @@ macro_rules! impl_rebate_store {
                 for chunk in codes.chunks($crate::sql_rebate::LOOKUP_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$db>::new("SELECT code, user_id FROM tracking_ids WHERE code IN (");
                     $crate::sql_rebate::push_padded(&mut q, chunk);
-                    let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(self.reader()).await?;
+                    let rows: Vec<(String, i64)> = q.build_query_as().fetch_all(self.reader()?).await?;
                     for (code, id) in rows {
                         let owner = flashback_core::UserId::new(id).map_err(|e| $crate::StoreError::Corrupt {
                             table: "tracking_ids",
@@ -538,7 +538,7 @@ macro_rules! impl_rebate_store {
                         "SELECT user_id, tier, inviter_id FROM rebate_profiles WHERE user_id IN (",
                     );
                     $crate::sql_rebate::push_padded(&mut q, chunk);
-                    let rows: Vec<(i64, String, Option<i64>)> = q.build_query_as().fetch_all(self.reader()).await?;
+                    let rows: Vec<(i64, String, Option<i64>)> = q.build_query_as().fetch_all(self.reader()?).await?;
                     for (u, t, i) in rows {
                         out.push($crate::sql_rebate::profile(u, t, i)?);
                     }
@@ -556,7 +556,7 @@ macro_rules! impl_rebate_store {
                     $crate::sql_rebate::ORDER_COLUMNS
                 );
                 let row: Option<$crate::sql_rebate::OrderRow> =
-                    sqlx::query_as(&sql).bind(source).bind(line_key).fetch_optional(self.writer()).await?;
+                    sqlx::query_as(&sql).bind(source).bind(line_key).fetch_optional(self.writer()?).await?;
                 row.map($crate::RebateOrder::try_from).transpose()
             }
 
@@ -600,7 +600,7 @@ macro_rules! impl_rebate_store {
                         sep.push_bind(k);
                     }
                     q.push(")");
-                    let rows: Vec<$crate::sql_rebate::OrderRow> = q.build_query_as().fetch_all(self.reader()).await?;
+                    let rows: Vec<$crate::sql_rebate::OrderRow> = q.build_query_as().fetch_all(self.reader()?).await?;
                     for r in rows {
                         out.push($crate::RebateOrder::try_from(r)?);
                     }
@@ -640,14 +640,14 @@ macro_rules! impl_rebate_store {
                     q = q.bind(source).bind(key);
                 }
                 let rows =
-                    q.bind(user.get()).bind(i64::from(limit)).bind(user.get()).fetch_all(self.reader()).await?;
+                    q.bind(user.get()).bind(i64::from(limit)).bind(user.get()).fetch_all(self.reader()?).await?;
                 rows.into_iter().map($crate::RebateOrder::try_from).collect()
             }
 
             async fn rebate_list_breaks(&self) -> $crate::StoreResult<Vec<String>> {
                 const SHOWN: i64 = 100;
                 // One read transaction: a consistent snapshot on both backends.
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let mut out = Vec::new();
                 let counts: Vec<(i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
                     "SELECT l.user_id, l.listed, s.n, s.lo, s.hi, s.d FROM rebate_lists l LEFT JOIN \
@@ -716,7 +716,7 @@ macro_rules! impl_rebate_store {
                     $crate::sql_rebate::ORDER_COLUMNS
                 );
                 let rows: Vec<$crate::sql_rebate::OrderRow> =
-                    sqlx::query_as(&sql).bind(now_ms).bind(i64::from(limit)).fetch_all(self.writer()).await?;
+                    sqlx::query_as(&sql).bind(now_ms).bind(i64::from(limit)).fetch_all(self.writer()?).await?;
                 rows.into_iter().map($crate::RebateOrder::try_from).collect()
             }
 
@@ -736,7 +736,7 @@ macro_rules! impl_rebate_store {
                     .bind(&source)
                     .bind(&key)
                     .bind(i64::from(limit))
-                    .fetch_all(self.writer())
+                    .fetch_all(self.writer()?)
                     .await?;
                 rows.into_iter().map($crate::RebateOrder::try_from).collect()
             }
@@ -751,7 +751,7 @@ macro_rules! impl_rebate_store {
                     $crate::sql_rebate::ORDER_COLUMNS
                 );
                 let rows: Vec<$crate::sql_rebate::OrderRow> =
-                    sqlx::query_as(&sql).bind(source).bind(parent_key).fetch_all(self.writer()).await?;
+                    sqlx::query_as(&sql).bind(source).bind(parent_key).fetch_all(self.writer()?).await?;
                 rows.into_iter().map($crate::RebateOrder::try_from).collect()
             }
 
@@ -762,7 +762,7 @@ macro_rules! impl_rebate_store {
                     .bind(&l.item_id)
                     .bind(&l.target_url)
                     .bind(l.created_at_ms)
-                    .execute(self.writer())
+                    .execute(self.writer()?)
                     .await
                     .map_err(|e| $crate::error::on_write(e, "link code", "user"))?;
                 Ok(())
@@ -773,7 +773,7 @@ macro_rules! impl_rebate_store {
                     "SELECT code, user_id, item_id, target_url, created_at_ms FROM links WHERE code = ?",
                 )
                 .bind(code)
-                .fetch_optional(self.reader())
+                .fetch_optional(self.reader()?)
                 .await?;
                 row.map(|(code, user, item_id, target_url, created_at_ms)| {
                     Ok($crate::Link {
@@ -801,7 +801,7 @@ macro_rules! impl_rebate_store {
                 .bind(c.at_ms)
                 .bind(&c.ip_hash)
                 .bind(c.user_agent.chars().take(255).collect::<String>())
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await?;
                 Ok(())
             }
@@ -820,7 +820,7 @@ macro_rules! impl_rebate_store {
                 .bind(item_id)
                 .bind(from_ms)
                 .bind(to_ms)
-                .fetch_one(self.writer())
+                .fetch_one(self.writer()?)
                 .await?;
                 Ok(n > 0)
             }
@@ -828,19 +828,19 @@ macro_rules! impl_rebate_store {
             async fn sync_cursor(&self, name: &str) -> $crate::StoreResult<Option<i64>> {
                 Ok(sqlx::query_scalar("SELECT position_ms FROM sync_cursors WHERE name = ?")
                     .bind(name)
-                    .fetch_optional(self.writer())
+                    .fetch_optional(self.writer()?)
                     .await?)
             }
 
             async fn advance_sync_cursor(&self, name: &str, position_ms: i64) -> $crate::StoreResult<()> {
                 let now = $crate::now_ms();
-                sqlx::query($insert_cursor).bind(name).bind(position_ms).bind(now).execute(self.writer()).await?;
+                sqlx::query($insert_cursor).bind(name).bind(position_ms).bind(now).execute(self.writer()?).await?;
                 sqlx::query("UPDATE sync_cursors SET position_ms = ?, updated_at_ms = ? WHERE name = ? AND position_ms < ?")
                     .bind(position_ms)
                     .bind(now)
                     .bind(name)
                     .bind(position_ms)
-                    .execute(self.writer())
+                    .execute(self.writer()?)
                     .await?;
                 Ok(())
             }
@@ -856,13 +856,13 @@ macro_rules! impl_rebate_store {
                 .bind(reason)
                 .bind(payload)
                 .bind(r.at_ms)
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await?;
                 Ok(())
             }
 
             async fn record_rejects(&self, rejects: &[$crate::RebateReject]) -> $crate::StoreResult<()> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 Self::insert_rejects(&mut tx, rejects).await?;
                 tx.commit().await?;
                 Ok(())
@@ -873,7 +873,7 @@ macro_rules! impl_rebate_store {
                     "SELECT id, source, line_key, reason, payload, at_ms FROM rebate_rejects ORDER BY at_ms DESC, id DESC LIMIT ?",
                 )
                 .bind(i64::from(limit))
-                .fetch_all(self.reader())
+                .fetch_all(self.reader()?)
                 .await?;
                 Ok(rows
                     .into_iter()
@@ -906,7 +906,7 @@ macro_rules! impl_sqlx_rebate_batch {
                 items: &[$crate::RebateChange],
                 review: &[$crate::RebateReject],
             ) -> Result<Vec<$crate::Applied>, $crate::LedgerError> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 Self::insert_rejects(&mut tx, review).await?;
                 // New rows in a few multi-row statements; the database names the rows it wrote
                 // (a row another writer inserted first is not among them).

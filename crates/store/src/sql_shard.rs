@@ -107,8 +107,9 @@ pub(crate) fn plan_batch(
     Ok((write, ids))
 }
 
-/// Implements [`crate::OrderShard`] for a shard type with `writer()`/`reader()` pools, a
-/// `migrator()` and the connection-level `ping`/`close`.
+/// Implements [`crate::OrderShard`] for a shard type with a gated `writer()` pool, a
+/// `replica_read()` (the replica's pool and a breaker permit, when there is one to read),
+/// `run_migrations`, `probe`, `close_pools` and `shard_breakers`.
 macro_rules! impl_order_shard {
     ($shard:ty, $db:ty) => {
         impl $shard {
@@ -187,7 +188,7 @@ macro_rules! impl_order_shard {
                     sources.retain(|s| *s == from);
                 }
                 let target = sources.first().and_then(|s| s.apply(t)).ok_or($crate::StoreError::ConditionFailed("state"))?;
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE orders SET state = ");
                 q.push_bind(target.as_str());
                 q.push(", updated_at_ms = ").push_bind($crate::now_ms());
@@ -262,7 +263,7 @@ macro_rules! impl_order_shard {
                 &self,
                 batch: &[($crate::NewOrder, i64)],
             ) -> $crate::StoreResult<Vec<flashback_core::OrderId>> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let claimed = Self::claimed_keys(&mut tx, batch).await?;
                 let (write, ids) = $crate::sql_shard::plan_batch(batch, claimed)?;
                 let news: Vec<&($crate::NewOrder, i64)> = write.iter().map(|i| &batch[*i]).collect();
@@ -451,12 +452,15 @@ macro_rules! impl_order_shard {
             }
 
             async fn ping(&self) -> $crate::StoreResult<()> {
-                sqlx::query("SELECT 1").execute(self.writer()).await?;
-                Ok(())
+                self.probe().await
             }
 
             async fn close(&self) {
                 self.close_pools().await;
+            }
+
+            fn breakers(&self) -> Vec<std::sync::Arc<flashback_core::breaker::Breaker>> {
+                self.shard_breakers()
             }
 
             async fn idempotent(
@@ -464,7 +468,7 @@ macro_rules! impl_order_shard {
                 buyer: flashback_core::UserId,
                 key: &str,
             ) -> $crate::StoreResult<Option<($crate::Order, String)>> {
-                let mut conn = self.writer().acquire().await?;
+                let mut conn = self.writer()?.acquire().await?;
                 let found: Option<(i64, String)> =
                     sqlx::query_as("SELECT order_id, request_hash FROM idempotency_keys WHERE buyer_id = ? AND idem_key = ?")
                         .bind(buyer.get())
@@ -481,7 +485,7 @@ macro_rules! impl_order_shard {
                 ids: $crate::WriteIds,
             ) -> $crate::StoreResult<$crate::Created> {
                 let o = &new.order;
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 if let Some((key, hash)) = &new.idempotency {
                     let claimed = sqlx::query(
                         "INSERT INTO idempotency_keys (buyer_id, idem_key, request_hash, order_id, created_at_ms) \
@@ -533,7 +537,7 @@ macro_rules! impl_order_shard {
             }
 
             async fn order(&self, id: flashback_core::OrderId) -> $crate::StoreResult<Option<$crate::Order>> {
-                let mut conn = self.writer().acquire().await?;
+                let mut conn = self.writer()?.acquire().await?;
                 Self::load_order(&mut conn, id.get()).await
             }
 
@@ -544,16 +548,21 @@ macro_rules! impl_order_shard {
                 limit: flashback_core::PageLimit,
                 read: $crate::Read,
             ) -> $crate::StoreResult<Vec<$crate::Order>> {
-                if read == $crate::Read::ReplicaOk && self.has_replica() {
-                    match Self::list_orders(self.reader(), filter, after, limit).await {
+                if read == $crate::Read::ReplicaOk
+                    && let Some((replica, permit)) = self.replica_read()
+                {
+                    match Self::list_orders(replica, filter, after, limit).await {
                         Err(e) if e.is_unavailable() => {
                             tracing::warn!(error = %e, "order replica unavailable; reading the primary for a while");
-                            self.replica_failed();
+                            permit.failure();
                         }
-                        other => return other,
+                        other => {
+                            permit.success();
+                            return other;
+                        }
                     }
                 }
-                Self::list_orders(self.writer(), filter, after, limit).await
+                Self::list_orders(self.writer()?, filter, after, limit).await
             }
 
             async fn transition(
@@ -573,7 +582,7 @@ macro_rules! impl_order_shard {
                 )
                 .bind(now_ms)
                 .bind(i64::from(limit))
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 $crate::sql::parse_ids(ids, "orders", flashback_core::OrderId::new)
             }
@@ -581,7 +590,7 @@ macro_rules! impl_order_shard {
             async fn points(&self, user: flashback_core::UserId) -> $crate::StoreResult<flashback_core::Points> {
                 let balance: Option<i64> = sqlx::query_scalar("SELECT balance FROM points_accounts WHERE user_id = ?")
                     .bind(user.get())
-                    .fetch_optional(self.writer())
+                    .fetch_optional(self.writer()?)
                     .await?;
                 flashback_core::Points::new(balance.unwrap_or(0))
                     .map_err(|e| $crate::StoreError::Corrupt { table: "points_accounts", reason: e.to_string() })
@@ -595,7 +604,7 @@ macro_rules! impl_order_shard {
                 reason: &str,
                 reference: &str,
             ) -> $crate::StoreResult<bool> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let applied = Self::move_points(&mut tx, entry_id, user, amount.get(), reason, reference).await?;
                 tx.commit().await?;
                 Ok(applied)
@@ -612,7 +621,7 @@ macro_rules! impl_order_shard {
                      WHERE NOT EXISTS (SELECT 1 FROM points_accounts a WHERE a.user_id = l.user_id) \
                      GROUP BY l.user_id HAVING SUM(l.delta) <> 0",
                 )
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.into_iter()
                     .map(|(u, b, l)| {
@@ -639,7 +648,7 @@ macro_rules! impl_order_shard {
                 .bind(amount.minor())
                 .bind(now)
                 .bind(now)
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await;
                 match done {
                     Ok(_) => Ok(true),
@@ -659,7 +668,7 @@ macro_rules! impl_order_shard {
                      ORDER BY created_at_ms, payment_id",
                 )
                 .bind(order.get())
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.into_iter().map(|(id, o, amount, state)| $crate::Payment::from_row(id, o, amount, &state)).collect()
             }
@@ -669,7 +678,7 @@ macro_rules! impl_order_shard {
                     "SELECT payment_id, order_id, amount_minor, state FROM payments WHERE payment_id = ?",
                 )
                 .bind(payment_id)
-                .fetch_optional(self.writer())
+                .fetch_optional(self.writer()?)
                 .await?;
                 row.map(|(id, order, amount, state)| $crate::Payment::from_row(id, order, amount, &state)).transpose()
             }
@@ -687,7 +696,7 @@ macro_rules! impl_order_shard {
                 .bind($crate::now_ms())
                 .bind(payment_id)
                 .bind(from.as_str())
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -698,7 +707,7 @@ macro_rules! impl_order_shard {
                      WHERE dispatched_at_ms IS NULL ORDER BY id LIMIT ?",
                 )
                 .bind(i64::from(limit))
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 Ok(rows
                     .into_iter()
@@ -724,7 +733,7 @@ macro_rules! impl_order_shard {
                     list.push_bind(*id);
                 }
                 q.push(")");
-                q.build().execute(self.writer()).await?;
+                q.build().execute(self.writer()?).await?;
                 Ok(())
             }
 
@@ -733,7 +742,7 @@ macro_rules! impl_order_shard {
                     sqlx::query_scalar("SELECT event_id FROM processed_messages WHERE consumer = ? AND event_id = ?")
                         .bind(consumer)
                         .bind(event_id)
-                        .fetch_optional(self.writer())
+                        .fetch_optional(self.writer()?)
                         .await?;
                 Ok(found.is_some())
             }
@@ -743,7 +752,7 @@ macro_rules! impl_order_shard {
                     .bind(consumer)
                     .bind(event_id)
                     .bind($crate::now_ms())
-                    .execute(self.writer())
+                    .execute(self.writer()?)
                     .await;
                 match done {
                     Ok(_) => Ok(true),

@@ -11,7 +11,7 @@ macro_rules! impl_stock_store {
                 lines: &[(flashback_core::ProductId, flashback_core::Quantity)],
             ) -> Result<Vec<$crate::ReservedLine>, $crate::ReserveError> {
                 use sqlx::Row;
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let existing = sqlx::query(
                     "SELECT r.product_id, r.quantity, p.merchant_id, p.sku, p.title, p.list_price_minor \
                      FROM stock_reservations r JOIN products p ON p.id = r.product_id \
@@ -79,7 +79,7 @@ macro_rules! impl_stock_store {
 
             async fn release(&self, order: flashback_core::OrderId, sold_too: bool) -> $crate::StoreResult<i64> {
                 use sqlx::Row;
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let rows = sqlx::query(
                     "SELECT product_id, quantity, state FROM stock_reservations WHERE order_id = ? AND state <> 'released'",
                 )
@@ -129,7 +129,7 @@ macro_rules! impl_stock_store {
                 )
                 .bind($crate::now_ms())
                 .bind(order.get())
-                .execute(self.writer())
+                .execute(self.writer()?)
                 .await?;
                 Ok(done.rows_affected())
             }
@@ -143,7 +143,7 @@ macro_rules! impl_stock_store {
                      WHERE order_id = ? ORDER BY product_id",
                 )
                 .bind(order.get())
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.iter().map(|r| $crate::sql_stock::reservation(r)).collect()
             }
@@ -155,7 +155,7 @@ macro_rules! impl_stock_store {
                 )
                 .bind(before_ms)
                 .bind(i64::from(limit))
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 $crate::sql::parse_ids(ids, "stock_reservations", flashback_core::OrderId::new)
             }
@@ -169,7 +169,7 @@ macro_rules! impl_stock_store {
                      FROM inventory i LEFT JOIN stock_reservations r ON r.product_id = i.product_id \
                      GROUP BY i.product_id, i.available ORDER BY i.product_id",
                 )
-                .fetch_all(self.writer())
+                .fetch_all(self.writer()?)
                 .await?;
                 rows.iter()
                     .map(|r| {

@@ -38,7 +38,7 @@ macro_rules! impl_withdrawal_store {
                 daily_limit: u32,
                 hold: &$crate::NewTxn,
             ) -> Result<(), $crate::WithdrawRefusal> {
-                let mut tx = self.writer().begin().await.map_err($crate::LedgerError::from)?;
+                let mut tx = self.writer().map_err($crate::LedgerError::from)?.begin().await.map_err($crate::LedgerError::from)?;
                 // One request per user at a time: lock the user's available-balance row first
                 // (a no-op write), so the count below and the hold are decided in turn.
                 sqlx::query("UPDATE ledger_accounts SET balance = balance WHERE name = ?")
@@ -114,7 +114,7 @@ macro_rules! impl_withdrawal_store {
                 &self,
                 m: $crate::WithdrawalMove<'_>,
             ) -> Result<Option<$crate::Withdrawal>, $crate::LedgerError> {
-                let mut tx = self.writer().begin().await?;
+                let mut tx = self.writer()?.begin().await?;
                 let moved = sqlx::query(
                     "UPDATE withdrawals SET state = ?, reason = COALESCE(?, reason), reviewer_id = COALESCE(?, reviewer_id), \
                      provider_ref = COALESCE(?, provider_ref), updated_at_ms = ? WHERE id = ? AND state = ?",
@@ -143,7 +143,7 @@ macro_rules! impl_withdrawal_store {
             async fn withdrawal(&self, id: i64) -> $crate::StoreResult<Option<$crate::Withdrawal>> {
                 let sql = format!("SELECT {} FROM withdrawals WHERE id = ?", $crate::sql_withdraw::COLUMNS);
                 let row: Option<$crate::sql_withdraw::Row> =
-                    sqlx::query_as(&sql).bind(id).fetch_optional(self.writer()).await?;
+                    sqlx::query_as(&sql).bind(id).fetch_optional(self.writer()?).await?;
                 row.map($crate::sql_withdraw::withdrawal).transpose()
             }
 
@@ -167,7 +167,7 @@ macro_rules! impl_withdrawal_store {
                     .bind(s)
                     .bind(before.unwrap_or(i64::MAX))
                     .bind(i64::from(limit))
-                    .fetch_all(self.writer())
+                    .fetch_all(self.writer()?)
                     .await?;
                 rows.into_iter().map($crate::sql_withdraw::withdrawal).collect()
             }

@@ -127,12 +127,12 @@ impl SqliteStore {
         Ok(Self { pools: SqlitePools::open(path, options).await? })
     }
 
-    pub(crate) fn writer(&self) -> &Pool<Sqlite> {
-        &self.pools.writer
+    pub(crate) fn writer(&self) -> StoreResult<&Pool<Sqlite>> {
+        Ok(&self.pools.writer)
     }
 
-    pub(crate) fn reader(&self) -> &Pool<Sqlite> {
-        &self.pools.reader
+    pub(crate) fn reader(&self) -> StoreResult<&Pool<Sqlite>> {
+        Ok(&self.pools.reader)
     }
 
     /// Writes a batch of rebate row changes (see [`crate::RebateStore::apply_rebates`]) on the
@@ -142,7 +142,7 @@ impl SqliteStore {
         items: &[crate::RebateChange],
         review: &[crate::RebateReject],
     ) -> Result<Vec<crate::Applied>, crate::LedgerError> {
-        let mut conn = self.writer().acquire().await?;
+        let mut conn = self.writer()?.acquire().await?;
         let mut handle = conn.lock_handle().await?;
         let db = borrow_handle(&mut handle)?;
         // Synchronous work of tens of milliseconds: let the runtime move its other tasks off
@@ -234,8 +234,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(self.writer()).await?;
-        sqlx::query("SELECT 1").execute(self.reader()).await?;
+        sqlx::query("SELECT 1").execute(self.writer()?).await?;
+        sqlx::query("SELECT 1").execute(self.reader()?).await?;
         Ok(())
     }
 
@@ -258,20 +258,22 @@ impl SqliteShard {
         Ok(Self { pools: SqlitePools::open(path, options).await? })
     }
 
-    pub(crate) fn writer(&self) -> &Pool<Sqlite> {
-        &self.pools.writer
+    pub(crate) fn writer(&self) -> StoreResult<&Pool<Sqlite>> {
+        Ok(&self.pools.writer)
     }
 
-    pub(crate) fn reader(&self) -> &Pool<Sqlite> {
-        // Reads that must see the caller's own write go through `writer`.
-        &self.pools.reader
+    fn replica_read(&self) -> Option<(&Pool<Sqlite>, flashback_core::breaker::Permit<'_>)> {
+        None
     }
 
-    fn has_replica(&self) -> bool {
-        false
+    async fn probe(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pools.writer).await?;
+        Ok(())
     }
 
-    fn replica_failed(&self) {}
+    fn shard_breakers(&self) -> Vec<std::sync::Arc<flashback_core::breaker::Breaker>> {
+        Vec::new()
+    }
 
     async fn run_migrations(&self) -> StoreResult<()> {
         self.pools.migrate(&SHARD_MIGRATOR).await

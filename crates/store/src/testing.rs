@@ -67,7 +67,13 @@ impl TestStore {
 
 /// Options for a test store: small pools, short timeouts.
 pub fn test_options(url: Option<String>, data_dir: std::path::PathBuf) -> StoreOptions {
-    StoreOptions { url, data_dir, max_connections: 4, acquire_timeout: Duration::from_secs(5) }
+    StoreOptions {
+        url,
+        data_dir,
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(5),
+        breaker: Default::default(),
+    }
 }
 
 /// A migrated SQLite store in a fresh temporary directory.

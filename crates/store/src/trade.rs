@@ -236,10 +236,14 @@ pub trait OrderShard: Send + Sync + std::fmt::Debug {
     fn backend(&self) -> &'static str;
     /// Applies pending shard migrations.
     async fn migrate(&self) -> StoreResult<()>;
-    /// A cheap round trip.
+    /// A cheap round trip to the primary (feeding its circuit breaker, scaled out).
     async fn ping(&self) -> StoreResult<()>;
     /// Closes every connection.
     async fn close(&self);
+    /// The circuit breakers in front of its primary and replica (none for SQLite), for metrics.
+    fn breakers(&self) -> Vec<std::sync::Arc<flashback_core::breaker::Breaker>> {
+        Vec::new()
+    }
 
     /// The order placed earlier with this buyer's idempotency key, and that request's hash.
     async fn idempotent(&self, buyer: UserId, key: &str) -> StoreResult<Option<(Order, String)>>;

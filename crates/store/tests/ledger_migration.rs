@@ -119,7 +119,13 @@ async fn check(store: &dyn Store) {
 }
 
 fn options(url: Option<String>, dir: &Path) -> StoreOptions {
-    StoreOptions { url, data_dir: dir.to_owned(), max_connections: 2, acquire_timeout: Duration::from_secs(10) }
+    StoreOptions {
+        url,
+        data_dir: dir.to_owned(),
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(10),
+        breaker: Default::default(),
+    }
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@ async fn shards(pair: &ReplicaPair) -> Shards {
         replica_urls: (0..SHARDS).map(|i| Some(pair.replica_url(&format!("orders_{i}")))).collect(),
         store: StoreOptions {
             acquire_timeout: Duration::from_secs(2),
+            breaker: Default::default(),
             ..testing::test_options(None, std::env::temp_dir())
         },
     };

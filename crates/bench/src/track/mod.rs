@@ -118,6 +118,8 @@ fn env() -> Vec<(String, String)> {
         ("FLASHBACK_LOG_LEVEL", "warn"),
         ("FLASHBACK_LOG_FORMAT", "pretty"),
         ("FLASHBACK_TRACK_PER_CLIENT_PER_SEC", "1000000000"),
+        // Stopped at the end with nothing in front of it: no need to drain.
+        ("FLASHBACK_HTTP_DRAIN_DELAY_MS", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -158,6 +160,7 @@ async fn self_started(args: &TrackArgs) -> anyhow::Result<Report> {
         data_dir: data_dir.path().to_owned(),
         max_connections: 4,
         acquire_timeout: Duration::from_secs(30),
+        breaker: Default::default(),
     };
     let store =
         TrackStore::open_file(&data_dir.path().join("track.db"), &options, 0).await.context("opening track.db")?;

@@ -10,6 +10,8 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
+use flashback_core::breaker::{Breaker, BreakerSettings};
+
 use super::error::{BusError, BusResult, timed};
 
 /// Where the broker is, what our names start with, and how long each kind of call may take.
@@ -31,11 +33,15 @@ pub struct BusSettings {
     pub relay_batch: u32,
     /// The longest pause between relay attempts after errors (backoff doubles up to this).
     pub max_backoff: Duration,
+    /// The breaker in front of reconnecting: after this many failed connects in a row, calls
+    /// that need a new connection fail fast for its open period, then one probes.
+    pub breaker: BreakerSettings,
 }
 
 impl BusSettings {
     /// Settings with the defaults: 5 s to connect, 5 s per call, 10 s per confirmed batch,
-    /// 1 s before a retry, batches of 200, backoff up to 30 s.
+    /// 1 s before a retry, batches of 200, backoff up to 1 s (a broker that returns is used
+    /// again within a second), the breaker's defaults.
     pub fn new(url: &str, exchange_prefix: &str) -> Self {
         Self {
             url: url.to_owned(),
@@ -45,7 +51,8 @@ impl BusSettings {
             confirm_timeout: Duration::from_secs(10),
             retry_delay: Duration::from_secs(1),
             relay_batch: 200,
-            max_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(1),
+            breaker: BreakerSettings::default(),
         }
     }
 
@@ -73,6 +80,7 @@ impl std::fmt::Debug for BusSettings {
             .field("retry_delay", &self.retry_delay)
             .field("relay_batch", &self.relay_batch)
             .field("max_backoff", &self.max_backoff)
+            .field("breaker", &self.breaker)
             .finish()
     }
 }
@@ -95,6 +103,8 @@ pub struct RabbitBus {
 
 struct Inner {
     settings: BusSettings,
+    /// In front of reconnecting (see [`BusSettings::breaker`]); `rabbitmq` in metrics.
+    breaker: Arc<Breaker>,
     /// The connection in use, replaced when it is found closed.
     link: std::sync::Mutex<Arc<Link>>,
     /// Held while connecting again, so that callers who find the connection gone together
@@ -133,6 +143,7 @@ impl RabbitBus {
         let link = Self::open_link(&settings).await?;
         let bus = Self {
             inner: Arc::new(Inner {
+                breaker: Breaker::new("rabbitmq", settings.breaker),
                 settings,
                 link: std::sync::Mutex::new(Arc::new(link)),
                 reconnecting: tokio::sync::Mutex::new(()),
@@ -173,7 +184,19 @@ impl RabbitBus {
         if link.is_open() {
             return Ok(link); // another caller connected meanwhile
         }
-        let fresh = Arc::new(Self::open_link(&self.inner.settings).await?);
+        let Some(permit) = self.inner.breaker.permit() else {
+            return Err(BusError::CircuitOpen);
+        };
+        let fresh = match Self::open_link(&self.inner.settings).await {
+            Ok(link) => {
+                permit.success();
+                Arc::new(link)
+            }
+            Err(e) => {
+                permit.failure();
+                return Err(e);
+            }
+        };
         *self.inner.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&fresh);
         tracing::info!(bus.prefix = %self.inner.settings.exchange_prefix, "connected to rabbitmq again");
         Ok(fresh)
@@ -208,6 +231,11 @@ impl RabbitBus {
         let bind =
             ch.queue_bind(letters.into(), dead.into(), "#".into(), QueueBindOptions::default(), FieldTable::default());
         timed("bind queue", t, bind).await
+    }
+
+    /// The breaker in front of reconnecting, for metrics.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.inner.breaker
     }
 
     /// The settings it runs with.

@@ -1,7 +1,6 @@
 //! Consumers: a durable queue bound to the events exchange, bounded prefetch, manual acks,
 //! retries counted in a header, and dead-lettering after the last attempt.
 
-use std::fmt::Display;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::connection::RabbitBus;
-use super::error::{BusError, BusResult, timed};
+use super::error::{BusError, BusResult, HandlerError, timed};
 use super::message::{self, Delivery};
 
 /// A running consumer. Dropping it leaves the consumer running until its token is cancelled.
@@ -56,8 +55,15 @@ impl Subscription {
     }
 }
 
+/// The first pause after a handler found a dependency unavailable; it doubles up to
+/// [`TRANSIENT_MAX_PAUSE`], so a dependency that returns is used again within a second.
+const TRANSIENT_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest pause between tries of an event waiting for a dependency.
+const TRANSIENT_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Ctx {
     channel: Channel,
+    cancel: CancellationToken,
     queue: String,
     max_attempts: u32,
     bus: RabbitBus,
@@ -69,7 +75,11 @@ impl RabbitBus {
     /// of `binding_keys` (topic patterns: `order.paid`, `order.*`, `#`).
     ///
     /// At most `prefetch` deliveries are unacked at once, and as many handlers run at once.
-    /// When `handler` returns `Ok`, the delivery is acked. When it fails (or panics), after the
+    /// When `handler` returns `Ok`, the delivery is acked. When it fails because a dependency is
+    /// unavailable ([`HandlerError::is_transient`]), that is not the event's fault: the handler
+    /// runs again after a pause that doubles from 100 ms up to 1 s, holding the delivery, for as
+    /// long as it takes (the consumer, at `prefetch` held deliveries, takes no more meanwhile),
+    /// and no attempt is counted. When it fails otherwise (or panics), after the
     /// retry delay a copy with [`ATTEMPT_HEADER`](super::ATTEMPT_HEADER) one higher is published
     /// straight to this queue, confirmed, and the original acked; once `max_attempts` attempts
     /// have failed the delivery is rejected without requeue and dead-letters to
@@ -117,7 +127,7 @@ impl RabbitBus {
     where
         H: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
-        E: Display + Send + 'static,
+        E: HandlerError + Send + 'static,
     {
         if prefetch == 0 || max_attempts == 0 {
             return Err(BusError::Invalid("prefetch and max_attempts must be at least 1".into()));
@@ -149,7 +159,8 @@ impl RabbitBus {
             channel.basic_consume(queue_short, "".into(), BasicConsumeOptions::default(), FieldTable::default());
         let consumer = timed("consume", t, consumer).await?;
         tracing::info!(bus.queue = %queue, prefetch, max_attempts, "consumer started");
-        let ctx = Arc::new(Ctx { channel, queue: queue.clone(), max_attempts, bus: self.clone() });
+        let ctx =
+            Arc::new(Ctx { channel, cancel: cancel.clone(), queue: queue.clone(), max_attempts, bus: self.clone() });
         let handler = Arc::new(handler);
         let task = tokio::spawn(async move {
             let work = consumer
@@ -186,7 +197,7 @@ async fn settle<H, Fut, E>(ctx: &Ctx, handler: &H, amqp: lapin::message::Deliver
 where
     H: Fn(Delivery) -> Fut,
     Fut: Future<Output = Result<(), E>>,
-    E: Display,
+    E: HandlerError,
 {
     let t = ctx.bus.settings().call_timeout;
     let delivery = match message::decode(&amqp) {
@@ -197,15 +208,28 @@ where
         }
     };
     let (event_id, attempt) = (delivery.event_id, delivery.attempt);
-    let span = tracing::info_span!("bus.handle", event.id = event_id, event.r#type = %delivery.event_type, attempt);
-    let outcome = AssertUnwindSafe(handler(delivery)).catch_unwind().instrument(span).await;
-    let error = match outcome {
-        Ok(Ok(())) => {
-            let acked = timed("ack", t, amqp.acker.ack(BasicAckOptions::default())).await?;
-            return if acked { Ok(()) } else { Err(BusError::ChannelClosed { queue: ctx.queue.clone() }) };
+    let mut pause = TRANSIENT_FIRST_PAUSE;
+    let error = loop {
+        let span = tracing::info_span!("bus.handle", event.id = event_id, event.r#type = %delivery.event_type, attempt);
+        let outcome = AssertUnwindSafe(handler(delivery.clone())).catch_unwind().instrument(span).await;
+        match outcome {
+            Ok(Ok(())) => {
+                let acked = timed("ack", t, amqp.acker.ack(BasicAckOptions::default())).await?;
+                return if acked { Ok(()) } else { Err(BusError::ChannelClosed { queue: ctx.queue.clone() }) };
+            }
+            Ok(Err(e)) if e.is_transient() => {
+                tracing::warn!(bus.queue = %ctx.queue, event.id = event_id, error = %e, pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                    "a dependency is unavailable; the event waits for it");
+                tokio::select! {
+                    // Left unacked: the broker gives it to a consumer again once the channel closes.
+                    () = ctx.cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(TRANSIENT_MAX_PAUSE);
+            }
+            Ok(Err(e)) => break e.to_string(),
+            Err(_) => break "handler panicked".to_owned(),
         }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "handler panicked".to_owned(),
     };
     if attempt >= ctx.max_attempts {
         tracing::error!(bus.queue = %ctx.queue, event.id = event_id, attempt, error, "event failed its last attempt; dead-lettering it");

@@ -38,6 +38,10 @@ pub enum BusError {
         /// The full queue name.
         queue: String,
     },
+    /// The broker did not answer the last connection attempts; the bus fails fast until its
+    /// breaker lets the next attempt through.
+    #[error("rabbitmq circuit open")]
+    CircuitOpen,
     /// The AMQP client failed (connection lost, channel closed, protocol error).
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
@@ -72,3 +76,31 @@ where
         Err(_) => Err(BusError::Timeout { op, after }),
     }
 }
+
+/// What an event handler's error says about its cause.
+pub trait HandlerError: std::fmt::Display {
+    /// Whether a dependency was unavailable (the store, Redis): the event did nothing wrong,
+    /// so it waits and is tried again rather than counting an attempt towards dead-lettering.
+    fn is_transient(&self) -> bool {
+        false
+    }
+}
+
+impl HandlerError for StoreError {
+    fn is_transient(&self) -> bool {
+        self.is_unavailable()
+    }
+}
+
+impl HandlerError for BusError {
+    fn is_transient(&self) -> bool {
+        match self {
+            BusError::Store(e) => e.is_unavailable(),
+            other => other.is_broker_failure(),
+        }
+    }
+}
+
+impl HandlerError for &str {}
+
+impl HandlerError for String {}

@@ -16,11 +16,13 @@ mod dedupe;
 mod error;
 mod message;
 mod relay;
+mod replay;
 mod work_queue;
 
 pub use connection::{BusSettings, RabbitBus};
 pub use consumer::Subscription;
 pub use dedupe::apply_once;
-pub use error::{BusError, BusResult};
+pub use error::{BusError, BusResult, HandlerError};
 pub use message::{AGGREGATE_HEADER, ATTEMPT_HEADER, Delivery};
+pub use replay::Replayed;
 pub use work_queue::{COUNT_HEADER, Published, WorkItem, WorkQueue, WorkTag};

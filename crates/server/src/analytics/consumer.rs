@@ -91,11 +91,14 @@ impl Subscriber for Consumer {
         let fresh = match state.store.apply_rollups(&deltas).await {
             Ok(fresh) => fresh,
             Err(e) => {
-                let why = e.to_string();
-                return events
-                    .iter()
-                    .map(|_| Err(TradeError::Unexpected(anyhow::anyhow!("analytics: {why}"))))
-                    .collect();
+                // Each event gets its own copy of the failure; an unavailable store stays one.
+                let failure = |e: &flashback_store::StoreError| match e {
+                    flashback_store::StoreError::Unavailable(_) => {
+                        TradeError::Store(flashback_store::StoreError::unavailable())
+                    }
+                    other => TradeError::Unexpected(anyhow::anyhow!("analytics: {other}")),
+                };
+                return events.iter().map(|_| Err(failure(&e))).collect();
             }
         };
         for ((d, at), new) in counted.iter().zip(fresh) {

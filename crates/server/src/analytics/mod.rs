@@ -7,6 +7,7 @@
 //! their own durable tables (reservations, the ledger), which are exact already.
 
 pub mod api;
+pub mod cluster;
 pub mod consumer;
 pub mod dashboard;
 pub mod error;
@@ -72,11 +73,18 @@ pub struct Live {
     clients: Arc<Semaphore>,
     applied: AtomicU64,
     duplicates: AtomicU64,
+    /// Scaled out: every instance's figures in Redis.
+    cluster: Option<cluster::ClusterFigures>,
 }
 
 impl Live {
-    /// Builds the aggregates from `[analytics]`.
-    pub async fn build(config: &Config) -> anyhow::Result<Arc<Self>> {
+    /// Builds the aggregates from `[analytics]`; with `redis`, this instance (`instance`)
+    /// publishes its figures there and shows the cluster's.
+    pub async fn build(
+        config: &Config,
+        redis: Option<&flashback_infra::RedisHandle>,
+        instance: &str,
+    ) -> anyhow::Result<Arc<Self>> {
         let c = config.analytics.clone();
         anyhow::ensure!(c.seconds_kept >= 60, "analytics.seconds_kept: at least 60");
         anyhow::ensure!(c.max_clients >= 1, "analytics.max_clients: at least 1");
@@ -88,6 +96,7 @@ impl Live {
             clients: Arc::new(Semaphore::new(c.max_clients)),
             applied: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            cluster: redis.map(|r| cluster::ClusterFigures::new(r.clone(), instance.to_owned(), c.seconds_kept)),
             config: c,
         }))
     }
@@ -95,6 +104,11 @@ impl Live {
     /// The settings it runs with.
     pub fn config(&self) -> &AnalyticsConfig {
         &self.config
+    }
+
+    /// Every instance's figures, when scaled out on Redis.
+    pub fn cluster(&self) -> Option<&cluster::ClusterFigures> {
+        self.cluster.as_ref()
     }
 
     /// Per-second figures.
@@ -133,9 +147,33 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(dashboard::routes())
 }
 
-/// The snapshot broadcaster and the pruning of old event ids; they stop on shutdown.
+/// The snapshot broadcaster, the pruning of old event ids and, scaled out, the publishing of
+/// this instance's figures; they stop on shutdown.
 pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
-    vec![tokio::spawn(stream::broadcast(state.clone())), tokio::spawn(prune(state.clone()))]
+    let mut tasks = vec![tokio::spawn(stream::broadcast(state.clone())), tokio::spawn(prune(state.clone()))];
+    if state.analytics.cluster.is_some() {
+        tasks.push(tokio::spawn(publish(state.clone())));
+    }
+    tasks
+}
+
+/// Every [`cluster::PUBLISH_EVERY`], this instance's seconds and counters to Redis.
+async fn publish(state: AppState) {
+    let Some(cluster) = state.analytics.cluster.clone() else { return };
+    // The dashboard shows the last minute; a little more covers events counted late.
+    let kept = i64::from(state.analytics.config.seconds_kept.min(90));
+    loop {
+        let now = crate::trade::now_ms();
+        let series = state.analytics.seconds.series(now - kept * 1000 + 1000, now + 1);
+        let counters = snapshot::local_counters(&state.metrics.encode());
+        if let Err(e) = cluster.publish(&series, &counters, now).await {
+            tracing::debug!(error = %e, "publishing live figures failed; will retry");
+        }
+        tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            () = tokio::time::sleep(cluster::PUBLISH_EVERY) => {}
+        }
+    }
 }
 
 /// Forgets applied event ids older than `dedup_retention`, hourly.
@@ -162,7 +200,7 @@ mod tests {
     async fn live(offset_minutes: i32) -> Arc<Live> {
         let mut config = Config::default();
         config.analytics.utc_offset_minutes = offset_minutes;
-        Live::build(&config).await.unwrap()
+        Live::build(&config, None, "test").await.unwrap()
     }
 
     #[tokio::test]
@@ -178,9 +216,9 @@ mod tests {
     async fn settings_out_of_range_are_refused() {
         let mut config = Config::default();
         config.analytics.max_clients = 0;
-        assert!(Live::build(&config).await.is_err());
+        assert!(Live::build(&config, None, "test").await.is_err());
         config.analytics.max_clients = 1;
         config.analytics.utc_offset_minutes = 900;
-        assert!(Live::build(&config).await.is_err());
+        assert!(Live::build(&config, None, "test").await.is_err());
     }
 }

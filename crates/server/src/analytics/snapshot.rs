@@ -1,9 +1,10 @@
 //! The live snapshot: everything the dashboard shows, computed once per tick for every client.
 //!
 //! Sources: today's totals, the last hour's minutes and the top SKUs from the rollups; the last
-//! minute of seconds from memory; open flash sales and their taken units from the sales and
-//! their reservations (durable, exact); pending rebates from the ledger's pending balances;
-//! tracking volume and admission refusals from this instance's own metrics.
+//! minute of seconds and the tracking and admission counters from every instance's figures in
+//! Redis when scaled out ([`super::cluster`]), else from this instance's memory and metrics;
+//! open flash sales and their taken units from the sales and their reservations (durable,
+//! exact); pending rebates from the ledger's pending balances.
 
 use std::collections::BTreeMap;
 
@@ -72,7 +73,7 @@ pub struct Snapshot {
     /// Today's totals so far.
     #[schema(value_type = Object)]
     pub today: MinuteRollup,
-    /// The last 60 seconds, oldest first (this instance's consumer).
+    /// The last 60 seconds, oldest first: the whole cluster's when `scope` is `cluster`.
     pub seconds: Vec<SecondPoint>,
     /// The last 60 minutes, oldest first, quiet minutes as zeros.
     #[schema(value_type = Vec<Object>)]
@@ -90,6 +91,9 @@ pub struct Snapshot {
     pub admission: BTreeMap<String, u64>,
     /// Order events this instance counted since it started, and redeliveries it ignored.
     pub consumer: Consumed,
+    /// Whose per-second figures and counters these are: `cluster` (every instance's, summed
+    /// in Redis) or `instance` (this one's: embedded, or Redis did not answer).
+    pub scope: &'static str,
 }
 
 /// The consumer's own counts.
@@ -179,23 +183,41 @@ pub async fn build(state: &AppState) -> Result<Snapshot, StoreError> {
     let flash_sales = flash_panels(state, TOP).await?;
     let pending_rebates = pending(state, TOP).await?;
     let metrics = state.metrics.encode();
-    let mut tracking = by_reason(&metrics, "flashback_track_events_total");
-    tracking.insert("written".into(), sample(&metrics, "flashback_track_written_total"));
-    tracking.insert("backlog".into(), sample(&metrics, "flashback_track_backlog"));
+    let mut counters = local_counters(&metrics);
+    let mut seconds = live.seconds().series(now - 59_000, now + 1);
+    let mut scope = "instance";
+    if let Some(cluster) = live.cluster() {
+        match tokio::try_join!(cluster.seconds(now - 59_000, now + 1), cluster.counters()) {
+            Ok((all_seconds, all_counters)) => {
+                (seconds, counters, scope) = (all_seconds, all_counters, "cluster");
+            }
+            Err(e) => tracing::debug!(error = %e, "cluster figures unavailable; showing this instance's"),
+        }
+    }
     let (applied, duplicates) = live.consumed();
     Ok(Snapshot {
         at_ms: now,
         day_start_ms,
         today: MinuteRollup { minute_ms: day_start_ms, ..today },
-        seconds: live.seconds().series(now - 59_000, now + 1),
+        seconds,
         minutes,
         top_skus,
         flash_sales,
         pending_rebates,
-        tracking,
-        admission: by_reason(&metrics, "flashback_flash_admission_total"),
+        tracking: counters.remove("tracking").unwrap_or_default(),
+        admission: counters.remove("admission").unwrap_or_default(),
         consumer: Consumed { applied, duplicates },
+        scope,
     })
+}
+
+/// This instance's tracking and admission counters, from its metrics text.
+pub fn local_counters(metrics: &str) -> super::cluster::Counters {
+    let mut tracking = by_reason(metrics, "flashback_track_events_total");
+    tracking.insert("written".into(), sample(metrics, "flashback_track_written_total"));
+    tracking.insert("backlog".into(), sample(metrics, "flashback_track_backlog"));
+    let admission = by_reason(metrics, "flashback_flash_admission_total");
+    [("tracking".to_owned(), tracking), ("admission".to_owned(), admission)].into_iter().collect()
 }
 
 #[cfg(test)]

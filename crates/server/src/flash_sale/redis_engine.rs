@@ -24,7 +24,6 @@ use flashback_core::{SaleId, UserId};
 use flashback_infra::RedisHandle;
 use flashback_store::{FlashReservation, FlashSale, ReservationStatus, SaleState, Store};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 
@@ -232,22 +231,8 @@ impl RedisEngine {
     /// left pending by an earlier run, then new ones; every [`CLAIM_IDLE`] it also claims
     /// entries a dead consumer left pending.
     async fn run_importer(self: Arc<Self>, shutdown: CancellationToken) {
-        let client = self.redis.client().clone();
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(self.redis.timeout())
-            .set_response_timeout(BLOCK + self.redis.timeout() * 4);
-        let mut conn = loop {
-            match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "flash importer cannot reach redis; will retry");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        };
+        // A connection of its own: a blocking read must not hold up purchases.
+        let mut conn = self.redis.dedicated(BLOCK + self.redis.timeout() * 4);
         let mut backlog = true; // our own pending entries first
         let mut last_claim = tokio::time::Instant::now();
         let mut last_reconcile = tokio::time::Instant::now() - RECONCILE_EVERY;
@@ -283,7 +268,7 @@ impl RedisEngine {
         }
     }
 
-    async fn read(&self, conn: &mut ConnectionManager, backlog: bool) -> redis::RedisResult<Vec<StreamId>> {
+    async fn read(&self, conn: &mut flashback_infra::RedisConn, backlog: bool) -> redis::RedisResult<Vec<StreamId>> {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(IMPORT_BATCH);
         if !backlog {
@@ -294,7 +279,7 @@ impl RedisEngine {
         Ok(reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default())
     }
 
-    async fn claim(&self, conn: &mut ConnectionManager) -> redis::RedisResult<Vec<StreamId>> {
+    async fn claim(&self, conn: &mut flashback_infra::RedisConn) -> redis::RedisResult<Vec<StreamId>> {
         let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(self.stream())
             .arg(GROUP)

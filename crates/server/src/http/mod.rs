@@ -5,12 +5,13 @@ pub mod error;
 pub mod extract;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
@@ -47,14 +48,16 @@ pub fn protect(router: Router, config: &HttpConfig, metrics: Arc<Metrics>) -> Ro
 }
 
 /// The layers every route gets, outermost first: request id (kept if sent, echoed on the
-/// response), sensitive-header redaction, a tracing span, RED metrics and a panic catcher.
-pub fn observe(router: Router, metrics: Arc<Metrics>) -> Router {
+/// response), sensitive-header redaction, a tracing span, `Connection: close` while draining,
+/// RED metrics and a panic catcher. `accepting` turns false when the instance starts to stop.
+pub fn observe(router: Router, metrics: Arc<Metrics>, accepting: Arc<AtomicBool>) -> Router {
     router
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             tracing::error!("handler panicked");
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred").into_response()
         }))
         .layer(middleware::from_fn_with_state(metrics, record_red_metrics))
+        .layer(middleware::from_fn_with_state(accepting, close_while_draining))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -77,6 +80,17 @@ fn overload_response(err: &tower::BoxError, metrics: &Metrics) -> Response {
     } else {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred").into_response()
     }
+}
+
+/// While the instance drains, every response asks the client (or proxy) to close the
+/// connection, so kept-alive connections end one by one after a complete answer instead of
+/// being cut when the listener closes.
+async fn close_while_draining(State(accepting): State<Arc<AtomicBool>>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if !accepting.load(Ordering::Relaxed) {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 /// Rate, errors and duration per route template (never the raw path, which would explode the

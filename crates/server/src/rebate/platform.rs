@@ -95,6 +95,9 @@ impl Subscriber for PlatformRebates {
                 ingest::reject(state, PLATFORM, Some(&line.line_key), &why, &body.to_string()).await;
                 Ok(())
             }
+            Err(super::RebateError::Store(e) | super::RebateError::Ledger(crate::rebate::LedgerError::Store(e))) => {
+                Err(TradeError::Store(e))
+            }
             Err(e) => Err(TradeError::Unexpected(anyhow::anyhow!("platform rebate: {e}"))),
         }
     }

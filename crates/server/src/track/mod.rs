@@ -183,6 +183,7 @@ impl Tracking {
             data_dir: config.data_dir.clone(),
             max_connections: config.store.max_connections,
             acquire_timeout: config.store.acquire_timeout,
+            breaker: config.breaker.settings(),
         };
         let store = TrackStore::open(url.as_deref(), &options, t.day_offset_ms()).await.with_context(|| {
             format!("opening the tracking store ({})", url.as_deref().map_or("track.db".into(), redact_url))

@@ -29,7 +29,6 @@ use async_trait::async_trait;
 use flashback_infra::RedisHandle;
 use flashback_store::track::TrackEvent;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::time::Instant;
 
@@ -85,7 +84,7 @@ return events
 ";
 
 struct ReadState {
-    conn: ConnectionManager,
+    conn: flashback_infra::RedisConn,
     /// Re-read this consumer's pending entries (at start and after a nack) before new ones.
     own_pending: bool,
     last_claim: Instant,
@@ -143,7 +142,7 @@ impl RedisQueue {
             max_batch: config.max_batch_events.max(1),
             max_block: config.writer_idle.max(Duration::from_secs(1)),
             reader: tokio::sync::Mutex::new(ReadState {
-                conn: Self::reader_conn(redis, config.writer_idle.max(Duration::from_secs(1))).await?,
+                conn: Self::reader_conn(redis, config.writer_idle.max(Duration::from_secs(1))),
                 own_pending: true,
                 last_claim: Instant::now(),
                 claim_from: "0-0".into(),
@@ -156,11 +155,8 @@ impl RedisQueue {
     }
 
     /// A connection of its own for blocking reads, so they never hold up pushes.
-    async fn reader_conn(redis: &RedisHandle, max_block: Duration) -> anyhow::Result<ConnectionManager> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(redis.timeout())
-            .set_response_timeout(max_block + redis.timeout() * 4);
-        Ok(ConnectionManager::new_with_config(redis.client().clone(), config).await?)
+    fn reader_conn(redis: &RedisHandle, max_block: Duration) -> flashback_infra::RedisConn {
+        redis.dedicated(max_block + redis.timeout() * 4)
     }
 
     /// The stream (`<prefix>:{track}:stream`).

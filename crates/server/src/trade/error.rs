@@ -103,3 +103,10 @@ impl From<TradeError> for Problem {
         }
     }
 }
+
+impl flashback_infra::bus::HandlerError for TradeError {
+    /// A store that cannot be reached is no fault of the event: the consumer waits for it.
+    fn is_transient(&self) -> bool {
+        matches!(self, TradeError::Store(e) if e.is_unavailable())
+    }
+}

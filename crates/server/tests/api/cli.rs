@@ -129,6 +129,8 @@ impl Server {
                 .env("FLASHBACK_AUTH_ARGON2_MEMORY_KIB", "64")
                 .env("FLASHBACK_AUTH_ARGON2_ITERATIONS", "1")
                 .env("FLASHBACK_AUTH_LOGIN_PER_IP_PER_MINUTE", "10000")
+                // No load balancer to drain away from (a test of the drain sets its own).
+                .env("FLASHBACK_HTTP_DRAIN_DELAY_MS", "0")
                 // Quiet: stderr is a pipe nobody reads in most tests, and a full pipe blocks the server.
                 .env("FLASHBACK_LOG_LEVEL", "warn")
                 .stdout(Stdio::null())

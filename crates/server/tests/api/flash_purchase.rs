@@ -484,7 +484,9 @@ async fn reservations_left_by_a_dead_importer_are_claimed_and_recorded() {
     let app = TestApp::spawn().await;
     let id = sale(&app, 5, 1, -1_000, false).await;
     let sale = app.state.store.flash_sale(id.parse().unwrap()).await.unwrap().unwrap();
-    let handle = flashback_infra::RedisHandle::connect(&r.url, &r.prefix, Duration::from_secs(2)).await.unwrap();
+    let handle = flashback_infra::RedisHandle::connect(&r.url, &r.prefix, Duration::from_secs(2), Default::default())
+        .await
+        .unwrap();
     let engine = RedisEngine::new(handle.clone(), Arc::clone(&app.state.store), 41).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..3 {

@@ -18,10 +18,12 @@ async fn a_fresh_embedded_instance_is_live_and_ready() {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"][0]["name"], "store");
     assert_eq!(body["checks"][0]["detail"], "sqlite");
-    assert_eq!(
-        (body["checks"][1]["name"].as_str(), body["checks"][1]["status"].as_str()),
-        (Some("flash_journal"), Some("up"))
-    );
+    assert_eq!(body["checks"][0]["critical"], true);
+    let names: Vec<&str> = body["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["store", "shard-0", "shard-1", "shard-2", "shard-3", "flash_journal"]);
+    assert!(body["checks"].as_array().unwrap().iter().all(|c| c["status"] == "up"));
+    assert_eq!(body["checks"][1]["critical"], false, "one shard down leaves the others' buyers served");
+    assert_eq!(body["checks"][5]["critical"], true, "no other instance can stand in for a local journal");
     app.shutdown().await;
 }
 

@@ -41,6 +41,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.auth.login_per_account_per_minute = 1000;
     c.auth.login_per_ip_per_minute = 1000;
     c.catalog.cache_double_delete_delay = DOUBLE_DELETE;
+    // Nothing routes on a test instance's readiness; tests of the drain set their own.
+    c.http.drain_delay = Duration::ZERO;
     c
 }
 
