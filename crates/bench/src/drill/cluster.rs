@@ -10,6 +10,7 @@ use flashback_harness::mariadb::MariaDb;
 use flashback_harness::nginx::Nginx;
 use flashback_harness::rabbitmq::RabbitMq;
 use flashback_harness::redis::RedisServer;
+use flashback_harness::watchdog::Watchdog;
 use sqlx::Connection;
 
 use super::config::{self, Backends};
@@ -61,6 +62,8 @@ pub struct Cluster {
     mariadb: MariaDb,
     redis: RedisServer,
     rabbitmq: RabbitMq,
+    /// Kills the instances (their `instance-<n>/pid` files) if the drill dies without unwinding.
+    _watchdog: Watchdog,
     // Last: the instances' data directories and the configuration.
     _dir: tempfile::TempDir,
 }
@@ -70,6 +73,7 @@ impl Cluster {
     pub async fn start(binary: PathBuf, deploy_dir: &Path, http: reqwest::Client) -> anyhow::Result<Self> {
         let dir =
             tempfile::Builder::new().prefix("flashback-drill-").tempdir().context("making the drill's directory")?;
+        let watchdog = Watchdog::spawn(dir.path());
         eprintln!("drill: starting mariadbd, redis-server and a RabbitMQ node");
         let (mariadb, redis, rabbitmq) = tokio::join!(
             tokio::task::spawn_blocking(MariaDb::try_start),
@@ -97,7 +101,19 @@ impl Cluster {
         let upstreams: Vec<SocketAddr> = ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
         let nginx = blocking("starting nginx", || Nginx::start(deploy_dir, &upstreams))?;
         eprintln!("drill: nginx on {}", nginx.url());
-        Ok(Self { servers, nginx, specs, ports, http, config, mariadb, redis, rabbitmq, _dir: dir })
+        Ok(Self {
+            servers,
+            nginx,
+            specs,
+            ports,
+            http,
+            config,
+            mariadb,
+            redis,
+            rabbitmq,
+            _watchdog: watchdog,
+            _dir: dir,
+        })
     }
 
     /// nginx's base URL, `http://127.0.0.1:<port>/`.
@@ -198,10 +214,19 @@ impl Cluster {
 }
 
 /// `flashback --config <config> serve` on `port`, once it is ready.
+/// Its pid goes to `<data dir>/pid`, where the cluster's [`Watchdog`] looks (the command line
+/// names the data dir, as the watchdog requires).
 async fn launch(spec: &ServerSpec, config: &Path, http: &reqwest::Client, port: u16) -> anyhow::Result<Server> {
     let config = config.to_string_lossy();
     let args = ["--config", config.as_ref()];
-    Server::start_at(spec, http, port, &args).await.with_context(|| format!("starting the instance on port {port}"))
+    let server = Server::start_at(spec, http, port, &args)
+        .await
+        .with_context(|| format!("starting the instance on port {port}"))?;
+    if let Some(pid) = server.pid() {
+        let file = spec.data_dir.join("pid");
+        std::fs::write(&file, pid.to_string()).with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(server)
 }
 
 /// `flashback --config <config> <args>` with the spec's data dir and environment.
