@@ -1,5 +1,6 @@
 //! `flashback-bench`: the command line; `flash-sale` storms one sale and checks what it sold,
-//! `rebate` times the rebate ingest and the ledger, `track` the behaviour-tracking ingest.
+//! `rebate` times the rebate ingest and the ledger, `track` the behaviour-tracking ingest,
+//! `drill` takes a deployment's parts away one at a time under load.
 //!
 //! Human output goes to standard error; standard output carries the final summary, or with
 //! `--json` exactly one JSON object on its last line. The exit status is 0 only when every run
@@ -9,6 +10,7 @@ mod api;
 mod backends;
 mod conn;
 mod cpu;
+mod drill;
 mod load;
 mod rebate;
 mod rebate_floor;
@@ -52,6 +54,12 @@ enum Command {
     /// Without --target it starts its own `flashback serve` (embedded: local queue, SQLite)
     /// with only the per-client event rate raised, since all load comes from one address.
     Track(Box<track::TrackArgs>),
+    /// A high-availability drill: two `flashback serve` instances behind nginx on MariaDB,
+    /// Redis and RabbitMQ of its own (Debian's packages, free loopback ports), a steady mixed
+    /// load through nginx, and in turn: SIGKILL an instance, SIGTERM one, kill Redis, MariaDB
+    /// and RabbitMQ for --outage-secs each; then audits, acknowledged writes read back, dead
+    /// letters. Exit status 1 when a target is missed (docs/OPERATIONS.md, "The drill").
+    Drill(Box<drill::DrillArgs>),
 }
 
 /// The reserve engine a self-started server runs.
@@ -149,6 +157,7 @@ async fn main() -> ExitCode {
         Command::FlashSale(args) => run::main(*args).await,
         Command::Rebate(args) => rebate::main(args).await,
         Command::Track(args) => track::main(*args).await,
+        Command::Drill(args) => drill::main(*args).await,
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -84,7 +84,11 @@ impl Server {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::start_once(spec, http, extra).await {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .context("finding a free loopback port")?
+                .port();
+            match Self::start_once(spec, http, port, extra).await {
                 Ok(server) => return Ok(server),
                 Err(e) if attempt < 3 && format!("{e:#}").contains("in use") => {
                     eprintln!("bench: port taken, retrying ({e:#})");
@@ -94,11 +98,23 @@ impl Server {
         }
     }
 
-    async fn start_once(spec: &ServerSpec, http: &reqwest::Client, extra: &[&str]) -> anyhow::Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free loopback port")?
-            .port();
+    /// Starts `flashback serve <extra>` on loopback `port` (chosen by the caller, who may need
+    /// the same port again after a restart) and waits until `/readyz` answers 200.
+    pub async fn start_at(
+        spec: &ServerSpec,
+        http: &reqwest::Client,
+        port: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
+        Self::start_once(spec, http, port, extra).await
+    }
+
+    async fn start_once(
+        spec: &ServerSpec,
+        http: &reqwest::Client,
+        port: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let mut cmd = spec.command();
         cmd.arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}")).args(extra);
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
@@ -162,17 +178,28 @@ impl Server {
 
     /// SIGTERM, then wait for a graceful exit (killing it after [`STOP_TIMEOUT`]).
     /// Returns whether it exited cleanly (status 0).
-    pub async fn stop(mut self) -> anyhow::Result<bool> {
+    pub async fn stop(self) -> anyhow::Result<bool> {
+        self.stop_within(STOP_TIMEOUT).await
+    }
+
+    /// SIGKILL, as a crash would, and reap it.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("killing the server")
+    }
+
+    /// SIGTERM, then wait up to `timeout` for it to exit (killing it after that). Returns
+    /// whether it exited cleanly (status 0).
+    pub async fn stop_within(mut self, timeout: Duration) -> anyhow::Result<bool> {
         if let Some(pid) =
             self.child.id().and_then(|id| i32::try_from(id).ok()).and_then(rustix::process::Pid::from_raw)
         {
             // The process may already be gone; waiting below tells.
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
-        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
             Ok(status) => Ok(status.context("waiting for the server to stop")?.success()),
             Err(_) => {
-                eprintln!("bench: the server did not stop within {STOP_TIMEOUT:?}; killing it");
+                eprintln!("bench: the server did not stop within {timeout:?}; killing it");
                 self.child.kill().await.context("killing the server")?;
                 Ok(false)
             }

@@ -126,7 +126,7 @@ const PRODUCT_HEADROOM: i64 = 10_000;
 /// A product of the account's merchant (or, for an admin, of the first merchant listed) with
 /// `stock` units available for the sale (and [`PRODUCT_HEADROOM`] more), in the first category
 /// (an admin creates "Bench" if there is none).
-async fn create_product(api: &Api, token: &str, role: &str, tag: &str, stock: i64) -> anyhow::Result<String> {
+pub async fn create_product(api: &Api, token: &str, role: &str, tag: &str, stock: i64) -> anyhow::Result<String> {
     let merchant_id = match role {
         "merchant" => None,
         "admin" => {
@@ -163,15 +163,21 @@ async fn create_product(api: &Api, token: &str, role: &str, tag: &str, stock: i6
     Ok(field(&product, "id", "created product")?.to_owned())
 }
 
-/// Registers `n` buyers (`fb<tag>.<i>`) and logs each in, [`SETUP_CONCURRENCY`] at a time.
-async fn register_buyers(api: &Api, tag: &str, n: usize) -> anyhow::Result<Vec<Buyer>> {
-    let password = format!("bench-password-{tag}");
+/// The username and password of buyer `i` of the run tagged `tag`.
+pub fn buyer_credentials(tag: &str, i: usize) -> (String, String) {
+    (format!("fb{tag}.{i}"), format!("bench-password-{tag}"))
+}
+
+/// Registers `n` buyers ([`buyer_credentials`]) and logs each in, [`SETUP_CONCURRENCY`] at a
+/// time.
+pub async fn register_buyers(api: &Api, tag: &str, n: usize) -> anyhow::Result<Vec<Buyer>> {
+    let password = buyer_credentials(tag, 0).1;
     let done = std::sync::atomic::AtomicUsize::new(0);
     futures::stream::iter(0..n)
         .map(|i| {
             let (password, done) = (&password, &done);
             async move {
-                let username = format!("fb{tag}.{i}");
+                let username = buyer_credentials(tag, i).0;
                 let body = json!({ "username": username, "password": password });
                 match api.post::<Value>("api/v1/auth/register", None, &body).await {
                     Ok(_) => {}

@@ -94,6 +94,10 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
             .args(["--maxmemory-policy", "noeviction", "--daemonize", "no"])
+            // Keeps the command line (with --dir) as it was: by default redis-server rewrites
+            // it to `redis-server <addr>`, and the watchdog, which kills only processes whose
+            // command line names the harness's directory, then never ends an orphaned server.
+            .args(["--set-proc-title", "no"])
             .arg("--dir")
             .arg(&self.home)
             .arg("--logfile")

@@ -9,7 +9,7 @@
 //! exactly that many rows.
 
 mod check;
-mod events;
+pub mod events;
 mod ingest;
 
 use std::path::PathBuf;
