@@ -7,12 +7,13 @@
 //! processes and removes the directory; a watchdog process does the same if the test process
 //! dies without unwinding (killed, or `panic = "abort"`).
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flashback_harness::ports::free_port;
+use flashback_harness::watchdog::Watchdog;
 use sqlx::{Connection, MySqlConnection};
 
 /// How long `mariadb-install-db` may take for one data directory.
@@ -374,51 +375,4 @@ async fn within<T>(what: &str, step: impl Future<Output = T>) -> T {
 fn mariadbd() -> PathBuf {
     let sbin = PathBuf::from("/usr/sbin/mariadbd");
     if sbin.exists() { sbin } else { PathBuf::from("mariadbd") }
-}
-
-/// A loopback port nothing listens on right now (the kernel's pick). Another process may take
-/// it before the server binds; starting then fails with "Address already in use" and is retried.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("local address").port()
-}
-
-/// A shell loop that outlives an abruptly ended test process: once that process is gone, it
-/// kills the servers whose pid files are under `dir` (only if their command line names `dir`,
-/// so a reused pid is left alone) and removes `dir`. Killed on drop, when normal cleanup runs.
-#[derive(Debug)]
-struct Watchdog(Child);
-
-impl Watchdog {
-    const SCRIPT: &'static str = r#"
-        while kill -0 "$1" 2>/dev/null; do sleep 1; done
-        for f in "$2"/*/pid; do
-            p=$(cat "$f" 2>/dev/null) || continue
-            grep -qF "$2" "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p"
-        done
-        sleep 1
-        rm -rf "$2"
-    "#;
-
-    fn spawn(dir: &Path) -> Self {
-        let child = Command::new("/bin/sh")
-            .args(["-c", Self::SCRIPT, "flashback-replica-watchdog"])
-            .arg(std::process::id().to_string())
-            .arg(dir)
-            // Out of the terminal's process group, so Ctrl-C does not end it with the test.
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the cleanup watchdog");
-        Self(child)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
