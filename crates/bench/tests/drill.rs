@@ -7,32 +7,16 @@
 //! FLASHBACK_TEST_AMQP_URL are set (the drill starts its own services; the variables are how CI
 //! turns the backend suites on), and says `SKIPPED:` otherwise.
 
+mod common;
+
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
-const BENCH: &str = env!("CARGO_BIN_EXE_flashback-bench");
-const PHASES: [&str; 5] = ["sigkill", "sigterm", "redis", "mariadb", "rabbitmq"];
+use common::{BENCH, flashback};
 
-/// The `flashback` binary beside the bench binary, built now (so it is never stale).
-fn flashback() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let dir = PathBuf::from(BENCH).parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned());
-    let profile = match dir.as_deref() {
-        None | Some("debug") => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-    };
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "flashback", "--bin", "flashback", "--profile", &profile])
-        .status()
-        .expect("running cargo build for the flashback binary");
-    assert!(status.success(), "cargo build -p flashback --bin flashback failed");
-    let path = PathBuf::from(BENCH).with_file_name("flashback");
-    assert!(path.is_file(), "no flashback binary at {}", path.display());
-    path
-}
+const PHASES: [&str; 5] = ["sigkill", "sigterm", "redis", "mariadb", "rabbitmq"];
 
 /// The variable that is not set, if any.
 fn backends_off() -> Option<&'static str> {

@@ -1,37 +1,16 @@
 //! `flashback-bench flash-sale` end to end: the real binary starts a real `flashback serve`,
 //! storms a small sale that must sell out, and must come back verified.
 
+mod common;
+
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
-const BENCH: &str = env!("CARGO_BIN_EXE_flashback-bench");
-const STOCK: i64 = 40;
+use common::{BENCH, flashback};
 
-/// The `flashback` binary beside the bench binary, built once (so it is never stale).
-fn flashback() -> &'static PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // The profile this test was built with, from the directory the bench binary is in.
-        let dir = PathBuf::from(BENCH).parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned());
-        let profile = match dir.as_deref() {
-            None | Some("debug") => "dev".to_owned(),
-            Some(other) => other.to_owned(),
-        };
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "flashback", "--bin", "flashback", "--profile", &profile])
-            .status()
-            .expect("running cargo build for the flashback binary");
-        assert!(status.success(), "cargo build -p flashback --bin flashback failed");
-        let path = PathBuf::from(BENCH).with_file_name("flashback");
-        assert!(path.is_file(), "no flashback binary at {}", path.display());
-        path
-    })
-}
+const STOCK: i64 = 40;
 
 /// Runs a small storm with `extra` flags; returns the JSON report on stdout's last line.
 fn bench(extra: &[&str]) -> Value {

@@ -1,31 +1,13 @@
 //! `flashback-bench track` end to end: the real binary starts a real `flashback serve`,
 //! ingests a small run through `POST /api/v1/track`, and must account for every event once.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
 
-const BENCH: &str = env!("CARGO_BIN_EXE_flashback-bench");
-
-/// The `flashback` binary beside the bench binary, built first (so it is never stale).
-fn flashback() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // The profile this test was built with, from the directory the bench binary is in.
-    let dir = PathBuf::from(BENCH).parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned());
-    let profile = match dir.as_deref() {
-        None | Some("debug") => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-    };
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "flashback", "--bin", "flashback", "--profile", &profile])
-        .status()
-        .expect("running cargo build for the flashback binary");
-    assert!(status.success(), "cargo build -p flashback --bin flashback failed");
-    let path = PathBuf::from(BENCH).with_file_name("flashback");
-    assert!(path.is_file(), "no flashback binary at {}", path.display());
-    path
-}
+use common::{BENCH, flashback};
 
 fn bench(extra: &[&str]) -> Value {
     let out = Command::new(BENCH)
