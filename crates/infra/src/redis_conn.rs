@@ -65,15 +65,21 @@ impl RedisHandle {
     /// Connects to `url`; every key this handle's users make starts with `prefix:`. Fails if
     /// Redis does not answer within four timeouts.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration, breaker: BreakerSettings) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let shared =
-            Arc::new(Shared { client, prefix: prefix.to_owned(), timeout, breaker: Breaker::new("redis", breaker) });
-        let handle = Self { shared, link: Link::new(timeout) };
+        let handle = Self::new(url, prefix, timeout, breaker)?;
         let first = tokio::time::timeout(timeout * 4, handle.open(&handle.link))
             .await
             .map_err(|_| anyhow::anyhow!("timed out connecting to redis"))??;
         handle.link.set(Some(first));
         Ok(handle)
+    }
+
+    /// A handle on `url` that connects on its first call, so an instance can start while Redis
+    /// is away and use it once it answers. Fails only on a malformed URL.
+    pub fn new(url: &str, prefix: &str, timeout: Duration, breaker: BreakerSettings) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let shared =
+            Arc::new(Shared { client, prefix: prefix.to_owned(), timeout, breaker: Breaker::new("redis", breaker) });
+        Ok(Self { shared, link: Link::new(timeout) })
     }
 
     /// A connection for commands (the shared one; cheap).
@@ -166,8 +172,9 @@ impl RedisHandle {
     }
 
     /// Creates consumer group `group` on `stream` (and the stream), reading from its start;
-    /// a group that already exists is fine.
-    pub async fn ensure_group(&self, stream: &str, group: &str) -> anyhow::Result<()> {
+    /// a group that already exists is fine. Readers call it again when a read answers
+    /// `NOGROUP` ([`is_no_group`]): Redis was away at start, or came back without its data.
+    pub async fn ensure_group(&self, stream: &str, group: &str) -> RedisResult<()> {
         let created: RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(stream)
@@ -177,9 +184,8 @@ impl RedisHandle {
             .query_async(&mut self.conn())
             .await;
         match created {
-            Ok(()) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(anyhow::anyhow!("creating consumer group {group} on {stream}: {e}")),
+            other => other,
         }
     }
 
@@ -203,6 +209,12 @@ impl RedisHandle {
             }
         }
     }
+}
+
+/// Whether `e` says the stream or its consumer group does not exist (see
+/// [`RedisHandle::ensure_group`]).
+pub fn is_no_group(e: &RedisError) -> bool {
+    e.code() == Some("NOGROUP")
 }
 
 /// Whether `e` says Redis did not answer (or cannot serve yet), rather than answering with an

@@ -83,7 +83,11 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let listen = config.listen;
         let state = AppState::build(config).await?;
-        let mut background = vec![auth::spawn_limiter_pruning(&state), health::spawn_monitor(&state, HEALTH_INTERVAL)];
+        let mut background = vec![
+            state.node.spawn_renewal(state.shutdown.clone()),
+            auth::spawn_limiter_pruning(&state),
+            health::spawn_monitor(&state, HEALTH_INTERVAL),
+        ];
         background.push(state.products.listen_for_invalidations(state.shutdown.clone()).await?);
         background.extend(trade::spawn_background(&state));
         background.extend(track::spawn(&state));
@@ -118,14 +122,19 @@ impl App {
     /// [`Services::skip_drain`](crate::state::Services::skip_drain)) while the listener still
     /// serves, so load balancers move away before anything is refused. Then it stops accepting,
     /// lets requests in flight finish (for at most `http.shutdown_grace_ms`), stops background
-    /// work and closes the store.
+    /// work and closes the store. Losing the node number (see [`crate::node`]) stops it the
+    /// same way, and then it returns an error.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let Self { state, listener, background } = self;
         let token = state.shutdown.clone();
         tokio::spawn({
             let (state, token) = (state.clone(), token.clone());
             async move {
-                shutdown.await;
+                tokio::select! {
+                    () = shutdown => {}
+                    // Another instance took this one's node number: stop, as for a signal.
+                    () = state.node.lost().cancelled() => {}
+                }
                 state.accepting.store(false, Ordering::Relaxed);
                 let drain = state.config.http.drain_delay;
                 if !drain.is_zero() {
@@ -156,6 +165,10 @@ impl App {
         state.store.close().await;
         state.shards.close().await;
         tracing::info!("stopped");
+        anyhow::ensure!(
+            !state.node.lost().is_cancelled(),
+            "stopped: another instance took this instance's node number"
+        );
         Ok(())
     }
 }

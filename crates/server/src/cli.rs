@@ -229,7 +229,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             // Opening the store applies pending migrations.
-            let state = AppState::build(config).await?;
+            let state = AppState::build_for_tool(config).await?;
             tracing::info!(store = state.store.backend(), "migrations applied");
             state.store.close().await;
             Ok(())
@@ -240,7 +240,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let role: Role = args.role.parse().context("--role")?;
             let merchant_name =
                 args.merchant_name.as_deref().map(Title::parse).transpose().context("--merchant-name")?;
-            let state = AppState::build(config).await?;
+            let state = AppState::build_for_tool(config).await?;
             let (user, merchant) = auth::create_account(&state, username, password, role, merchant_name)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -264,14 +264,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Trade) => {
-            let state = AppState::build(config).await?;
+            let state = AppState::build_for_tool(config).await?;
             let report = confirmed(Recheck::default(), || crate::trade::audit::audit(&state))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"));
             finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
         }
         Command::Audit(AuditCommand::Ledger) => {
-            let state = AppState::build(config).await?;
+            let state = AppState::build_for_tool(config).await?;
             let report = confirmed(Recheck::default(), || crate::rebate::audit::audit(&state))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"));
@@ -279,7 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::FlashSale { id }) => {
             let id = flashback_core::SaleId::parse(&id).context("sale id")?;
-            let state = AppState::build(config).await?;
+            let state = AppState::build_for_tool(config).await?;
             let report = confirmed(Recheck::default(), || crate::flash_sale::audit::audit(&state, id))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"));
@@ -314,7 +314,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo => {
-            let state = AppState::build(config).await?;
+            let state = AppState::build_for_tool(config).await?;
             demo::load(&state).await?;
             state.store.close().await;
             Ok(())

@@ -130,6 +130,9 @@ pub async fn check_all(state: &AppState) -> Vec<Check> {
     checks.extend(bus);
     checks.extend(local("flash_journal", state.flash.engine.name(), state.flash.engine.readiness()));
     checks.extend(local("track_queue", state.track.queue.kind(), state.track.queue.readiness()));
+    let node = state.node.node();
+    let lease = if state.node.is_held() { Ok(()) } else { Err(format!("the lease on node {node} is not renewed")) };
+    checks.extend(local("node_lease", &format!("node {node}"), Some(lease)));
     for c in &checks {
         let label = DependencyLabel { dependency: c.name.clone() };
         state.metrics.dependency_up.get_or_create(&label).set(i64::from(c.status == "up"));

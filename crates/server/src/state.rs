@@ -49,6 +49,8 @@ pub struct Services {
     pub bus: Option<flashback_infra::bus::RabbitBus>,
     /// Id generation.
     pub ids: Arc<Ids>,
+    /// The node number in those ids, leased from the store.
+    pub node: Arc<crate::node::NodeLease>,
     /// Tokens, hashing, login limits.
     pub auth: Arc<AuthService>,
     /// Product detail cache.
@@ -127,7 +129,16 @@ impl Ids {
 }
 
 impl AppState {
-    /// Opens the store (running migrations), connects Redis if configured, and builds the rest.
+    /// The state of a command-line tool run beside the servers: like [`build`](Self::build),
+    /// but with any free node number, never a server's configured `node_id`.
+    pub async fn build_for_tool(mut config: Config) -> anyhow::Result<Self> {
+        config.node_id = None;
+        Self::build(config).await
+    }
+
+    /// Opens the store (running migrations), leases a node number, connects Redis and
+    /// RabbitMQ if configured (or carries on without them while they are away), and builds
+    /// the rest.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let store_options = StoreOptions {
             url: config.store.url.as_ref().map(|u| u.expose_secret().to_owned()),
@@ -155,33 +166,11 @@ impl AppState {
             .with_context(|| format!("opening the order shards ({shard_options:?})"))?;
         let trade =
             Arc::new(crate::trade::TradeRuntime::new(&config.trade, &config.data_dir, config.breaker.settings())?);
-        let redis = match &config.cache.redis_url {
-            Some(url) => Some(
-                RedisHandle::connect(
-                    url.expose_secret(),
-                    &config.cache.redis_prefix,
-                    config.cache.redis_timeout,
-                    config.breaker.settings(),
-                )
-                .await
-                .context("connecting to redis (cache.redis_url)")?,
-            ),
-            None => None,
-        };
-        let bus = match &config.events.amqp_url {
-            Some(url) => {
-                let mut settings =
-                    flashback_infra::BusSettings::new(url.expose_secret(), &config.events.exchange_prefix);
-                settings.breaker = config.breaker.settings();
-                Some(
-                    flashback_infra::bus::RabbitBus::connect_with(settings)
-                        .await
-                        .context("connecting to RabbitMQ (events.amqp_url)")?,
-                )
-            }
-            None => None,
-        };
-        let node = config.node_id.unwrap_or_else(|| rand::random_range(0..=flashback_core::id::MAX_NODE));
+        let redis = crate::dependencies::redis(&config).await?;
+        let bus = crate::dependencies::bus(&config).await?;
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let lease = Arc::new(crate::node::NodeLease::take(Arc::clone(&store), config.node_id, &instance).await?);
+        let node = lease.node();
         let ids = Arc::new(Ids(IdGenerator::new(node)?));
         let flash = {
             use crate::flash_sale::engine::{Engine, MemoryEngine, SqlEngine};
@@ -226,9 +215,6 @@ impl AppState {
             metrics.watch_breaker(breaker);
         }
         let tokens = TokenKeys::load(config.auth.token_secret.as_ref(), &config.data_dir, config.auth.token_ttl)?;
-        if config.node_id.is_none() && config.store.url.is_some() {
-            tracing::warn!(node, "node_id is not set: picked one at random; give each instance its own (0-63)");
-        }
         if config.auth.token_secret.is_none() && config.store.url.is_some() {
             tracing::warn!("auth.token_secret is not set: tokens from this instance will not verify on others");
         }
@@ -253,7 +239,6 @@ impl AppState {
             click_key: crate::keys::key_file(&config.data_dir, "click.key", "click address hashing")?,
         });
         let track = crate::track::Tracking::build(&config, redis.as_ref(), bus.as_ref()).await.context("tracking")?;
-        let instance = uuid::Uuid::new_v4().simple().to_string();
         let analytics = crate::analytics::Live::build(&config, redis.as_ref(), &instance).await.context("analytics")?;
         let products = ProductCache::new("product", settings, redis.clone(), metrics.cache.clone());
         Ok(Self(Arc::new(Services {
@@ -265,6 +250,7 @@ impl AppState {
             instance,
             bus,
             ids,
+            node: lease,
             auth,
             products,
             sale_views: crate::flash_sale::view_cache(),

@@ -13,6 +13,7 @@ mod gate;
 mod ledger;
 mod model;
 mod mysql;
+mod node_lease;
 mod rebate;
 mod shards;
 mod sql;
@@ -55,6 +56,7 @@ pub use model::{
     Category, Inventory, Merchant, NewProduct, NewUser, Product, ProductFilter, ProductPatch, User, UserCredentials,
 };
 pub use mysql::{MySqlShard, MySqlStore};
+pub use node_lease::{NodeHolder, NodeLeaseStore};
 pub use rebate::{
     Applied, Click, Link, RebateChange, RebateOrder, RebateProfile, RebateReject, RebateStore, TrackingKind,
     WithdrawRefusal, Withdrawal, WithdrawalMove, WithdrawalState, WithdrawalStore,
@@ -140,6 +142,7 @@ pub trait Store:
     + WithdrawalStore
     + AnalyticsStore
     + BackupStore
+    + NodeLeaseStore
     + std::fmt::Debug
 {
     /// `"sqlite"` or `"mysql"`, for logs and health output.

@@ -96,6 +96,7 @@ crate::sql_rebate::impl_sqlx_rebate_batch!(
     " RETURNING source, line_key"
 );
 crate::backup::impl_backup_store!(MySqlStore);
+crate::node_lease::impl_node_lease_store!(MySqlStore, "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)");
 crate::sql_analytics::impl_analytics_store!(
     MySqlStore,
     MySql,

@@ -190,6 +190,10 @@ crate::sql_rebate::impl_rebate_store!(
      FROM json_each(?) AS j WHERE rebate_lists.user_id = j.value ->> 0"
 );
 crate::backup::impl_backup_store!(SqliteStore);
+crate::node_lease::impl_node_lease_store!(
+    SqliteStore,
+    "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
+);
 crate::sql_analytics::impl_analytics_store!(
     SqliteStore,
     Sqlite,

@@ -90,7 +90,8 @@ impl Cluster {
         let specs: [ServerSpec; INSTANCES] = std::array::from_fn(|i| ServerSpec {
             binary: binary.clone(),
             data_dir: dir.path().join(format!("instance-{}", i + 1)),
-            env: vec![("FLASHBACK_NODE_ID".into(), (i + 1).to_string())],
+            // Node numbers are leased from the store, as in deploy/k8s.
+            env: Vec::new(),
         });
         run(&specs[0], &config, &["demo"]).await.context("loading the demo data (and applying migrations)")?;
         let ports: [u16; INSTANCES] = std::array::from_fn(|_| flashback_harness::ports::free_port());

@@ -54,7 +54,7 @@ fn quoted(s: &str) -> String {
 pub fn render(backends: &Backends) -> anyhow::Result<String> {
     let shards: Vec<String> = backends.shard_urls().iter().map(|u| quoted(u)).collect();
     Ok(format!(
-        r#"# The flashback-bench drill's deployment (node_id and data_dir come per instance).
+        r#"# The flashback-bench drill's deployment (data_dir comes per instance; node numbers are leased).
 log_level = "warn"
 log_format = "pretty"
 

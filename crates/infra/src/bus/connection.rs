@@ -89,7 +89,8 @@ impl std::fmt::Debug for BusSettings {
 /// the durable topic exchange `<prefix>.events` (routing key = event type) and the
 /// dead-letter fanout exchange `<prefix>.dead` feeding the durable queue `<prefix>.dead-letters`.
 ///
-/// The connection comes back by itself: when the broker restarts or drops it, the next call
+/// [`RabbitBus::new`] connects on the first call, so an instance starts while the broker is
+/// away. The connection comes back by itself: when the broker restarts or drops it, the next call
 /// that needs it (a channel for a consumer or a work queue, the relay's publisher, the
 /// readiness check) connects again with the same settings and declares the topology again.
 /// Channels opened on the old connection are dead; their users open new ones (consumers are
@@ -105,8 +106,8 @@ struct Inner {
     settings: BusSettings,
     /// In front of reconnecting (see [`BusSettings::breaker`]); `rabbitmq` in metrics.
     breaker: Arc<Breaker>,
-    /// The connection in use, replaced when it is found closed.
-    link: std::sync::Mutex<Arc<Link>>,
+    /// The connection in use, replaced when it is found closed; `None` until the first one.
+    link: std::sync::Mutex<Option<Arc<Link>>>,
     /// Held while connecting again, so that callers who find the connection gone together
     /// make one new connection, not one each.
     reconnecting: tokio::sync::Mutex<()>,
@@ -139,18 +140,23 @@ impl RabbitBus {
 
     /// Connects with explicit settings and declares the shared topology.
     pub async fn connect_with(settings: BusSettings) -> BusResult<Self> {
+        let bus = Self::new(settings)?;
+        bus.ensure_connected().await?;
+        Ok(bus)
+    }
+
+    /// A bus with these settings that connects on its first call (and declares the topology
+    /// then), so an instance can start while the broker is away. Fails only on bad settings.
+    pub fn new(settings: BusSettings) -> BusResult<Self> {
         settings.validate()?;
-        let link = Self::open_link(&settings).await?;
-        let bus = Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 breaker: Breaker::new("rabbitmq", settings.breaker),
                 settings,
-                link: std::sync::Mutex::new(Arc::new(link)),
+                link: std::sync::Mutex::new(None),
                 reconnecting: tokio::sync::Mutex::new(()),
             }),
-        };
-        tracing::info!(bus.prefix = %bus.inner.settings.exchange_prefix, "connected to rabbitmq");
-        Ok(bus)
+        })
     }
 
     /// A new connection with its publisher channel, the shared topology declared on it.
@@ -169,21 +175,24 @@ impl RabbitBus {
         Ok(link)
     }
 
-    fn current(&self) -> Arc<Link> {
-        Arc::clone(&self.inner.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    fn current(&self) -> Option<Arc<Link>> {
+        self.inner.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn open_now(&self) -> Option<Arc<Link>> {
+        self.current().filter(|link| link.is_open())
     }
 
     /// The connection, made again first if the one in use has closed.
     async fn link(&self) -> BusResult<Arc<Link>> {
-        let link = self.current();
-        if link.is_open() {
+        if let Some(link) = self.open_now() {
             return Ok(link);
         }
         let _one_at_a_time = self.inner.reconnecting.lock().await;
-        let link = self.current();
-        if link.is_open() {
+        if let Some(link) = self.open_now() {
             return Ok(link); // another caller connected meanwhile
         }
+        let again = self.current().is_some();
         let Some(permit) = self.inner.breaker.permit() else {
             return Err(BusError::CircuitOpen);
         };
@@ -197,8 +206,13 @@ impl RabbitBus {
                 return Err(e);
             }
         };
-        *self.inner.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&fresh);
-        tracing::info!(bus.prefix = %self.inner.settings.exchange_prefix, "connected to rabbitmq again");
+        *self.inner.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&fresh));
+        let prefix = &self.inner.settings.exchange_prefix;
+        if again {
+            tracing::info!(bus.prefix = %prefix, "connected to rabbitmq again");
+        } else {
+            tracing::info!(bus.prefix = %prefix, "connected to rabbitmq");
+        }
         Ok(fresh)
     }
 
@@ -266,7 +280,7 @@ impl RabbitBus {
     /// Whether the connection and its publishing channel are open now (a closed connection is
     /// made again by the next call that needs it, or by [`ensure_connected`](Self::ensure_connected)).
     pub fn is_connected(&self) -> bool {
-        self.current().is_open()
+        self.open_now().is_some()
     }
 
     /// The publisher-confirm channel, on a connection made again if it had closed.
@@ -309,7 +323,7 @@ impl RabbitBus {
     /// Closes the connection (every clone's), within the call timeout. A later call that needs
     /// the connection opens a new one.
     pub async fn close(&self) -> BusResult<()> {
-        let link = self.current();
+        let Some(link) = self.current() else { return Ok(()) };
         timed("close connection", self.inner.settings.call_timeout, link.conn.close(200, "OK".into())).await
     }
 }

@@ -84,7 +84,8 @@ fn short(s: &str) -> BusResult<ShortString> {
 impl RabbitBus {
     /// Declares the durable queue `<prefix>.<name>` holding at most `max_length` ready
     /// messages (publishes beyond are nacked); it is consumed with `prefetch` unacked messages
-    /// at most, from the first [`WorkQueue::next`].
+    /// at most, from the first [`WorkQueue::next`]. While the broker is away it is declared on
+    /// first use instead.
     pub async fn work_queue(&self, name: &str, max_length: u32, prefetch: u16) -> BusResult<WorkQueue> {
         if max_length == 0 || prefetch == 0 {
             return Err(BusError::Invalid("max_length and prefetch must be at least 1".into()));
@@ -101,8 +102,15 @@ impl RabbitBus {
             call_timeout: self.settings().call_timeout,
             confirm_timeout: self.settings().confirm_timeout,
         };
-        queue.publisher().await?;
-        tracing::info!(bus.queue = %queue.name, max_length, prefetch, "work queue open");
+        match queue.publisher().await {
+            Ok(_) => tracing::info!(bus.queue = %queue.name, max_length, prefetch, "work queue open"),
+            // The broker is away (an instance starting during an outage): the queue is
+            // declared by the first publish or read once it answers.
+            Err(e) if e.is_broker_failure() => {
+                tracing::warn!(bus.queue = %queue.name, error = %e, "work queue not declared yet; will be on first use");
+            }
+            Err(e) => return Err(e),
+        }
         Ok(queue)
     }
 }

@@ -56,19 +56,20 @@ pub(super) async fn subscribe(redis: &RedisHandle, cache: &str) -> anyhow::Resul
     Ok(pubsub)
 }
 
-/// Runs `on_key(key, resubscribed)` for every invalidation until cancelled, reconnecting with
-/// a pause whenever the subscription drops.
+/// Runs `on_key(key, resubscribed)` for every invalidation until cancelled, subscribing
+/// (again) with a pause whenever there is no subscription: `first` is `None` when Redis was
+/// away at start.
 pub(super) async fn listen<F, Fut>(
     redis: RedisHandle,
     cache: &'static str,
-    first: redis::aio::PubSub,
+    first: Option<redis::aio::PubSub>,
     cancel: CancellationToken,
     on_key: F,
 ) where
     F: Fn(&str, bool) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut pubsub = Some(first);
+    let mut pubsub = first;
     let mut resubscribed = false;
     loop {
         let mut current = match pubsub.take() {

@@ -291,7 +291,9 @@ where
     }
 
     /// Listens for other instances' invalidations until `cancel` fires. Returns once the first
-    /// subscription is confirmed, so writes made after it returns are never missed.
+    /// subscription is confirmed, so writes made after it returns are never missed; if Redis
+    /// does not answer, at once, subscribing when it does (clearing L1 then, as after any
+    /// lost subscription).
     pub async fn listen_for_invalidations(
         &self,
         cancel: tokio_util::sync::CancellationToken,
@@ -299,7 +301,13 @@ where
         let Some(redis) = self.inner.l2.clone() else {
             return Ok(tokio::spawn(async {}));
         };
-        let first = l2::subscribe(&redis, self.inner.name).await?;
+        let first = match l2::subscribe(&redis, self.inner.name).await {
+            Ok(first) => Some(first),
+            Err(e) => {
+                tracing::warn!(cache = self.inner.name, error = %e, "cannot subscribe to invalidations yet; will retry");
+                None
+            }
+        };
         let this = self.clone();
         Ok(tokio::spawn(async move {
             l2::listen(redis, this.inner.name, first, cancel, |key: &str, resubscribed| {

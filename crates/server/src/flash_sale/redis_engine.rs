@@ -73,7 +73,10 @@ impl RedisEngine {
             redis,
             store,
         };
-        engine.redis.ensure_group(&engine.stream(), GROUP).await?;
+        // Redis may be away at start: the importer makes the group when a read finds none.
+        if let Err(e) = engine.redis.ensure_group(&engine.stream(), GROUP).await {
+            tracing::warn!(error = %e, "redis: cannot reach the flash reservation stream yet; will retry");
+        }
         engine.redis.warn_if_not_durable("accepted flash-sale reservations").await;
         Ok(Arc::new(engine))
     }
@@ -275,7 +278,13 @@ impl RedisEngine {
             cmd.arg("BLOCK").arg(u64::try_from(BLOCK.as_millis()).unwrap_or(500));
         }
         cmd.arg("STREAMS").arg(self.stream()).arg(if backlog { "0" } else { ">" });
-        let reply: Option<StreamReadReply> = cmd.query_async(conn).await?;
+        let reply: Option<StreamReadReply> = match cmd.query_async(conn).await {
+            Err(e) if flashback_infra::redis_conn::is_no_group(&e) => {
+                self.redis.ensure_group(&self.stream(), GROUP).await?;
+                cmd.query_async(conn).await?
+            }
+            reply => reply?,
+        };
         Ok(reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default())
     }
 

@@ -148,7 +148,10 @@ impl RedisQueue {
                 claim_from: "0-0".into(),
             }),
         };
-        queue.redis.ensure_group(&queue.stream(), GROUP).await?;
+        // Redis may be away at start: reads make the group when they find none.
+        if let Err(e) = queue.redis.ensure_group(&queue.stream(), GROUP).await {
+            tracing::warn!(error = %e, "redis: cannot reach the tracking stream yet; will retry");
+        }
         queue.redis.warn_if_not_durable("accepted tracking events").await;
         tracing::info!(stream = %queue.stream(), consumer = %queue.consumer, "tracking queue open on redis");
         Ok(queue)
@@ -187,7 +190,13 @@ impl RedisQueue {
             cmd.arg("BLOCK").arg(millis(block).max(1));
         }
         cmd.arg("STREAMS").arg(self.stream()).arg(id);
-        let reply: Option<StreamReadReply> = cmd.query_async(&mut st.conn).await?;
+        let reply: Option<StreamReadReply> = match cmd.query_async(&mut st.conn).await {
+            Err(e) if flashback_infra::redis_conn::is_no_group(&e) => {
+                self.redis.ensure_group(&self.stream(), GROUP).await?;
+                cmd.query_async(&mut st.conn).await?
+            }
+            reply => reply?,
+        };
         Ok(reply.map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect()).unwrap_or_default())
     }
 

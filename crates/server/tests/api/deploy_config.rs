@@ -78,7 +78,7 @@ fn the_compose_instances_configuration_is_accepted() {
     let vars = env_file(&repo_file("deploy/.env.example"));
     let config = flashback_variables(&repo_file("deploy/compose.yaml"), &vars);
     assert_eq!(config.get("FLASHBACK_FLASH_SALE_ENGINE").map(String::as_str), Some("redis"));
-    assert!(config.contains_key("FLASHBACK_NODE_ID"), "{config:?}");
+    assert!(!config.contains_key("FLASHBACK_NODE_ID"), "instances lease their node numbers: {config:?}");
     assert_accepted("deploy/compose.yaml", &config);
 }
 
@@ -87,7 +87,5 @@ fn the_kubernetes_configmap_and_secret_are_accepted() {
     let none = BTreeMap::new();
     let mut config = flashback_variables(&repo_file("deploy/k8s/configmap.yaml"), &none);
     config.extend(flashback_variables(&repo_file("deploy/k8s/secret.yaml"), &none));
-    // From the pod's index in the StatefulSet.
-    config.insert("FLASHBACK_NODE_ID".into(), "0".into());
     assert_accepted("deploy/k8s", &config);
 }

@@ -20,7 +20,8 @@ async fn a_fresh_embedded_instance_is_live_and_ready() {
     assert_eq!(body["checks"][0]["detail"], "sqlite");
     assert_eq!(body["checks"][0]["critical"], true);
     let names: Vec<&str> = body["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["store", "shard-0", "shard-1", "shard-2", "shard-3", "flash_journal", "track_queue"]);
+    let all = ["store", "shard-0", "shard-1", "shard-2", "shard-3", "flash_journal", "track_queue", "node_lease"];
+    assert_eq!(names, all);
     assert!(body["checks"].as_array().unwrap().iter().all(|c| c["status"] == "up"));
     assert_eq!(body["checks"][1]["critical"], false, "one shard down leaves the others' buyers served");
     assert_eq!(body["checks"][5]["critical"], true, "no other instance can stand in for a local journal");

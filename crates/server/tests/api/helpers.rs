@@ -100,6 +100,14 @@ impl TestApp {
         }
     }
 
+    /// Waits (at most `limit`) for the instance to stop by itself; what serving returned, and
+    /// the data directory.
+    pub async fn stopped_by_itself(mut self, limit: Duration) -> (anyhow::Result<()>, tempfile::TempDir) {
+        let task = self.task.take().expect("serving");
+        let served = tokio::time::timeout(limit, task).await.expect("stops by itself").expect("serve task");
+        (served, self.dir.take().expect("data dir"))
+    }
+
     /// Shuts down gracefully and hands back the data directory, to start again on it.
     pub async fn shutdown_keeping_data(mut self) -> tempfile::TempDir {
         let dir = self.dir.take().expect("data dir");

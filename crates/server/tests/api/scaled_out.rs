@@ -30,7 +30,7 @@ async fn both_dependencies_are_checked_for_readiness() {
     assert_eq!(ready["status"], "ready");
     let names: Vec<&str> = ready["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     // The tracking queue is each instance's own journal here (track.queue = local).
-    assert_eq!(names, ["store", "shard-0", "shard-1", "redis", "track_queue"]);
+    assert_eq!(names, ["store", "shard-0", "shard-1", "redis", "track_queue", "node_lease"]);
     assert_eq!(ready["checks"][0]["detail"], "mysql");
     one.shutdown().await;
     two.shutdown().await;

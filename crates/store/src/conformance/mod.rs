@@ -11,10 +11,12 @@ use flashback_core::{
 
 mod analytics;
 mod ledger;
+mod node_lease;
 mod trade;
 
 pub use analytics::*;
 pub use ledger::*;
+pub use node_lease::*;
 pub use trade::*;
 
 use crate::testing::TestStore;
@@ -63,6 +65,8 @@ macro_rules! conformance_suite {
             rollups_count_each_event_once_per_minute_and_product
             pending_rebates_are_the_ledgers_pending_balances
             backup_verifications_are_recorded_and_the_newest_is_reported
+            a_node_is_leased_to_one_holder_until_it_expires_or_is_released
+            racing_instances_lease_distinct_nodes
         );
     };
     (@cases $make:path; $($case:ident)*) => {
