@@ -39,19 +39,22 @@ macro_rules! impl_backup_store {
         #[async_trait::async_trait]
         impl $crate::BackupStore for $store {
             async fn record_backup_verification(&self, v: &$crate::BackupVerification) -> $crate::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO backup_verifications \
-                     (id, verified_at_ms, backup_created_ms, location, files, bytes) VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(v.id)
-                .bind(v.verified_at_ms)
-                .bind(v.backup_created_ms)
-                .bind(&v.location)
-                .bind(v.files)
-                .bind(v.bytes)
-                .execute(self.writer()?)
-                .await?;
-                Ok(())
+                $crate::retry_deadlocks(|| async {
+                    sqlx::query(
+                        "INSERT INTO backup_verifications \
+                         (id, verified_at_ms, backup_created_ms, location, files, bytes) VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(v.id)
+                    .bind(v.verified_at_ms)
+                    .bind(v.backup_created_ms)
+                    .bind(&v.location)
+                    .bind(v.files)
+                    .bind(v.bytes)
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn last_backup_verified_ms(&self) -> $crate::StoreResult<Option<i64>> {

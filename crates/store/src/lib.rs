@@ -15,6 +15,7 @@ mod model;
 mod mysql;
 mod node_lease;
 mod rebate;
+mod retry;
 mod shards;
 mod sql;
 mod sql_analytics;
@@ -61,9 +62,11 @@ pub use rebate::{
     Applied, Click, Link, RebateChange, RebateOrder, RebateProfile, RebateReject, RebateStore, TrackingKind,
     WithdrawRefusal, Withdrawal, WithdrawalMove, WithdrawalState, WithdrawalStore,
 };
+pub use retry::Retryable;
+pub(crate) use retry::{retry_deadlocks, retry_when};
 pub use shards::{ShardOptions, Shards, open_shards};
 pub use sql_rebate::{ORDER_COLUMNS as REBATE_ORDER_COLUMNS, push_order as push_rebate_order};
-pub use sqlite::{SqliteShard, SqliteStore, writer_connect_options};
+pub use sqlite::{SqliteShard, SqliteStore, path_from_url as sqlite_path, writer_connect_options};
 pub use trade::{
     Created, NewOrder, Order, OrderFilter, OrderLine, OrderShard, OutboxEvent, Payment, PaymentState, Read,
     Reservation, ReservationState, ReserveError, ReservedLine, StockStore, StockSummary, WriteIds, order_event_payload,
@@ -214,37 +217,6 @@ pub async fn open(options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
     };
     store.migrate().await?;
     Ok(store)
-}
-
-/// Runs a transaction again (up to three times) when the database aborted it to break a
-/// deadlock, as InnoDB asks; every attempt is a whole transaction, so nothing half-applies.
-pub(crate) async fn retry_deadlocks<T, F, Fut>(attempt: F) -> StoreResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = StoreResult<T>>,
-{
-    retry_when(StoreError::is_retryable, attempt).await
-}
-
-/// Runs a whole transaction again (up to three times, backing off) while it fails with an
-/// error `again` says a new attempt can get past: a deadlock, or a race the next attempt sees
-/// the winner of.
-pub(crate) async fn retry_when<T, F, Fut>(again: impl Fn(&StoreError) -> bool, mut attempt: F) -> StoreResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = StoreResult<T>>,
-{
-    let mut tries = 0;
-    loop {
-        match attempt().await {
-            Err(e) if again(&e) && tries < 3 => {
-                tries += 1;
-                tracing::debug!(tries, error = %e, "transaction lost a race or a deadlock; retrying");
-                tokio::time::sleep(Duration::from_millis(5 * tries)).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// The wall clock in Unix milliseconds, as stored in `*_at_ms` columns.

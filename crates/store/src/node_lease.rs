@@ -57,20 +57,23 @@ macro_rules! impl_node_lease_store {
         #[async_trait::async_trait]
         impl $crate::NodeLeaseStore for $store {
             async fn lease_node(&self, node: u16, holder: &str, ttl_ms: i64) -> $crate::StoreResult<bool> {
-                let done = sqlx::query(concat!(
-                    "UPDATE node_leases SET holder = ?, expires_at_ms = ",
-                    $now,
-                    " + ? WHERE node_id = ? AND (holder = ? OR expires_at_ms <= ",
-                    $now,
-                    ")"
-                ))
-                .bind(holder)
-                .bind(ttl_ms)
-                .bind(i64::from(node))
-                .bind(holder)
-                .execute(self.writer()?)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                $crate::retry_deadlocks(|| async {
+                    let done = sqlx::query(concat!(
+                        "UPDATE node_leases SET holder = ?, expires_at_ms = ",
+                        $now,
+                        " + ? WHERE node_id = ? AND (holder = ? OR expires_at_ms <= ",
+                        $now,
+                        ")"
+                    ))
+                    .bind(holder)
+                    .bind(ttl_ms)
+                    .bind(i64::from(node))
+                    .bind(holder)
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn free_nodes(&self, from: u16, limit: u16) -> $crate::StoreResult<Vec<u16>> {
@@ -99,12 +102,15 @@ macro_rules! impl_node_lease_store {
             }
 
             async fn release_node(&self, node: u16, holder: &str) -> $crate::StoreResult<()> {
-                sqlx::query("UPDATE node_leases SET expires_at_ms = 0 WHERE node_id = ? AND holder = ?")
-                    .bind(i64::from(node))
-                    .bind(holder)
-                    .execute(self.writer()?)
-                    .await?;
-                Ok(())
+                $crate::retry_deadlocks(|| async {
+                    sqlx::query("UPDATE node_leases SET expires_at_ms = 0 WHERE node_id = ? AND holder = ?")
+                        .bind(i64::from(node))
+                        .bind(holder)
+                        .execute(self.writer()?)
+                        .await?;
+                    Ok(())
+                })
+                .await
             }
         }
     };

@@ -248,37 +248,40 @@ macro_rules! impl_sql_store {
 
             async fn create_product(&self, new: $crate::NewProduct) -> $crate::StoreResult<$crate::Product> {
                 let now = $crate::now_ms();
-                let mut tx = self.writer()?.begin().await?;
-                sqlx::query(
-                    "INSERT INTO products (id, merchant_id, category_id, sku, title, description, images, \
+                $crate::retry_deadlocks(|| async {
+                    let mut tx = self.writer()?.begin().await?;
+                    sqlx::query(
+                        "INSERT INTO products (id, merchant_id, category_id, sku, title, description, images, \
                      list_price_minor, status, created_at_ms, updated_at_ms) \
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(new.id.get())
-                .bind(new.merchant_id.get())
-                .bind(new.category_id.get())
-                .bind(new.sku.as_str())
-                .bind(new.title.as_str())
-                .bind(new.description.as_str())
-                .bind($crate::sql::json_text(&new.images))
-                .bind(new.list_price.minor())
-                .bind(new.status.as_str())
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| $crate::error::on_write(e, "sku", "category"))?;
-                sqlx::query(
-                    "INSERT INTO inventory (product_id, available, regions, version, updated_at_ms) \
+                    )
+                    .bind(new.id.get())
+                    .bind(new.merchant_id.get())
+                    .bind(new.category_id.get())
+                    .bind(new.sku.as_str())
+                    .bind(new.title.as_str())
+                    .bind(new.description.as_str())
+                    .bind($crate::sql::json_text(&new.images))
+                    .bind(new.list_price.minor())
+                    .bind(new.status.as_str())
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::error::on_write(e, "sku", "category"))?;
+                    sqlx::query(
+                        "INSERT INTO inventory (product_id, available, regions, version, updated_at_ms) \
                      VALUES (?, ?, ?, 1, ?)",
-                )
-                .bind(new.id.get())
-                .bind(new.available.get())
-                .bind($crate::sql::json_text(&new.regions))
-                .bind(now)
-                .execute(&mut *tx)
+                    )
+                    .bind(new.id.get())
+                    .bind(new.available.get())
+                    .bind($crate::sql::json_text(&new.regions))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await.map_err($crate::StoreError::from)
+                })
                 .await?;
-                tx.commit().await?;
                 Ok($crate::Product {
                     id: new.id,
                     merchant_id: new.merchant_id,
@@ -330,33 +333,32 @@ macro_rules! impl_sql_store {
                 merchant: flashback_core::MerchantId,
                 patch: $crate::ProductPatch,
             ) -> $crate::StoreResult<$crate::Product> {
-                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE products SET updated_at_ms = ");
-                q.push_bind($crate::now_ms());
-                if let Some(v) = patch.category_id {
-                    q.push(", category_id = ").push_bind(v.get());
-                }
-                if let Some(v) = &patch.title {
-                    q.push(", title = ").push_bind(v.as_str().to_owned());
-                }
-                if let Some(v) = &patch.description {
-                    q.push(", description = ").push_bind(v.as_str().to_owned());
-                }
-                if let Some(v) = &patch.images {
-                    q.push(", images = ").push_bind($crate::sql::json_text(v));
-                }
-                if let Some(v) = patch.list_price {
-                    q.push(", list_price_minor = ").push_bind(v.minor());
-                }
-                if let Some(v) = patch.status {
-                    q.push(", status = ").push_bind(v.as_str());
-                }
-                q.push(" WHERE id = ").push_bind(id.get());
-                q.push(" AND merchant_id = ").push_bind(merchant.get());
-                let done = q
-                    .build()
-                    .execute(self.writer()?)
-                    .await
-                    .map_err(|e| $crate::error::on_write(e, "sku", "category"))?;
+                let done = $crate::retry_deadlocks(|| async {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE products SET updated_at_ms = ");
+                    q.push_bind($crate::now_ms());
+                    if let Some(v) = patch.category_id {
+                        q.push(", category_id = ").push_bind(v.get());
+                    }
+                    if let Some(v) = &patch.title {
+                        q.push(", title = ").push_bind(v.as_str().to_owned());
+                    }
+                    if let Some(v) = &patch.description {
+                        q.push(", description = ").push_bind(v.as_str().to_owned());
+                    }
+                    if let Some(v) = &patch.images {
+                        q.push(", images = ").push_bind($crate::sql::json_text(v));
+                    }
+                    if let Some(v) = patch.list_price {
+                        q.push(", list_price_minor = ").push_bind(v.minor());
+                    }
+                    if let Some(v) = patch.status {
+                        q.push(", status = ").push_bind(v.as_str());
+                    }
+                    q.push(" WHERE id = ").push_bind(id.get());
+                    q.push(" AND merchant_id = ").push_bind(merchant.get());
+                    q.build().execute(self.writer()?).await.map_err(|e| $crate::error::on_write(e, "sku", "category"))
+                })
+                .await?;
                 self.changed_product(id, merchant, done.rows_affected(), None).await
             }
 
@@ -378,17 +380,21 @@ macro_rules! impl_sql_store {
                 regions: flashback_core::Regions,
                 expected_version: Option<i64>,
             ) -> $crate::StoreResult<$crate::Product> {
-                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE inventory SET available = ");
-                q.push_bind(available.get());
-                q.push(", regions = ").push_bind($crate::sql::json_text(&regions));
-                q.push(", version = version + 1, updated_at_ms = ").push_bind($crate::now_ms());
-                q.push(" WHERE product_id = ").push_bind(id.get());
-                q.push(" AND product_id IN (SELECT id FROM products WHERE merchant_id = ").push_bind(merchant.get());
-                q.push(")");
-                if let Some(v) = expected_version {
-                    q.push(" AND version = ").push_bind(v);
-                }
-                let done = q.build().execute(self.writer()?).await?;
+                let done = $crate::retry_deadlocks(|| async {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE inventory SET available = ");
+                    q.push_bind(available.get());
+                    q.push(", regions = ").push_bind($crate::sql::json_text(&regions));
+                    q.push(", version = version + 1, updated_at_ms = ").push_bind($crate::now_ms());
+                    q.push(" WHERE product_id = ").push_bind(id.get());
+                    q.push(" AND product_id IN (SELECT id FROM products WHERE merchant_id = ")
+                        .push_bind(merchant.get());
+                    q.push(")");
+                    if let Some(v) = expected_version {
+                        q.push(" AND version = ").push_bind(v);
+                    }
+                    q.build().execute(self.writer()?).await.map_err($crate::StoreError::from)
+                })
+                .await?;
                 self.changed_product(id, merchant, done.rows_affected(), Some("version")).await
             }
 
@@ -398,18 +404,22 @@ macro_rules! impl_sql_store {
                 merchant: flashback_core::MerchantId,
                 delta: i64,
             ) -> $crate::StoreResult<$crate::Product> {
-                let done = sqlx::query(
-                    "UPDATE inventory SET available = available + ?, version = version + 1, updated_at_ms = ? \
+                let done = $crate::retry_deadlocks(|| async {
+                    sqlx::query(
+                        "UPDATE inventory SET available = available + ?, version = version + 1, updated_at_ms = ? \
                      WHERE product_id = ? AND available + ? BETWEEN 0 AND ? \
                      AND product_id IN (SELECT id FROM products WHERE merchant_id = ?)",
-                )
-                .bind(delta)
-                .bind($crate::now_ms())
-                .bind(id.get())
-                .bind(delta)
-                .bind(flashback_core::Stock::MAX)
-                .bind(merchant.get())
-                .execute(self.writer()?)
+                    )
+                    .bind(delta)
+                    .bind($crate::now_ms())
+                    .bind(id.get())
+                    .bind(delta)
+                    .bind(flashback_core::Stock::MAX)
+                    .bind(merchant.get())
+                    .execute(self.writer()?)
+                    .await
+                    .map_err($crate::StoreError::from)
+                })
                 .await?;
                 self.changed_product(id, merchant, done.rows_affected(), Some("stock")).await
             }

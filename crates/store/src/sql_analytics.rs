@@ -146,11 +146,14 @@ macro_rules! impl_analytics_store {
             }
 
             async fn prune_applied(&self, before_ms: i64) -> $crate::StoreResult<u64> {
-                let done = sqlx::query("DELETE FROM analytics_applied WHERE applied_at_ms < ?")
-                    .bind(before_ms)
-                    .execute(self.writer()?)
-                    .await?;
-                Ok(done.rows_affected())
+                $crate::retry_deadlocks(|| async {
+                    let done = sqlx::query("DELETE FROM analytics_applied WHERE applied_at_ms < ?")
+                        .bind(before_ms)
+                        .execute(self.writer()?)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+                .await
             }
         }
     };

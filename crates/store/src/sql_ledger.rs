@@ -366,23 +366,11 @@ macro_rules! impl_ledger_store {
         #[async_trait::async_trait]
         impl $crate::LedgerStore for $store {
             async fn post(&self, txn: &$crate::NewTxn) -> Result<$crate::Posted, $crate::LedgerError> {
-                let mut tries = 0;
-                loop {
-                    match self.post_once(txn).await {
-                        Err($crate::LedgerError::Store(e)) if e.is_retryable() && tries < 3 => tries += 1,
-                        other => return other,
-                    }
-                }
+                $crate::retry_deadlocks(|| self.post_once(txn)).await
             }
 
             async fn post_batch(&self, txns: &[$crate::NewTxn]) -> Result<Vec<$crate::Posted>, $crate::LedgerError> {
-                let mut tries = 0;
-                loop {
-                    match self.post_batch_once(txns).await {
-                        Err($crate::LedgerError::Store(e)) if e.is_retryable() && tries < 3 => tries += 1,
-                        other => return other,
-                    }
-                }
+                $crate::retry_deadlocks(|| self.post_batch_once(txns)).await
             }
 
             async fn balance(&self, account: flashback_core::Account) -> $crate::StoreResult<i64> {

@@ -454,19 +454,22 @@ macro_rules! impl_rebate_store {
                 &self,
                 p: $crate::RebateProfile,
             ) -> $crate::StoreResult<$crate::RebateProfile> {
-                sqlx::query($insert_profile)
-                    .bind(p.user_id.get())
-                    .bind(p.tier.as_str())
-                    .bind(p.inviter_id.map(flashback_core::UserId::get))
-                    .bind($crate::now_ms())
-                    .execute(self.writer()?)
-                    .await?;
-                sqlx::query("UPDATE rebate_profiles SET tier = ? WHERE user_id = ?")
-                    .bind(p.tier.as_str())
-                    .bind(p.user_id.get())
-                    .execute(self.writer()?)
-                    .await?;
-                self.rebate_profile(p.user_id).await?.ok_or($crate::StoreError::NotFound("rebate profile"))
+                $crate::retry_deadlocks(|| async {
+                    sqlx::query($insert_profile)
+                        .bind(p.user_id.get())
+                        .bind(p.tier.as_str())
+                        .bind(p.inviter_id.map(flashback_core::UserId::get))
+                        .bind($crate::now_ms())
+                        .execute(self.writer()?)
+                        .await?;
+                    sqlx::query("UPDATE rebate_profiles SET tier = ? WHERE user_id = ?")
+                        .bind(p.tier.as_str())
+                        .bind(p.user_id.get())
+                        .execute(self.writer()?)
+                        .await?;
+                    self.rebate_profile(p.user_id).await?.ok_or($crate::StoreError::NotFound("rebate profile"))
+                })
+                .await
             }
 
             async fn bind_tracking_id(
@@ -476,24 +479,27 @@ macro_rules! impl_rebate_store {
                 kind: $crate::TrackingKind,
                 at_ms: i64,
             ) -> $crate::StoreResult<()> {
-                let inserted = sqlx::query(
-                    "INSERT INTO tracking_ids (code, user_id, kind, created_at_ms) VALUES (?, ?, ?, ?)",
-                )
-                .bind(code)
-                .bind(user.get())
-                .bind(kind.as_str())
-                .bind(at_ms)
-                .execute(self.writer()?)
-                .await;
-                match inserted.map_err(|e| $crate::error::on_write(e, "tracking id", "user")) {
-                    Ok(_) => Ok(()),
-                    // Binding the same id to the same user again is fine.
-                    Err($crate::StoreError::Conflict(what)) => match self.tracking_owner(code).await? {
-                        Some(owner) if owner == user => Ok(()),
-                        _ => Err($crate::StoreError::Conflict(what)),
-                    },
-                    Err(e) => Err(e),
-                }
+                $crate::retry_deadlocks(|| async {
+                    let inserted = sqlx::query(
+                        "INSERT INTO tracking_ids (code, user_id, kind, created_at_ms) VALUES (?, ?, ?, ?)",
+                    )
+                    .bind(code)
+                    .bind(user.get())
+                    .bind(kind.as_str())
+                    .bind(at_ms)
+                    .execute(self.writer()?)
+                    .await;
+                    match inserted.map_err(|e| $crate::error::on_write(e, "tracking id", "user")) {
+                        Ok(_) => Ok(()),
+                        // Binding the same id to the same user again is fine.
+                        Err($crate::StoreError::Conflict(what)) => match self.tracking_owner(code).await? {
+                            Some(owner) if owner == user => Ok(()),
+                            _ => Err($crate::StoreError::Conflict(what)),
+                        },
+                        Err(e) => Err(e),
+                    }
+                })
+                .await
             }
 
             async fn tracking_owner(&self, code: &str) -> $crate::StoreResult<Option<flashback_core::UserId>> {
@@ -566,13 +572,7 @@ macro_rules! impl_rebate_store {
                 expected: Option<i64>,
                 txn: Option<&$crate::NewTxn>,
             ) -> Result<$crate::Applied, $crate::LedgerError> {
-                let mut tries = 0;
-                loop {
-                    match self.apply_rebate_once(row, expected, txn).await {
-                        Err($crate::LedgerError::Store(e)) if e.is_retryable() && tries < 3 => tries += 1,
-                        other => return other,
-                    }
-                }
+                $crate::retry_deadlocks(|| self.apply_rebate_once(row, expected, txn)).await
             }
 
             async fn apply_rebates(
@@ -791,19 +791,22 @@ macro_rules! impl_rebate_store {
             }
 
             async fn record_click(&self, c: &$crate::Click) -> $crate::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO clicks (id, code, user_id, item_id, at_ms, ip_hash, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(c.id)
-                .bind(&c.code)
-                .bind(c.user_id.get())
-                .bind(&c.item_id)
-                .bind(c.at_ms)
-                .bind(&c.ip_hash)
-                .bind(c.user_agent.chars().take(255).collect::<String>())
-                .execute(self.writer()?)
-                .await?;
-                Ok(())
+                $crate::retry_deadlocks(|| async {
+                    sqlx::query(
+                        "INSERT INTO clicks (id, code, user_id, item_id, at_ms, ip_hash, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(c.id)
+                    .bind(&c.code)
+                    .bind(c.user_id.get())
+                    .bind(&c.item_id)
+                    .bind(c.at_ms)
+                    .bind(&c.ip_hash)
+                    .bind(c.user_agent.chars().take(255).collect::<String>())
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn clicked(
@@ -833,39 +836,48 @@ macro_rules! impl_rebate_store {
             }
 
             async fn advance_sync_cursor(&self, name: &str, position_ms: i64) -> $crate::StoreResult<()> {
-                let now = $crate::now_ms();
-                sqlx::query($insert_cursor).bind(name).bind(position_ms).bind(now).execute(self.writer()?).await?;
-                sqlx::query("UPDATE sync_cursors SET position_ms = ?, updated_at_ms = ? WHERE name = ? AND position_ms < ?")
-                    .bind(position_ms)
-                    .bind(now)
-                    .bind(name)
-                    .bind(position_ms)
-                    .execute(self.writer()?)
-                    .await?;
-                Ok(())
+                $crate::retry_deadlocks(|| async {
+                    let now = $crate::now_ms();
+                    sqlx::query($insert_cursor).bind(name).bind(position_ms).bind(now).execute(self.writer()?).await?;
+                    sqlx::query("UPDATE sync_cursors SET position_ms = ?, updated_at_ms = ? WHERE name = ? AND position_ms < ?")
+                        .bind(position_ms)
+                        .bind(now)
+                        .bind(name)
+                        .bind(position_ms)
+                        .execute(self.writer()?)
+                        .await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn record_reject(&self, r: &$crate::RebateReject) -> $crate::StoreResult<()> {
-                let (reason, payload) = $crate::sql_rebate::clipped(r);
-                sqlx::query(
-                    "INSERT INTO rebate_rejects (id, source, line_key, reason, payload, at_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(r.id)
-                .bind(&r.source)
-                .bind(&r.line_key)
-                .bind(reason)
-                .bind(payload)
-                .bind(r.at_ms)
-                .execute(self.writer()?)
-                .await?;
-                Ok(())
+                $crate::retry_deadlocks(|| async {
+                    let (reason, payload) = $crate::sql_rebate::clipped(r);
+                    sqlx::query(
+                        "INSERT INTO rebate_rejects (id, source, line_key, reason, payload, at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(r.id)
+                    .bind(&r.source)
+                    .bind(&r.line_key)
+                    .bind(reason)
+                    .bind(payload)
+                    .bind(r.at_ms)
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn record_rejects(&self, rejects: &[$crate::RebateReject]) -> $crate::StoreResult<()> {
-                let mut tx = self.writer()?.begin().await?;
-                Self::insert_rejects(&mut tx, rejects).await?;
-                tx.commit().await?;
-                Ok(())
+                $crate::retry_deadlocks(|| async {
+                    let mut tx = self.writer()?.begin().await?;
+                    Self::insert_rejects(&mut tx, rejects).await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn recent_rejects(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::RebateReject>> {
@@ -906,46 +918,51 @@ macro_rules! impl_sqlx_rebate_batch {
                 items: &[$crate::RebateChange],
                 review: &[$crate::RebateReject],
             ) -> Result<Vec<$crate::Applied>, $crate::LedgerError> {
-                let mut tx = self.writer()?.begin().await?;
-                Self::insert_rejects(&mut tx, review).await?;
-                // New rows in a few multi-row statements; the database names the rows it wrote
-                // (a row another writer inserted first is not among them).
-                let mut inserted: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
-                let new_rows: Vec<&$crate::RebateOrder> =
-                    items.iter().filter(|i| i.expected.is_none()).map(|i| &i.row).collect();
-                for chunk in new_rows.chunks(500) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new($insert_rows);
-                    q.push_values(chunk, |b, r| $crate::sql_rebate::push_order(b, r));
-                    q.push($returning_keys);
-                    let keys: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                    inserted.extend(keys);
-                }
-                let mut outcomes = Vec::with_capacity(items.len());
-                let mut txns = Vec::new();
-                let mut joining = Vec::new();
-                for item in items {
-                    let r = &item.row;
-                    let wrote = match item.expected {
-                        None if inserted.remove(&(r.source.clone(), r.line_key.clone())) => r
-                            .user_id
-                            .map_or($crate::sql_rebate::Wrote::Row, |u| $crate::sql_rebate::Wrote::Joining(u.get())),
-                        None => $crate::sql_rebate::Wrote::Nothing,
-                        Some(_) => Self::write_row_in(&mut tx, r, item.expected).await?,
-                    };
-                    if let $crate::sql_rebate::Wrote::Joining(user) = wrote {
-                        joining.push((r.source.as_str(), r.line_key.as_str(), user));
+                $crate::retry_deadlocks(|| async {
+                    let mut tx = self.writer()?.begin().await?;
+                    Self::insert_rejects(&mut tx, review).await?;
+                    // New rows in a few multi-row statements; the database names the rows it wrote
+                    // (a row another writer inserted first is not among them).
+                    let mut inserted: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+                    let new_rows: Vec<&$crate::RebateOrder> =
+                        items.iter().filter(|i| i.expected.is_none()).map(|i| &i.row).collect();
+                    for chunk in new_rows.chunks(500) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new($insert_rows);
+                        q.push_values(chunk, |b, r| $crate::sql_rebate::push_order(b, r));
+                        q.push($returning_keys);
+                        let keys: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                        inserted.extend(keys);
                     }
-                    if wrote == $crate::sql_rebate::Wrote::Nothing {
-                        outcomes.push($crate::Applied::Conflict);
-                    } else {
-                        outcomes.push($crate::Applied::Done);
-                        txns.extend(item.txn.as_ref());
+                    let mut outcomes = Vec::with_capacity(items.len());
+                    let mut txns = Vec::new();
+                    let mut joining = Vec::new();
+                    for item in items {
+                        let r = &item.row;
+                        let wrote = match item.expected {
+                            None if inserted.remove(&(r.source.clone(), r.line_key.clone())) => {
+                                r.user_id.map_or($crate::sql_rebate::Wrote::Row, |u| {
+                                    $crate::sql_rebate::Wrote::Joining(u.get())
+                                })
+                            }
+                            None => $crate::sql_rebate::Wrote::Nothing,
+                            Some(_) => Self::write_row_in(&mut tx, r, item.expected).await?,
+                        };
+                        if let $crate::sql_rebate::Wrote::Joining(user) = wrote {
+                            joining.push((r.source.as_str(), r.line_key.as_str(), user));
+                        }
+                        if wrote == $crate::sql_rebate::Wrote::Nothing {
+                            outcomes.push($crate::Applied::Conflict);
+                        } else {
+                            outcomes.push($crate::Applied::Done);
+                            txns.extend(item.txn.as_ref());
+                        }
                     }
-                }
-                Self::join_lists_in(&mut tx, &joining).await?;
-                Self::post_many_in(&mut tx, &txns).await?;
-                tx.commit().await?;
-                Ok(outcomes)
+                    Self::join_lists_in(&mut tx, &joining).await?;
+                    Self::post_many_in(&mut tx, &txns).await?;
+                    tx.commit().await?;
+                    Ok(outcomes)
+                })
+                .await
             }
         }
     };

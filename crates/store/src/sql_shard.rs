@@ -484,41 +484,45 @@ macro_rules! impl_order_shard {
                 new: $crate::NewOrder,
                 ids: $crate::WriteIds,
             ) -> $crate::StoreResult<$crate::Created> {
-                let o = &new.order;
-                let mut tx = self.writer()?.begin().await?;
-                if let Some((key, hash)) = &new.idempotency {
-                    let claimed = sqlx::query(
-                        "INSERT INTO idempotency_keys (buyer_id, idem_key, request_hash, order_id, created_at_ms) \
-                         VALUES (?, ?, ?, ?, ?)",
-                    )
-                    .bind(o.buyer.get())
-                    .bind(key)
-                    .bind(hash)
-                    .bind(o.id.get())
-                    .bind(o.created_at_ms)
-                    .execute(&mut *tx)
-                    .await;
-                    if let Err(e) = claimed {
-                        return match $crate::error::on_write(e, "idempotency_key", "order") {
-                            $crate::StoreError::Conflict(_) => {
-                                tx.rollback().await?;
-                                match self.idempotent(o.buyer, key).await? {
-                                    Some((order, request_hash)) => Ok($crate::Created::Existing { order, request_hash }),
-                                    None => Err($crate::StoreError::NotFound("order")),
+                $crate::retry_deadlocks(|| async {
+                    let o = &new.order;
+                    let mut tx = self.writer()?.begin().await?;
+                    if let Some((key, hash)) = &new.idempotency {
+                        let claimed = sqlx::query(
+                            "INSERT INTO idempotency_keys (buyer_id, idem_key, request_hash, order_id, created_at_ms) \
+                             VALUES (?, ?, ?, ?, ?)",
+                        )
+                        .bind(o.buyer.get())
+                        .bind(key)
+                        .bind(hash)
+                        .bind(o.id.get())
+                        .bind(o.created_at_ms)
+                        .execute(&mut *tx)
+                        .await;
+                        if let Err(e) = claimed {
+                            return match $crate::error::on_write(e, "idempotency_key", "order") {
+                                $crate::StoreError::Conflict(_) => {
+                                    tx.rollback().await?;
+                                    match self.idempotent(o.buyer, key).await? {
+                                        Some((order, request_hash)) => Ok(Some($crate::Created::Existing { order, request_hash })),
+                                        None => Err($crate::StoreError::NotFound("order")),
+                                    }
                                 }
-                            }
-                            other => Err(other),
-                        };
+                                other => Err(other),
+                            };
+                        }
                     }
-                }
-                Self::insert_orders(&mut tx, &[o]).await?;
-                if o.points_used.get() > 0 {
-                    let reference = format!("redeem:{}", o.id);
-                    Self::move_points(&mut tx, ids.entry, o.buyer, -o.points_used.get(), "redeem", &reference).await?;
-                }
-                Self::write_event(&mut tx, ids.event, "order.created", o, None).await?;
-                tx.commit().await?;
-                Ok($crate::Created::New(new.order))
+                    Self::insert_orders(&mut tx, &[o]).await?;
+                    if o.points_used.get() > 0 {
+                        let reference = format!("redeem:{}", o.id);
+                        Self::move_points(&mut tx, ids.entry, o.buyer, -o.points_used.get(), "redeem", &reference).await?;
+                    }
+                    Self::write_event(&mut tx, ids.event, "order.created", o, None).await?;
+                    tx.commit().await?;
+                    Ok(None)
+                })
+                .await
+                .map(|existing| existing.unwrap_or($crate::Created::New(new.order)))
             }
 
             async fn create_orders(
@@ -604,10 +608,13 @@ macro_rules! impl_order_shard {
                 reason: &str,
                 reference: &str,
             ) -> $crate::StoreResult<bool> {
-                let mut tx = self.writer()?.begin().await?;
-                let applied = Self::move_points(&mut tx, entry_id, user, amount.get(), reason, reference).await?;
-                tx.commit().await?;
-                Ok(applied)
+                $crate::retry_deadlocks(|| async {
+                    let mut tx = self.writer()?.begin().await?;
+                    let applied = Self::move_points(&mut tx, entry_id, user, amount.get(), reason, reference).await?;
+                    tx.commit().await?;
+                    Ok(applied)
+                })
+                .await
             }
 
             async fn points_mismatches(&self) -> $crate::StoreResult<Vec<(flashback_core::UserId, i64, i64)>> {
@@ -638,25 +645,28 @@ macro_rules! impl_order_shard {
                 order: flashback_core::OrderId,
                 amount: flashback_core::Money,
             ) -> $crate::StoreResult<bool> {
-                let now = $crate::now_ms();
-                let done = sqlx::query(
-                    "INSERT INTO payments (payment_id, order_id, amount_minor, state, created_at_ms, updated_at_ms) \
-                     VALUES (?, ?, ?, 'created', ?, ?)",
-                )
-                .bind(payment_id)
-                .bind(order.get())
-                .bind(amount.minor())
-                .bind(now)
-                .bind(now)
-                .execute(self.writer()?)
-                .await;
-                match done {
-                    Ok(_) => Ok(true),
-                    Err(e) => match $crate::error::on_write(e, "payment", "order") {
-                        $crate::StoreError::Conflict(_) => Ok(false),
-                        other => Err(other),
-                    },
-                }
+                $crate::retry_deadlocks(|| async {
+                    let now = $crate::now_ms();
+                    let done = sqlx::query(
+                        "INSERT INTO payments (payment_id, order_id, amount_minor, state, created_at_ms, updated_at_ms) \
+                         VALUES (?, ?, ?, 'created', ?, ?)",
+                    )
+                    .bind(payment_id)
+                    .bind(order.get())
+                    .bind(amount.minor())
+                    .bind(now)
+                    .bind(now)
+                    .execute(self.writer()?)
+                    .await;
+                    match done {
+                        Ok(_) => Ok(true),
+                        Err(e) => match $crate::error::on_write(e, "payment", "order") {
+                            $crate::StoreError::Conflict(_) => Ok(false),
+                            other => Err(other),
+                        },
+                    }
+                })
+                .await
             }
 
             async fn order_payments(
@@ -689,16 +699,19 @@ macro_rules! impl_order_shard {
                 from: $crate::PaymentState,
                 to: $crate::PaymentState,
             ) -> $crate::StoreResult<bool> {
-                let done = sqlx::query(
-                    "UPDATE payments SET state = ?, updated_at_ms = ? WHERE payment_id = ? AND state = ?",
-                )
-                .bind(to.as_str())
-                .bind($crate::now_ms())
-                .bind(payment_id)
-                .bind(from.as_str())
-                .execute(self.writer()?)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                $crate::retry_deadlocks(|| async {
+                    let done = sqlx::query(
+                        "UPDATE payments SET state = ?, updated_at_ms = ? WHERE payment_id = ? AND state = ?",
+                    )
+                    .bind(to.as_str())
+                    .bind($crate::now_ms())
+                    .bind(payment_id)
+                    .bind(from.as_str())
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn outbox_backlog(&self) -> $crate::StoreResult<u64> {
@@ -729,19 +742,22 @@ macro_rules! impl_order_shard {
             }
 
             async fn mark_dispatched(&self, ids: &[i64]) -> $crate::StoreResult<()> {
-                if ids.is_empty() {
-                    return Ok(());
-                }
-                let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE outbox SET dispatched_at_ms = ");
-                q.push_bind($crate::now_ms());
-                q.push(" WHERE dispatched_at_ms IS NULL AND id IN (");
-                let mut list = q.separated(", ");
-                for id in ids {
-                    list.push_bind(*id);
-                }
-                q.push(")");
-                q.build().execute(self.writer()?).await?;
-                Ok(())
+                $crate::retry_deadlocks(|| async {
+                    if ids.is_empty() {
+                        return Ok(());
+                    }
+                    let mut q = sqlx::QueryBuilder::<$db>::new("UPDATE outbox SET dispatched_at_ms = ");
+                    q.push_bind($crate::now_ms());
+                    q.push(" WHERE dispatched_at_ms IS NULL AND id IN (");
+                    let mut list = q.separated(", ");
+                    for id in ids {
+                        list.push_bind(*id);
+                    }
+                    q.push(")");
+                    q.build().execute(self.writer()?).await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn was_processed(&self, consumer: &str, event_id: i64) -> $crate::StoreResult<bool> {
@@ -755,19 +771,22 @@ macro_rules! impl_order_shard {
             }
 
             async fn record_processed(&self, consumer: &str, event_id: i64) -> $crate::StoreResult<bool> {
-                let done = sqlx::query("INSERT INTO processed_messages (consumer, event_id, processed_at_ms) VALUES (?, ?, ?)")
-                    .bind(consumer)
-                    .bind(event_id)
-                    .bind($crate::now_ms())
-                    .execute(self.writer()?)
-                    .await;
-                match done {
-                    Ok(_) => Ok(true),
-                    Err(e) => match $crate::error::on_write(e, "message", "message") {
-                        $crate::StoreError::Conflict(_) => Ok(false),
-                        other => Err(other),
-                    },
-                }
+                $crate::retry_deadlocks(|| async {
+                    let done = sqlx::query("INSERT INTO processed_messages (consumer, event_id, processed_at_ms) VALUES (?, ?, ?)")
+                        .bind(consumer)
+                        .bind(event_id)
+                        .bind($crate::now_ms())
+                        .execute(self.writer()?)
+                        .await;
+                    match done {
+                        Ok(_) => Ok(true),
+                        Err(e) => match $crate::error::on_write(e, "message", "message") {
+                            $crate::StoreError::Conflict(_) => Ok(false),
+                            other => Err(other),
+                        },
+                    }
+                })
+                .await
             }
         }
     };

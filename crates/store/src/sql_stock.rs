@@ -10,128 +10,137 @@ macro_rules! impl_stock_store {
                 order: flashback_core::OrderId,
                 lines: &[(flashback_core::ProductId, flashback_core::Quantity)],
             ) -> Result<Vec<$crate::ReservedLine>, $crate::ReserveError> {
-                use sqlx::Row;
-                let mut tx = self.writer()?.begin().await?;
-                let existing = sqlx::query(
-                    "SELECT r.product_id, r.quantity, p.merchant_id, p.sku, p.title, p.list_price_minor \
-                     FROM stock_reservations r JOIN products p ON p.id = r.product_id \
-                     WHERE r.order_id = ? ORDER BY r.product_id",
-                )
-                .bind(order.get())
-                .fetch_all(&mut *tx)
-                .await?;
-                if !existing.is_empty() {
-                    // A retry of a saga step that already ran: report, take nothing more.
-                    return existing
-                        .iter()
-                        .map(|r| $crate::sql_stock::reserved_line(r, r.try_get("quantity")?))
-                        .collect();
-                }
-                // Lock rows in one global order so concurrent orders cannot deadlock.
-                let mut sorted = lines.to_vec();
-                sorted.sort_by_key(|(p, _)| *p);
-                let now = $crate::now_ms();
-                let mut reserved = Vec::with_capacity(sorted.len());
-                for (product, quantity) in sorted {
-                    let row = sqlx::query(
-                        "SELECT id AS product_id, merchant_id, sku, title, list_price_minor, status \
-                         FROM products WHERE id = ?",
-                    )
-                    .bind(product.get())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or($crate::ReserveError::UnknownProduct(product))?;
-                    let status: String = row.try_get("status")?;
-                    if status != flashback_core::ProductStatus::OnShelf.as_str() {
-                        tx.rollback().await?;
-                        return Err($crate::ReserveError::OffShelf(product));
-                    }
-                    let taken = sqlx::query(
-                        "UPDATE inventory SET available = available - ?, version = version + 1, updated_at_ms = ? \
-                         WHERE product_id = ? AND available >= ?",
-                    )
-                    .bind(quantity.get())
-                    .bind(now)
-                    .bind(product.get())
-                    .bind(quantity.get())
-                    .execute(&mut *tx)
-                    .await?;
-                    if taken.rows_affected() != 1 {
-                        tx.rollback().await?;
-                        return Err($crate::ReserveError::InsufficientStock(product));
-                    }
-                    sqlx::query(
-                        "INSERT INTO stock_reservations (order_id, product_id, quantity, state, created_at_ms, updated_at_ms) \
-                         VALUES (?, ?, ?, 'held', ?, ?)",
+                $crate::retry_deadlocks(|| async {
+                    use sqlx::Row;
+                    let mut tx = self.writer()?.begin().await?;
+                    let existing = sqlx::query(
+                        "SELECT r.product_id, r.quantity, p.merchant_id, p.sku, p.title, p.list_price_minor \
+                         FROM stock_reservations r JOIN products p ON p.id = r.product_id \
+                         WHERE r.order_id = ? ORDER BY r.product_id",
                     )
                     .bind(order.get())
-                    .bind(product.get())
-                    .bind(quantity.get())
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await?;
-                    reserved.push($crate::sql_stock::reserved_line(&row, quantity.get())?);
-                }
-                tx.commit().await?;
-                Ok(reserved)
+                    if !existing.is_empty() {
+                        // A retry of a saga step that already ran: report, take nothing more.
+                        return existing
+                            .iter()
+                            .map(|r| $crate::sql_stock::reserved_line(r, r.try_get("quantity")?))
+                            .collect();
+                    }
+                    // Lock rows in one global order so concurrent orders cannot deadlock.
+                    let mut sorted = lines.to_vec();
+                    sorted.sort_by_key(|(p, _)| *p);
+                    let now = $crate::now_ms();
+                    let mut reserved = Vec::with_capacity(sorted.len());
+                    for (product, quantity) in sorted {
+                        let row = sqlx::query(
+                            "SELECT id AS product_id, merchant_id, sku, title, list_price_minor, status \
+                             FROM products WHERE id = ?",
+                        )
+                        .bind(product.get())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or($crate::ReserveError::UnknownProduct(product))?;
+                        let status: String = row.try_get("status")?;
+                        if status != flashback_core::ProductStatus::OnShelf.as_str() {
+                            tx.rollback().await?;
+                            return Err($crate::ReserveError::OffShelf(product));
+                        }
+                        let taken = sqlx::query(
+                            "UPDATE inventory SET available = available - ?, version = version + 1, updated_at_ms = ? \
+                             WHERE product_id = ? AND available >= ?",
+                        )
+                        .bind(quantity.get())
+                        .bind(now)
+                        .bind(product.get())
+                        .bind(quantity.get())
+                        .execute(&mut *tx)
+                        .await?;
+                        if taken.rows_affected() != 1 {
+                            tx.rollback().await?;
+                            return Err($crate::ReserveError::InsufficientStock(product));
+                        }
+                        sqlx::query(
+                            "INSERT INTO stock_reservations (order_id, product_id, quantity, state, created_at_ms, updated_at_ms) \
+                             VALUES (?, ?, ?, 'held', ?, ?)",
+                        )
+                        .bind(order.get())
+                        .bind(product.get())
+                        .bind(quantity.get())
+                        .bind(now)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        reserved.push($crate::sql_stock::reserved_line(&row, quantity.get())?);
+                    }
+                    tx.commit().await?;
+                    Ok(reserved)
+                })
+                .await
             }
 
             async fn release(&self, order: flashback_core::OrderId, sold_too: bool) -> $crate::StoreResult<i64> {
-                use sqlx::Row;
-                let mut tx = self.writer()?.begin().await?;
-                let rows = sqlx::query(
-                    "SELECT product_id, quantity, state FROM stock_reservations WHERE order_id = ? AND state <> 'released'",
-                )
-                .bind(order.get())
-                .fetch_all(&mut *tx)
-                .await?;
-                let now = $crate::now_ms();
-                let mut released = 0;
-                for row in rows {
-                    let state: String = row.try_get("state")?;
-                    if state == "sold" && !sold_too {
-                        continue;
-                    }
-                    let product: i64 = row.try_get("product_id")?;
-                    let quantity: i64 = row.try_get("quantity")?;
-                    // Compare-and-set on the reservation: each is given back exactly once.
-                    let moved = sqlx::query(
-                        "UPDATE stock_reservations SET state = 'released', updated_at_ms = ? \
-                         WHERE order_id = ? AND product_id = ? AND state = ?",
+                $crate::retry_deadlocks(|| async {
+                    use sqlx::Row;
+                    let mut tx = self.writer()?.begin().await?;
+                    let rows = sqlx::query(
+                        "SELECT product_id, quantity, state FROM stock_reservations WHERE order_id = ? AND state <> 'released'",
                     )
-                    .bind(now)
                     .bind(order.get())
-                    .bind(product)
-                    .bind(&state)
-                    .execute(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await?;
-                    if moved.rows_affected() == 1 {
-                        sqlx::query(
-                            "UPDATE inventory SET available = available + ?, version = version + 1, updated_at_ms = ? \
-                             WHERE product_id = ?",
+                    let now = $crate::now_ms();
+                    let mut released = 0;
+                    for row in rows {
+                        let state: String = row.try_get("state")?;
+                        if state == "sold" && !sold_too {
+                            continue;
+                        }
+                        let product: i64 = row.try_get("product_id")?;
+                        let quantity: i64 = row.try_get("quantity")?;
+                        // Compare-and-set on the reservation: each is given back exactly once.
+                        let moved = sqlx::query(
+                            "UPDATE stock_reservations SET state = 'released', updated_at_ms = ? \
+                             WHERE order_id = ? AND product_id = ? AND state = ?",
                         )
-                        .bind(quantity)
                         .bind(now)
+                        .bind(order.get())
                         .bind(product)
+                        .bind(&state)
                         .execute(&mut *tx)
                         .await?;
-                        released += quantity;
+                        if moved.rows_affected() == 1 {
+                            sqlx::query(
+                                "UPDATE inventory SET available = available + ?, version = version + 1, updated_at_ms = ? \
+                                 WHERE product_id = ?",
+                            )
+                            .bind(quantity)
+                            .bind(now)
+                            .bind(product)
+                            .execute(&mut *tx)
+                            .await?;
+                            released += quantity;
+                        }
                     }
-                }
-                tx.commit().await?;
-                Ok(released)
+                    tx.commit().await?;
+                    Ok(released)
+                })
+                .await
             }
 
             async fn settle(&self, order: flashback_core::OrderId) -> $crate::StoreResult<u64> {
-                let done = sqlx::query(
-                    "UPDATE stock_reservations SET state = 'sold', updated_at_ms = ? WHERE order_id = ? AND state = 'held'",
-                )
-                .bind($crate::now_ms())
-                .bind(order.get())
-                .execute(self.writer()?)
-                .await?;
-                Ok(done.rows_affected())
+                $crate::retry_deadlocks(|| async {
+                    let done = sqlx::query(
+                        "UPDATE stock_reservations SET state = 'sold', updated_at_ms = ? WHERE order_id = ? AND state = 'held'",
+                    )
+                    .bind($crate::now_ms())
+                    .bind(order.get())
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+                .await
             }
 
             async fn reservations(

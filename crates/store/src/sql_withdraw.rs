@@ -97,47 +97,50 @@ macro_rules! impl_withdrawal_store {
                 daily_limit: u32,
                 hold: &$crate::NewTxn,
             ) -> Result<(), $crate::WithdrawRefusal> {
-                let mut tries = 0;
-                loop {
-                    match self.request_once(w, day, daily_limit, hold).await {
-                        Err($crate::WithdrawRefusal::Ledger($crate::LedgerError::Store(e)))
-                            if (matches!(e, $crate::StoreError::Conflict(_)) || e.is_retryable()) && tries < 10 =>
-                        {
-                            tries += 1;
-                        }
-                        other => return other,
-                    }
-                }
+                // A conflict on the day's counter means another request of the same day won the
+                // insert; the next attempt sees it.
+                let raced = |e: &$crate::WithdrawRefusal| {
+                    use $crate::Retryable;
+                    e.is_retryable()
+                        || matches!(
+                            e,
+                            $crate::WithdrawRefusal::Ledger($crate::LedgerError::Store($crate::StoreError::Conflict(_)))
+                        )
+                };
+                $crate::retry_when(raced, || self.request_once(w, day, daily_limit, hold)).await
             }
 
             async fn move_withdrawal(
                 &self,
                 m: $crate::WithdrawalMove<'_>,
             ) -> Result<Option<$crate::Withdrawal>, $crate::LedgerError> {
-                let mut tx = self.writer()?.begin().await?;
-                let moved = sqlx::query(
-                    "UPDATE withdrawals SET state = ?, reason = COALESCE(?, reason), reviewer_id = COALESCE(?, reviewer_id), \
-                     provider_ref = COALESCE(?, provider_ref), updated_at_ms = ? WHERE id = ? AND state = ?",
-                )
-                .bind(m.to.as_str())
-                .bind(m.reason)
-                .bind(m.reviewer.map(flashback_core::UserId::get))
-                .bind(m.provider_ref)
-                .bind($crate::now_ms())
-                .bind(m.id)
-                .bind(m.from.as_str())
-                .execute(&mut *tx)
-                .await?;
-                if moved.rows_affected() != 1 {
-                    return Ok(None);
-                }
-                if let Some(txn) = m.txn {
-                    Self::post_in(&mut tx, txn).await?;
-                }
-                let sql = format!("SELECT {} FROM withdrawals WHERE id = ?", $crate::sql_withdraw::COLUMNS);
-                let row: $crate::sql_withdraw::Row = sqlx::query_as(&sql).bind(m.id).fetch_one(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(Some($crate::sql_withdraw::withdrawal(row)?))
+                $crate::retry_deadlocks(|| async {
+                    let mut tx = self.writer()?.begin().await?;
+                    let moved = sqlx::query(
+                        "UPDATE withdrawals SET state = ?, reason = COALESCE(?, reason), reviewer_id = COALESCE(?, reviewer_id), \
+                         provider_ref = COALESCE(?, provider_ref), updated_at_ms = ? WHERE id = ? AND state = ?",
+                    )
+                    .bind(m.to.as_str())
+                    .bind(m.reason)
+                    .bind(m.reviewer.map(flashback_core::UserId::get))
+                    .bind(m.provider_ref)
+                    .bind($crate::now_ms())
+                    .bind(m.id)
+                    .bind(m.from.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    if moved.rows_affected() != 1 {
+                        return Ok(None);
+                    }
+                    if let Some(txn) = m.txn {
+                        Self::post_in(&mut tx, txn).await?;
+                    }
+                    let sql = format!("SELECT {} FROM withdrawals WHERE id = ?", $crate::sql_withdraw::COLUMNS);
+                    let row: $crate::sql_withdraw::Row = sqlx::query_as(&sql).bind(m.id).fetch_one(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(Some($crate::sql_withdraw::withdrawal(row)?))
+                })
+                .await
             }
 
             async fn withdrawal(&self, id: i64) -> $crate::StoreResult<Option<$crate::Withdrawal>> {

@@ -21,7 +21,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 static SHARD_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite-shard");
 
 /// The file a `sqlite:` URL names; a relative path is taken relative to the data directory.
-pub(crate) fn path_from_url(url: &str, data_dir: &Path) -> PathBuf {
+pub fn path_from_url(url: &str, data_dir: &Path) -> PathBuf {
     let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = Path::new(path);
     if path.is_absolute() { path.to_owned() } else { data_dir.join(path) }

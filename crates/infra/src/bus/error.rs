@@ -88,14 +88,14 @@ pub trait HandlerError: std::fmt::Display {
 
 impl HandlerError for StoreError {
     fn is_transient(&self) -> bool {
-        self.is_unavailable()
+        self.is_unavailable() || self.is_retryable()
     }
 }
 
 impl HandlerError for BusError {
     fn is_transient(&self) -> bool {
         match self {
-            BusError::Store(e) => e.is_unavailable(),
+            BusError::Store(e) => e.is_unavailable() || e.is_retryable(),
             other => other.is_broker_failure(),
         }
     }

@@ -91,6 +91,12 @@ impl Problem {
             StoreError::Unavailable(_) => {
                 Self::unavailable("store_unavailable", "the store is unavailable; retry shortly")
             }
+            // Every attempt was rolled back by the database (deadlocks or serialization
+            // conflicts under contention): nothing was done, and a retry will most likely pass.
+            e if e.is_retryable() => {
+                tracing::warn!(error = %e, "a write kept losing to contention; answered 503");
+                Self::unavailable("contention", "the change collided with others; nothing was done, retry shortly")
+            }
             other => Self::internal(other),
         }
     }

@@ -13,11 +13,13 @@ mod analytics;
 mod ledger;
 mod node_lease;
 mod trade;
+mod withdraw;
 
 pub use analytics::*;
 pub use ledger::*;
 pub use node_lease::*;
 pub use trade::*;
+pub use withdraw::*;
 
 use crate::testing::TestStore;
 use crate::{NewProduct, NewUser, ProductFilter, ProductPatch, Store, StoreError};
@@ -56,6 +58,7 @@ macro_rules! conformance_suite {
             ledger_transactions_balance_and_apply_once
             statements_walk_each_accounts_chain_and_the_audit_finds_a_break
             concurrent_withdrawals_never_overdraw
+            racing_reviews_of_one_users_withdrawals_all_land
             concurrent_batches_keep_every_balance_exact
             profiles_keep_their_inviter_and_tracking_ids_have_one_owner
             balances_of_a_batch_are_exact_for_any_amount
