@@ -38,7 +38,7 @@ pub fn router(state: AppState) -> Router {
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(catalog::routes())
-        .merge(trade::routes())
+        .merge(trade::routes(&state.config.trade))
         .merge(flash_sale::routes())
         .merge(rebate::routes())
         .merge(track::routes())

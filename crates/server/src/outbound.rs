@@ -68,6 +68,10 @@ impl PaymentProvider for GuardedPayments {
     async fn refund(&self, payment_id: &str, amount: Money) -> anyhow::Result<()> {
         guarded(&self.breaker, self.inner.refund(payment_id, amount)).await.map_err(anyhow::Error::msg)
     }
+
+    fn pay_url(&self, payment_id: &str) -> Option<String> {
+        self.inner.pay_url(payment_id)
+    }
 }
 
 /// A payout provider behind the `payouts` breaker. A refused transfer is an answer (the

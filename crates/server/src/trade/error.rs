@@ -45,6 +45,10 @@ pub enum TradeError {
     /// A deliberately injected crash (tests of the saga's recovery).
     #[error("injected crash at {0}")]
     Crash(&'static str),
+    /// The payment provider failed, timed out, is behind an open breaker, or none is
+    /// configured.
+    #[error("payment provider: {0}")]
+    Provider(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -98,6 +102,13 @@ impl From<TradeError> for Problem {
             E::PaymentMismatch(detail) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "payment_mismatch", detail),
             E::Notification(code, detail) => Problem::new(StatusCode::UNAUTHORIZED, code, detail),
             E::Crash(point) => Problem::unavailable("crashed", format!("injected crash at {point}")),
+            E::Provider(detail) => {
+                tracing::warn!(error = %detail, "payment provider call failed");
+                Problem::unavailable(
+                    "payment_provider_unavailable",
+                    "the payment provider is unavailable; retry shortly",
+                )
+            }
             E::Store(e) => Problem::from_store(&e),
             E::Unexpected(e) => Problem::internal(e.as_ref()),
         }
@@ -105,8 +116,13 @@ impl From<TradeError> for Problem {
 }
 
 impl flashback_infra::bus::HandlerError for TradeError {
-    /// A store that cannot be reached is no fault of the event: the consumer waits for it.
+    /// A store that cannot be reached, contention that outlasted the retries, or a payment
+    /// provider that is down is no fault of the event: the consumer waits and tries again.
     fn is_transient(&self) -> bool {
-        matches!(self, TradeError::Store(e) if e.is_unavailable())
+        match self {
+            TradeError::Store(e) => e.is_unavailable() || e.is_retryable(),
+            TradeError::Provider(_) => true,
+            _ => false,
+        }
     }
 }

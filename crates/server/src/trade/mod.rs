@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod payments;
 pub mod place;
 pub mod queries;
+pub mod simulated;
 pub mod sweeper;
 pub mod views;
 
@@ -23,15 +24,16 @@ use utoipa_axum::routes;
 pub use error::TradeError;
 
 use crate::AppState;
-use crate::config::TradeConfig;
+use crate::config::{PaymentProviderKind, TradeConfig};
 
 /// What the trade core needs at run time besides the stores.
 #[derive(Debug)]
 pub struct TradeRuntime {
     /// The payment provider, behind its breaker.
     pub provider: Arc<crate::outbound::GuardedPayments>,
-    /// The built-in simulated provider (the provider in this build).
-    pub simulator: Arc<payments::SimulatedProvider>,
+    /// The built-in simulated provider (whose pay links the simulated route checks; it takes
+    /// payments only while it is the configured provider).
+    pub simulator: Arc<simulated::SimulatedProvider>,
     /// The key notifications are signed with.
     pub payment_key: Vec<u8>,
     /// Injected crashes, for recovery tests.
@@ -50,8 +52,19 @@ impl TradeRuntime {
             Some(s) => s.expose_secret().as_bytes().to_vec(),
             None => crate::keys::key_file(data_dir, "payment.key", "trade.payment_secret")?,
         };
-        let simulator = Arc::new(payments::SimulatedProvider::new(payment_key.clone(), config.simulated_payment_delay));
-        let provider = Arc::new(crate::outbound::GuardedPayments::new(simulator.clone(), breaker));
+        let simulator =
+            Arc::new(simulated::SimulatedProvider::new(payment_key.clone(), config.simulated_payment_delay));
+        let inner: Arc<dyn payments::PaymentProvider> = match config.payment_provider {
+            PaymentProviderKind::Simulated => {
+                tracing::warn!(
+                    "trade.payment_provider = \"simulated\": payments are SIMULATED, anyone holding a pay link marks \
+                     an order paid and no money moves; never use this with real shoppers"
+                );
+                simulator.clone()
+            }
+            PaymentProviderKind::None => Arc::new(payments::NoProvider),
+        };
+        let provider = Arc::new(crate::outbound::GuardedPayments::new(inner, breaker));
         Ok(Self { provider, simulator, payment_key, faults: faults::Faults::default() })
     }
 }
@@ -62,9 +75,9 @@ pub fn now_ms() -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The trade routes.
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+/// The trade routes; the simulated provider's pay page only while it is the configured one.
+pub fn routes(config: &TradeConfig) -> OpenApiRouter<AppState> {
+    let router = OpenApiRouter::new()
         .routes(routes!(place::place_order, queries::my_orders))
         .routes(routes!(queries::get_order))
         .routes(routes!(lifecycle::cancel))
@@ -73,10 +86,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(lifecycle::refund))
         .routes(routes!(payments::create_payment))
         .routes(routes!(payments::notify))
-        .routes(routes!(payments::simulated_complete))
         .routes(routes!(queries::merchant_orders))
         .routes(routes!(queries::all_orders))
-        .routes(routes!(queries::my_points))
+        .routes(routes!(queries::my_points));
+    match config.payment_provider {
+        PaymentProviderKind::Simulated => router.routes(routes!(simulated::complete)),
+        PaymentProviderKind::None => router,
+    }
 }
 
 /// Starts the sweeper and the event delivery: RabbitMQ when configured, else in process.

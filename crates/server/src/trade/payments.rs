@@ -7,9 +7,6 @@
 //! get a 2xx, and every step picks up where an earlier attempt stopped. A payment for an order
 //! that is no longer waiting (expired, cancelled) is refunded, never fulfilled.
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -54,6 +51,25 @@ pub trait PaymentProvider: Send + Sync + std::fmt::Debug {
     async fn create(&self, order: OrderId, amount: Money) -> anyhow::Result<ProviderPayment>;
     /// Gives a paid payment back in full.
     async fn refund(&self, payment_id: &str, amount: Money) -> anyhow::Result<()>;
+    /// Where the buyer pays an existing payment, if the provider has such a page.
+    fn pay_url(&self, _payment_id: &str) -> Option<String> {
+        None
+    }
+}
+
+/// No provider (`trade.payment_provider = "none"`): payments cannot be started.
+#[derive(Debug)]
+pub struct NoProvider;
+
+#[async_trait]
+impl PaymentProvider for NoProvider {
+    async fn create(&self, _: OrderId, _: Money) -> anyhow::Result<ProviderPayment> {
+        anyhow::bail!("no payment provider is configured (trade.payment_provider = \"none\")")
+    }
+
+    async fn refund(&self, _: &str, _: Money) -> anyhow::Result<()> {
+        anyhow::bail!("no payment provider is configured (trade.payment_provider = \"none\")")
+    }
 }
 
 /// What the provider tells us.
@@ -95,7 +111,7 @@ fn verify(key: &[u8], headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result
     if !bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
         return Err(bad("signature does not match"));
     }
-    if (now_secs - ts).abs() > SIGNATURE_TOLERANCE_SECS {
+    if now_secs.abs_diff(ts) > SIGNATURE_TOLERANCE_SECS.unsigned_abs() {
         return Err(TradeError::Notification(
             "stale_signature",
             "the notification is too old or from the future".into(),
@@ -104,92 +120,13 @@ fn verify(key: &[u8], headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result
     Ok(())
 }
 
-/// The built-in provider for development, demos and tests. It "takes" payments instantly:
-/// completing one (after `delay`, or on `POST /api/v1/payments/simulated/{id}/complete`) sends
-/// a signed notification over HTTP to our own notify endpoint, retrying until answered 2xx.
-#[derive(Debug, Clone)]
-pub struct SimulatedProvider {
-    key: Vec<u8>,
-    notify_url: OnceLock<String>,
-    delay: Duration,
-    client: reqwest::Client,
-}
-
-impl SimulatedProvider {
-    /// A provider signing with `key`, completing payments after `delay` (zero: only on request).
-    pub fn new(key: Vec<u8>, delay: Duration) -> Self {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap_or_default();
-        Self { key, notify_url: OnceLock::new(), delay, client }
-    }
-
-    /// Where notifications go; set once the server knows its address.
-    pub fn set_notify_url(&self, url: String) {
-        let _ = self.notify_url.set(url);
-    }
-
-    /// Sends the success notification for a payment, retrying a few times with backoff.
-    pub async fn complete(&self, payment_id: &str, order: OrderId, amount: Money) -> anyhow::Result<()> {
-        let url = self.notify_url.get().ok_or_else(|| anyhow::anyhow!("notify url not set"))?;
-        let note = Notification {
-            notification_id: uuid::Uuid::new_v4().to_string(),
-            payment_id: payment_id.to_owned(),
-            order_id: order,
-            amount_minor: amount,
-            status: "succeeded".into(),
-        };
-        let body = serde_json::to_vec(&note)?;
-        let mut last = anyhow::anyhow!("not sent");
-        for attempt in 0..5u32 {
-            let ts = now_ms() / 1000;
-            let sent = self
-                .client
-                .post(url)
-                .header("content-type", "application/json")
-                .header(TIMESTAMP_HEADER, ts.to_string())
-                .header(SIGNATURE_HEADER, sign(&self.key, ts, &body))
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(res) if res.status().is_success() => return Ok(()),
-                Ok(res) => last = anyhow::anyhow!("notify answered {}", res.status()),
-                Err(e) => last = e.into(),
-            }
-            tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt)).await;
-        }
-        Err(last)
-    }
-}
-
-#[async_trait]
-impl PaymentProvider for SimulatedProvider {
-    async fn create(&self, order: OrderId, amount: Money) -> anyhow::Result<ProviderPayment> {
-        let payment_id = format!("sim_{}", uuid::Uuid::new_v4().simple());
-        if !self.delay.is_zero() {
-            let (this, id) = (self.clone(), payment_id.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(this.delay).await;
-                if let Err(e) = this.complete(&id, order, amount).await {
-                    tracing::warn!(payment.id = %id, error = %e, "simulated payment notification failed");
-                }
-            });
-        }
-        Ok(ProviderPayment { pay_url: format!("/api/v1/payments/simulated/{payment_id}/complete"), payment_id })
-    }
-
-    async fn refund(&self, payment_id: &str, amount: Money) -> anyhow::Result<()> {
-        tracing::info!(payment.id = payment_id, amount_minor = amount.minor(), "simulated refund");
-        Ok(())
-    }
-}
-
-fn view(payment_id: String, order: OrderId, amount: Money, state: PaymentState) -> PaymentView {
+fn view(state: &AppState, payment_id: String, order: OrderId, amount: Money, st: PaymentState) -> PaymentView {
     PaymentView {
-        pay_url: format!("/api/v1/payments/simulated/{payment_id}/complete"),
+        pay_url: state.trade.provider.pay_url(&payment_id),
         payment_id,
         order_id: order,
         amount_minor: amount,
-        state: state.as_str(),
+        state: st.as_str(),
     }
 }
 
@@ -197,7 +134,8 @@ fn view(payment_id: String, order: OrderId, amount: Money, state: PaymentState) 
 #[utoipa::path(post, path = "/api/v1/orders/{id}/payments", tag = "trade", security(("bearer" = [])),
     params(("id" = String, Path, description = "Order id")),
     responses((status = 201, body = PaymentView), (status = 200, body = PaymentView), (status = 404, body = Problem),
-        (status = 409, body = Problem)))]
+        (status = 409, body = Problem),
+        (status = 503, body = Problem, description = "the payment provider is unavailable or none is configured")))]
 pub async fn create_payment(
     State(state): State<AppState>,
     caller: Caller,
@@ -210,11 +148,13 @@ pub async fn create_payment(
     let shard = state.shards.for_order(order.id);
     let open = shard.order_payments(order.id).await.map_err(TradeError::from)?;
     if let Some(p) = open.into_iter().find(|p| p.state == PaymentState::Created) {
-        return Ok((StatusCode::OK, axum::Json(view(p.payment_id, p.order_id, p.amount, p.state))));
+        return Ok((StatusCode::OK, axum::Json(view(&state, p.payment_id, p.order_id, p.amount, p.state))));
     }
-    let created = state.trade.provider.create(order.id, order.payable).await.map_err(TradeError::from)?;
+    let created =
+        state.trade.provider.create(order.id, order.payable).await.map_err(|e| TradeError::Provider(e.to_string()))?;
     shard.create_payment(&created.payment_id, order.id, order.payable).await.map_err(TradeError::from)?;
-    Ok((StatusCode::CREATED, axum::Json(view(created.payment_id, order.id, order.payable, PaymentState::Created))))
+    let created = view(&state, created.payment_id, order.id, order.payable, PaymentState::Created);
+    Ok((StatusCode::CREATED, axum::Json(created)))
 }
 
 /// What a notification did.
@@ -284,7 +224,7 @@ async fn apply_payment(state: &AppState, note: &Notification) -> Result<&'static
 }
 
 async fn refund_one(state: &AppState, payment_id: &str, amount: Money, order: OrderId) -> Result<(), TradeError> {
-    state.trade.provider.refund(payment_id, amount).await?;
+    state.trade.provider.refund(payment_id, amount).await.map_err(|e| TradeError::Provider(e.to_string()))?;
     let shard = state.shards.for_order(order);
     if shard.set_payment_state(payment_id, PaymentState::Succeeded, PaymentState::Refunded).await? {
         tracing::info!(order.id = %order, payment.id = payment_id, "payment refunded");
@@ -299,35 +239,6 @@ pub async fn refund_succeeded_payments(state: &AppState, order: OrderId) -> Resu
         refund_one(state, &p.payment_id, p.amount, order).await?;
     }
     Ok(())
-}
-
-/// The simulated provider's pay page: completes the payment, which makes the provider send
-/// its signed notification to us. Only the built-in simulated provider has this route.
-#[utoipa::path(post, path = "/api/v1/payments/simulated/{payment_id}/complete", tag = "trade",
-    params(("payment_id" = String, Path, description = "Simulated payment id")),
-    responses((status = 202, description = "the provider will notify"), (status = 404, body = Problem)))]
-pub async fn simulated_complete(
-    State(state): State<AppState>,
-    Path(payment_id): Path<String>,
-) -> Result<StatusCode, Problem> {
-    let payment = find_payment(&state, &payment_id).await?.ok_or(TradeError::PaymentNotFound)?;
-    state
-        .trade
-        .simulator
-        .complete(&payment.payment_id, payment.order_id, payment.amount)
-        .await
-        .map_err(TradeError::from)?;
-    Ok(StatusCode::ACCEPTED)
-}
-
-/// Payment ids do not say their shard, so look in each (this route serves the simulator only).
-async fn find_payment(state: &AppState, payment_id: &str) -> Result<Option<flashback_store::Payment>, TradeError> {
-    for shard in state.shards.all() {
-        if let Some(p) = shard.payment(payment_id).await? {
-            return Ok(Some(p));
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -144,6 +144,7 @@ pub struct PaymentView {
     pub amount_minor: Money,
     /// created, succeeded or refunded.
     pub state: &'static str,
-    /// Where the buyer pays (for the simulated provider, a POST completes the payment).
-    pub pay_url: String,
+    /// Where the buyer pays (for the simulated provider, a POST to this signed link completes
+    /// the payment); absent when the provider has no pay page.
+    pub pay_url: Option<String>,
 }
