@@ -189,6 +189,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         config.log_format = format;
     }
     telemetry::init(config.log_format, &config.log_level);
+    for name in &config.ignored_env {
+        tracing::warn!(variable = %name, "ignored: this FLASHBACK_ environment variable names no configuration key");
+    }
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => {
             if let Some(listen) = args.listen {
@@ -264,6 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Trade) => {
+            crate::data_dir::require_store(&config)?;
             let state = AppState::build_for_tool(config).await?;
             let report = confirmed(Recheck::default(), || crate::trade::audit::audit(&state))
                 .await
@@ -271,6 +275,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             finish_audit(&state, report.map(|r| (serde_json::to_value(&r), r.violations.len()))).await
         }
         Command::Audit(AuditCommand::Ledger) => {
+            crate::data_dir::require_store(&config)?;
             let state = AppState::build_for_tool(config).await?;
             let report = confirmed(Recheck::default(), || crate::rebate::audit::audit(&state))
                 .await
@@ -279,6 +284,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::FlashSale { id }) => {
             let id = flashback_core::SaleId::parse(&id).context("sale id")?;
+            crate::data_dir::require_store(&config)?;
             let state = AppState::build_for_tool(config).await?;
             let report = confirmed(Recheck::default(), || crate::flash_sale::audit::audit(&state, id))
                 .await
@@ -292,6 +298,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backup(BackupArgs { to: Some(to), command: None }) => {
+            crate::data_dir::require_store(&config)?;
             let manifest = crate::backup::backup(&config, &to)
                 .await
                 .with_context(|| format!("backing up into {} (incomplete: it has no manifest)", to.display()))?;

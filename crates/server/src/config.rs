@@ -10,6 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+mod env;
+
 /// Top-level sections; `FLASHBACK_<SECTION>_<KEY>` maps to `<section>.<key>`.
 const SECTIONS: &[&str] = &[
     "store",
@@ -30,6 +32,10 @@ const SECTIONS: &[&str] = &[
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// What this deployment is: `development` (the default), `staging` or `production`.
+    /// Production refuses settings that only make sense in development (the simulated
+    /// payment provider).
+    pub environment: Environment,
     /// Address to serve HTTP on.
     pub listen: SocketAddr,
     /// Where SQLite files and the generated token key live.
@@ -64,6 +70,10 @@ pub struct Config {
     pub analytics: crate::analytics::AnalyticsConfig,
     /// Circuit breakers in front of every dependency.
     pub breaker: BreakerConfig,
+    /// `FLASHBACK_*` environment variables that name no key and were left out (for a warning
+    /// once logging is up).
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 /// When a dependency's breaker opens and how long it fails fast before probing.
@@ -123,6 +133,11 @@ pub struct RebateConfig {
     /// HMAC key networks sign postbacks with; absent: postbacks are refused.
     #[serde(serialize_with = "secret_opt::serialize")]
     pub postback_secret: Option<SecretString>,
+    /// HMAC key that turns a click's client address into the `ip_hash` stored with it (the
+    /// address itself is never stored), at least 32 bytes; absent: `data_dir/click.key`.
+    /// Instances must share it for their hashes to agree.
+    #[serde(serialize_with = "secret_opt::serialize")]
+    pub click_secret: Option<SecretString>,
     /// How far a postback's timestamp may be from our clock.
     #[serde(rename = "postback_tolerance_ms", with = "millis")]
     pub postback_tolerance: Duration,
@@ -166,6 +181,7 @@ impl Default for RebateConfig {
             withdraw_daily_count: 3,
             sweep_interval: Duration::from_secs(5),
             postback_secret: None,
+            click_secret: None,
             postback_tolerance: Duration::from_secs(300),
             taobao_url: None,
             taobao_app_key: String::new(),
@@ -320,12 +336,38 @@ pub struct TradeConfig {
     /// Absent: generated once into `data_dir/payment.key` (the built-in simulator reads it too).
     #[serde(serialize_with = "secret_opt::serialize")]
     pub payment_secret: Option<SecretString>,
+    /// Who takes payments: `simulated` (the built-in stand-in: a signed pay link marks the
+    /// payment paid without money moving; refused in production) or `none` (orders can be
+    /// placed but not paid: paying answers 503 `payment_provider_unavailable`).
+    pub payment_provider: PaymentProviderKind,
     /// How long after a payment is created the built-in simulated provider reports it paid;
     /// 0 leaves payment to `POST /api/v1/payments/simulated/{id}/complete`.
     #[serde(rename = "simulated_payment_delay_ms", with = "millis")]
     pub simulated_payment_delay: Duration,
     /// Points awarded per 100 minor units paid, when an order completes.
     pub points_per_100_minor: u32,
+}
+
+/// What a deployment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// A developer's machine, demos and tests.
+    Development,
+    /// A rehearsal of production.
+    Staging,
+    /// Real shoppers and real money.
+    Production,
+}
+
+/// Who takes payments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentProviderKind {
+    /// The built-in stand-in provider, for development, demos and tests.
+    Simulated,
+    /// None: payments cannot be started.
+    None,
 }
 
 /// Log output format.
@@ -439,6 +481,7 @@ pub struct CatalogConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            environment: Environment::Development,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             node_id: None,
@@ -456,6 +499,7 @@ impl Default for Config {
             track: crate::track::TrackConfig::default(),
             analytics: crate::analytics::AnalyticsConfig::default(),
             breaker: BreakerConfig::default(),
+            ignored_env: Vec::new(),
         }
     }
 }
@@ -470,6 +514,7 @@ impl Default for TradeConfig {
             sweep_interval: Duration::from_secs(1),
             orphan_after: Duration::from_secs(60),
             payment_secret: None,
+            payment_provider: PaymentProviderKind::Simulated,
             simulated_payment_delay: Duration::ZERO,
             points_per_100_minor: 1,
         }
@@ -568,18 +613,29 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        let env = Env::prefixed("FLASHBACK_")
-            // Test-suite settings share the prefix but are not instance configuration.
-            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
+        let defaults = std::sync::Arc::new(
+            serde_json::to_value(Config::default()).map_err(|e| ConfigError(format!("defaults: {e}")))?,
+        );
+        let ignored_env = env::unknown(&defaults, env_key_to_path);
+        let env = Env::prefixed(env::PREFIX)
+            .filter(move |k| !env::is_test_setting(k.as_str()) && env::is_key(&defaults, &env_key_to_path(k.as_str())))
             .map(|k| env_key_to_path(k.as_str()).into());
-        let config: Config = figment.merge(env).extract().map_err(describe)?;
+        let mut config: Config = figment.merge(env).extract().map_err(describe)?;
         config.validate()?;
+        config.ignored_env = ignored_env;
         Ok(config)
     }
 
     /// Checks rules serde cannot express; each message starts with the key it is about.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |msg: &str| Err(ConfigError(msg.to_owned()));
+        if self.environment == Environment::Production && self.trade.payment_provider == PaymentProviderKind::Simulated
+        {
+            return fail(
+                "trade.payment_provider: `simulated` marks orders paid without money moving and cannot run with \
+                 environment = \"production\"; set trade.payment_provider = \"none\" or configure a real provider",
+            );
+        }
         if let Some(url) = &self.store.url {
             let u = url.expose_secret();
             if !(u.starts_with("mysql://") || u.starts_with("mariadb://") || u.starts_with("sqlite:")) {
@@ -643,6 +699,9 @@ impl Config {
         }
         if self.store.max_connections == 0 {
             return fail("store.max_connections: must be at least 1");
+        }
+        if self.rebate.click_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
+            return fail("rebate.click_secret: must be at least 32 bytes");
         }
         if self.auth.token_secret.as_ref().is_some_and(|s| s.expose_secret().len() < 32) {
             return fail("auth.token_secret: must be at least 32 bytes");

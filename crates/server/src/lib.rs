@@ -11,6 +11,7 @@ pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod demo;
 pub mod dependencies;
 pub mod flash_sale;

@@ -147,9 +147,11 @@ impl AppState {
             acquire_timeout: config.store.acquire_timeout,
             breaker: config.breaker.settings(),
         };
-        let store = flashback_store::open(&store_options)
-            .await
-            .with_context(|| format!("opening the store ({:?})", store_options))?;
+        crate::data_dir::prepare(&config)?;
+        let store = flashback_store::open(&store_options).await.context(match &store_options.url {
+            Some(_) => "opening the store at store.url".to_owned(),
+            None => format!("opening the store in the data directory {}", config.data_dir.display()),
+        })?;
         let shard_options = ShardOptions {
             count: config.trade.shards,
             urls: config.trade.shard_urls.iter().map(|u| u.expose_secret().to_owned()).collect(),
@@ -163,7 +165,7 @@ impl AppState {
         };
         let shards = flashback_store::open_shards(&shard_options)
             .await
-            .with_context(|| format!("opening the order shards ({shard_options:?})"))?;
+            .context("opening the order shards (trade.shard_urls, or trade.shards files in the data directory)")?;
         let trade =
             Arc::new(crate::trade::TradeRuntime::new(&config.trade, &config.data_dir, config.breaker.settings())?);
         let redis = crate::dependencies::redis(&config).await?;
@@ -236,7 +238,10 @@ impl AppState {
         let rebate = Arc::new(crate::rebate::RebateRuntime {
             policy: config.rebate.policy().context("rebate split rates")?,
             seen: crate::rebate::postback::seen_signatures(config.rebate.postback_tolerance),
-            click_key: crate::keys::key_file(&config.data_dir, "click.key", "click address hashing")?,
+            click_key: match &config.rebate.click_secret {
+                Some(s) => s.expose_secret().as_bytes().to_vec(),
+                None => crate::keys::key_file(&config.data_dir, "click.key", "rebate.click_secret")?,
+            },
         });
         let track = crate::track::Tracking::build(&config, redis.as_ref(), bus.as_ref()).await.context("tracking")?;
         let analytics = crate::analytics::Live::build(&config, redis.as_ref(), &instance).await.context("analytics")?;
