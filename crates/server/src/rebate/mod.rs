@@ -15,6 +15,7 @@ pub mod reconcile;
 pub mod taobao;
 pub mod views;
 pub mod withdraw;
+pub mod withdraw_list;
 
 use std::time::Duration;
 
@@ -87,8 +88,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(my_wallet))
         .routes(routes!(my_profile, join))
         .routes(routes!(bind_tracking_id))
-        .routes(routes!(withdraw::request, withdraw::mine))
-        .routes(routes!(withdraw::all))
+        .routes(routes!(withdraw::request, withdraw_list::mine))
+        .routes(routes!(withdraw_list::all))
         .routes(routes!(withdraw::review))
         .routes(routes!(postback::receive))
         .routes(routes!(links::create))

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::StatusCode;
-use flashback_core::{Account, Role, UserId};
+use flashback_core::{Account, Role};
 use flashback_store::{NewTxn, Posting, WithdrawRefusal, Withdrawal, WithdrawalMove, WithdrawalState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::http::Problem;
-use crate::http::extract::{Json, Path, Query};
+use crate::http::extract::{Json, Path};
 use crate::trade::now_ms;
 
 /// What a payout provider said.
@@ -198,58 +198,6 @@ pub async fn request(
         }
         Err(WithdrawRefusal::Ledger(e)) => Err(super::RebateError::Ledger(e).into()),
     }
-}
-
-/// Listing filters.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct WithdrawalQuery {
-    /// Only this state (admins).
-    pub state: Option<String>,
-    /// Ids below this (the last id of the previous page).
-    pub before: Option<String>,
-    /// 1 to 100 (default 20).
-    pub limit: Option<u32>,
-}
-
-async fn list(state: &AppState, user: Option<UserId>, q: &WithdrawalQuery) -> Result<Vec<WithdrawalView>, Problem> {
-    let bad = |d: &str| Problem::bad_request("invalid_query", d.to_owned());
-    let st = q
-        .state
-        .as_deref()
-        .map(|s| WithdrawalState::parse(s).ok_or_else(|| bad("state: requested, approved, paid, rejected or failed")))
-        .transpose()?;
-    let before = q.before.as_deref().map(|b| b.parse::<i64>().map_err(|_| bad("before: an id"))).transpose()?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(bad("limit: 1 to 100"));
-    }
-    let rows = state.store.withdrawals(user, st, before, limit).await.map_err(|e| Problem::from_store(&e))?;
-    Ok(rows.iter().map(WithdrawalView::from).collect())
-}
-
-/// Your withdrawals, newest first.
-#[utoipa::path(get, path = "/api/v1/me/withdrawals", tag = "rebates", security(("bearer" = [])),
-    params(WithdrawalQuery), responses((status = 200, body = [WithdrawalView]), (status = 400, body = Problem)))]
-pub async fn mine(
-    State(state): State<AppState>,
-    caller: Caller,
-    Query(q): Query<WithdrawalQuery>,
-) -> Result<axum::Json<Vec<WithdrawalView>>, Problem> {
-    Ok(axum::Json(list(&state, Some(caller.id), &q).await?))
-}
-
-/// Withdrawals for review (admins), newest first.
-#[utoipa::path(get, path = "/api/v1/admin/withdrawals", tag = "rebates", security(("bearer" = [])),
-    params(WithdrawalQuery), responses((status = 200, body = [WithdrawalView]), (status = 400, body = Problem)))]
-pub async fn all(
-    State(state): State<AppState>,
-    caller: Caller,
-    Query(q): Query<WithdrawalQuery>,
-) -> Result<axum::Json<Vec<WithdrawalView>>, Problem> {
-    caller.require(&[Role::Admin])?;
-    Ok(axum::Json(list(&state, None, &q).await?))
 }
 
 /// A review decision.

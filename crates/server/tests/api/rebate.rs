@@ -234,7 +234,7 @@ async fn withdrawals(app: &TestApp) {
     assert_eq!(w["state"], "requested");
     assert_eq!(wallet(app, &a).await, (0, 200, 300), "held at once");
     let listed: Value = app.get_as("/api/v1/admin/withdrawals?state=requested", &admin).await.json().await.unwrap();
-    assert!(listed.as_array().unwrap().iter().any(|x| x["id"] == w["id"]));
+    assert!(listed["items"].as_array().unwrap().iter().any(|x| x["id"] == w["id"]));
     let id = w["id"].as_str().unwrap();
     assert_problem(review(app, &a.token, id, json!({"decision": "approve"})).await, StatusCode::FORBIDDEN, "forbidden")
         .await;
@@ -298,7 +298,8 @@ async fn withdrawals(app: &TestApp) {
     .await;
     assert_eq!(wallet(app, &a).await, (0, 100, 100));
     let mine: Value = app.get_as("/api/v1/me/withdrawals", &a.token).await.json().await.unwrap();
-    assert_eq!(mine.as_array().unwrap().len(), 4);
+    assert_eq!(mine["items"].as_array().unwrap().len(), 4);
+    withdrawal_pages(app, &a.token, &admin, &mine).await;
 
     // Twenty racing requests of 300 against 1,000 available (4 allowed a day): exactly three
     // are held — the balance decides, not the race.
@@ -583,4 +584,32 @@ async fn the_ledger_audit_finds_money_the_rows_do_not_explain() {
     let audit = flashback_server::rebate::audit::audit(&app.state).await.unwrap();
     assert!(audit.violations.iter().any(|v| v.contains("pending 299")), "{:?}", audit.violations);
     assert!(audit.violations.iter().any(|v| v.contains("receivable")), "{:?}", audit.violations);
+}
+
+/// Keyset pages of one's own withdrawals, newest first, and a review list that shows only
+/// what waits for review unless asked for more.
+async fn withdrawal_pages(app: &TestApp, token: &str, admin: &str, all: &Value) {
+    let ids: Vec<&Value> = all["items"].as_array().unwrap().iter().map(|w| &w["id"]).collect();
+    let first: Value = app.get_as("/api/v1/me/withdrawals?limit=3", token).await.json().await.unwrap();
+    let page: Vec<&Value> = first["items"].as_array().unwrap().iter().map(|w| &w["id"]).collect();
+    assert_eq!(page, ids[..3]);
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second: Value =
+        app.get_as(&format!("/api/v1/me/withdrawals?limit=3&cursor={cursor}"), token).await.json().await.unwrap();
+    let page: Vec<&Value> = second["items"].as_array().unwrap().iter().map(|w| &w["id"]).collect();
+    assert_eq!(page, ids[3..]);
+    assert!(second["next_cursor"].is_null());
+    for bad in ["cursor=abc", "cursor=-5", "limit=0", "limit=101", "state=lost", "before=1"] {
+        let res = app.get_as(&format!("/api/v1/me/withdrawals?{bad}"), token).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+
+    let rejected: Value = app.get_as("/api/v1/me/withdrawals?state=rejected", token).await.json().await.unwrap();
+    let rejected = rejected["items"].as_array().unwrap();
+    assert!(!rejected.is_empty() && rejected.iter().all(|w| w["state"] == "rejected"));
+    let review: Value = app.get_as("/api/v1/admin/withdrawals?limit=100", admin).await.json().await.unwrap();
+    assert!(review["items"].as_array().unwrap().iter().all(|w| w["state"] == "requested"), "{review}");
+    let everything: Value =
+        app.get_as("/api/v1/admin/withdrawals?state=all&limit=100", admin).await.json().await.unwrap();
+    assert!(everything["items"].as_array().unwrap().iter().any(|w| w["id"] == rejected[0]["id"]));
 }

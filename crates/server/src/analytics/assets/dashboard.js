@@ -176,7 +176,7 @@ function counts(dl, map) {
 
 async function loadWithdrawals() {
   try {
-    const list = await api("GET", "/api/v1/admin/withdrawals?state=requested&limit=50");
+    const list = (await api("GET", "/api/v1/admin/withdrawals?state=requested&limit=50")).items;
     const tbody = $("withdrawals");
     tbody.replaceChildren();
     if (!list.length) {
