@@ -849,6 +849,14 @@ mod tests {
     }
 
     #[test]
+    fn the_annotated_example_file_loads_and_holds_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../flashback.example.toml");
+        let loaded = Config::load(Some(&example)).unwrap();
+        let json = |c: &Config| serde_json::to_value(c).unwrap();
+        assert_eq!(json(&loaded), json(&Config::default()), "the example's values are the defaults");
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug_output() {
         let mut c = Config::default();
         c.auth.token_secret = Some(SecretString::from("super-secret-key-that-is-long-enough".to_owned()));
