@@ -46,7 +46,10 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let (ops, ops_doc) = OpenApiRouter::new().merge(health::routes()).split_for_parts();
     openapi.merge(ops_doc);
-    let openapi_json = openapi.to_pretty_json().unwrap_or_default();
+    let openapi_json = serde_json::to_value(&openapi)
+        .map(crate::api_doc::finish)
+        .and_then(|doc| serde_json::to_string_pretty(&doc))
+        .unwrap_or_default();
     let ops = ops.route(
         "/api/v1/openapi.json",
         axum::routing::get(move || async move { ([("content-type", "application/json")], openapi_json) }),

@@ -4,6 +4,7 @@
 //! [`App`] on port 0 and talk to it over HTTP.
 
 pub mod analytics;
+pub mod api_doc;
 pub mod app;
 pub mod audit;
 pub mod auth;
