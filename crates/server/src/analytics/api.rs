@@ -248,7 +248,9 @@ pub async fn pending_rebates(
     if let Some(u) = q.user_id.as_deref() {
         let user = UserId::parse(u).map_err(|_| AnalyticsError::BadUser)?;
         let pending = state.store.balance(Account::Pending(user)).await.map_err(AnalyticsError::from)?;
-        let top = vec![PendingUser { user_id: user.to_string(), pending_minor: pending }];
+        let username =
+            state.store.user(user).await.map_err(AnalyticsError::from)?.map(|u| u.username.as_str().to_owned());
+        let top = vec![PendingUser { user_id: user.to_string(), username, pending_minor: pending }];
         return Ok(axum::Json(Pending { total_minor: pending, top }));
     }
     Ok(axum::Json(snapshot::pending(&state, limit).await.map_err(AnalyticsError::from)?))

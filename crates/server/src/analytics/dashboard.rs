@@ -15,6 +15,8 @@ use crate::AppState;
 const PAGE: &str = include_str!("assets/dashboard.html");
 const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
+/// The site's icon, which browsers ask for at `/favicon.ico` on any page.
+const ICON: &[u8] = include_bytes!("assets/favicon.ico");
 
 const POLICY: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
 
@@ -36,4 +38,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .route("/dashboard", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
         .route("/dashboard/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/dashboard/app.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route(
+            "/favicon.ico",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "image/x-icon"), (header::CACHE_CONTROL, "public, max-age=86400")], ICON)
+            }),
+        )
 }

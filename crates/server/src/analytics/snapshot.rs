@@ -50,6 +50,8 @@ pub struct FlashPanel {
 pub struct PendingUser {
     /// The user.
     pub user_id: String,
+    /// Their username (absent if the account is gone).
+    pub username: Option<String>,
     /// Pending (estimated, not yet available), minor units.
     pub pending_minor: i64,
 }
@@ -147,7 +149,16 @@ pub async fn flash_panels(state: &AppState, limit: u32) -> Result<Vec<FlashPanel
 /// Pending rebates: the total and the `limit` largest.
 pub async fn pending(state: &AppState, limit: u32) -> Result<Pending, StoreError> {
     let (total_minor, top) = state.store.pending_rebates(limit).await?;
-    let top = top.into_iter().map(|(u, p)| PendingUser { user_id: u.to_string(), pending_minor: p }).collect();
+    let users = futures::future::try_join_all(top.iter().map(|(u, _)| state.store.user(*u))).await?;
+    let top = top
+        .into_iter()
+        .zip(users)
+        .map(|((u, p), user)| PendingUser {
+            user_id: u.to_string(),
+            username: user.map(|user| user.username.as_str().to_owned()),
+            pending_minor: p,
+        })
+        .collect();
     Ok(Pending { total_minor, top })
 }
 

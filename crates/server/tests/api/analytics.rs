@@ -128,6 +128,8 @@ async fn paid_orders_come_out_as_exact_gmv_order_counts_and_top_skus() {
     assert!(mine["total_minor"].as_i64().unwrap() > 0, "{mine}");
     assert_eq!(all["total_minor"], mine["total_minor"]);
     assert_eq!(all["top"][0]["user_id"], me["id"]);
+    assert_eq!(all["top"][0]["username"], me["username"], "the dashboard shows who, not a number");
+    assert_eq!(mine["top"][0]["username"], me["username"]);
     app.shutdown().await;
 }
 

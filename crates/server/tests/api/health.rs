@@ -158,3 +158,44 @@ async fn unknown_routes_and_methods_get_problem_json() {
     assert_problem(res, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn browsers_get_an_icon_not_a_404() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/favicon.ico").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/x-icon");
+    let body = res.bytes().await.unwrap();
+    assert_eq!(&body[..4], &[0, 0, 1, 0], "an ICO file");
+    app.shutdown().await;
+}
+
+/// Problems are sent as `application/problem+json`, so that is how the document lists them,
+/// and every operation lists the statuses the shared layers can answer.
+#[tokio::test]
+async fn the_openapi_document_lists_problems_as_problem_json_with_the_shared_statuses() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let responses = op["responses"].as_object().unwrap();
+            for status in ["500", "503"] {
+                assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+            }
+            for (status, r) in responses {
+                if let Some(content) = r["content"].as_object() {
+                    let problem_as_json = content
+                        .get("application/json")
+                        .is_some_and(|c| c["schema"]["$ref"] == "#/components/schemas/Problem");
+                    assert!(!problem_as_json, "{method} {path} {status}: a problem listed as application/json");
+                }
+            }
+        }
+    }
+    assert!(operations > 50);
+    let res = app.get("/api/v1/no-such-route").await;
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    app.shutdown().await;
+}

@@ -109,7 +109,7 @@ function render(s) {
   chart($("orders-chart"), s.seconds.map((p) => p.paid_orders), "#58a6ff");
   renderSales(s.flash_sales);
   rows($("top-skus"), s.top_skus, (k) => [k.sku || k.product_id, k.units, money(k.gmv_minor)]);
-  rows($("pending-top"), s.pending_rebates.top, (u) => [u.user_id, money(u.pending_minor)]);
+  rows($("pending-top"), s.pending_rebates.top, (u) => [u.username || u.user_id, money(u.pending_minor)]);
   counts($("tracking"), s.tracking);
   counts($("admission"), s.admission);
 }
