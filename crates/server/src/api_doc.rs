@@ -27,6 +27,7 @@ fn shared_statuses(op: &Map<String, Value>, path_has_id: bool) -> Vec<(&'static 
         out.push(("403", "the token's role may not do this (`forbidden`)"));
     }
     if op.contains_key("requestBody") {
+        out.push(("400", "the body is not valid JSON (`malformed_json`), or a parameter is malformed"));
         out.push(("408", "the body did not arrive in time (`request_timeout`)"));
         out.push(("413", "the body is larger than the server accepts (`payload_too_large`)"));
         out.push(("415", "the body was not sent as `application/json` (`unsupported_media_type`)"));
