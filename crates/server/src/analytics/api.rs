@@ -20,8 +20,13 @@ fn limit(raw: Option<u32>, default: u32) -> Result<u32, AnalyticsError> {
     if (1..=100).contains(&l) { Ok(l) } else { Err(AnalyticsError::BadLimit) }
 }
 
-/// `[from_ms, to_ms)`, at most `max_ms` long. Defaults: `to_ms` now, `from_ms` the start of
-/// the `points`-th `step` before the one holding `to_ms` (so `points` whole steps).
+/// Times a range may name: from the Unix epoch to the end of year 9999, Unix ms. Anything
+/// else is refused before any work is sized by it.
+pub const TIMES: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999;
+
+/// `[from_ms, to_ms)`, within [`TIMES`] and at most `max_ms` long. Defaults: `to_ms` now,
+/// `from_ms` the start of the `points`-th `step` before the one holding `to_ms` (so `points`
+/// whole steps, none before the epoch).
 fn range(
     from: Option<i64>,
     to: Option<i64>,
@@ -29,15 +34,21 @@ fn range(
     points: i64,
     max_ms: i64,
 ) -> Result<(i64, i64), AnalyticsError> {
+    if from.into_iter().chain(to).any(|t| !TIMES.contains(&t)) {
+        return Err(AnalyticsError::TimeOutOfRange);
+    }
     let to = to.unwrap_or_else(|| crate::trade::now_ms() + 1);
-    let from = from.unwrap_or_else(|| (to - 1).div_euclid(step) * step - (points - 1) * step);
+    let from = from.unwrap_or_else(|| {
+        let back = step.saturating_mul(points - 1);
+        ((to - 1).div_euclid(step) * step).saturating_sub(back).max(*TIMES.start())
+    });
     if to <= from {
         return Err(AnalyticsError::BadRange);
     }
-    if to - from > max_ms {
-        return Err(AnalyticsError::RangeTooLong(max_ms));
+    match to.checked_sub(from) {
+        Some(span) if span <= max_ms => Ok((from, to)),
+        _ => Err(AnalyticsError::RangeTooLong(max_ms)),
     }
-    Ok((from, to))
 }
 
 fn max_range(state: &AppState) -> i64 {
@@ -84,6 +95,9 @@ pub async fn summary(
         Some(d) => {
             let format = time::macros::format_description!("[year]-[month]-[day]");
             let date = time::Date::parse(d, format).map_err(|_| AnalyticsError::BadDay)?;
+            if date.year() < 1970 {
+                return Err(AnalyticsError::BadDay.into());
+            }
             let midnight = date.midnight().assume_utc().unix_timestamp() * 1000;
             midnight - i64::from(live.config().utc_offset_minutes) * MINUTE
         }

@@ -105,17 +105,18 @@ pub struct Consumed {
     pub duplicates: u64,
 }
 
-/// Minutes `[from, to)` with quiet ones filled in as zeros.
+/// Minutes `[from, to)` with quiet ones filled in as zeros. The caller bounds the range (one
+/// point a minute); the last minute before `i64::MAX` ends it in any case.
 pub fn fill_minutes(rows: Vec<MinuteRollup>, from_ms: i64, to_ms: i64) -> Vec<MinuteRollup> {
     let mut rows = rows.into_iter().peekable();
     let mut out = Vec::new();
-    let mut m = from_ms.div_euclid(MINUTE) * MINUTE;
-    while m < to_ms {
+    let mut next = Some(from_ms.div_euclid(MINUTE) * MINUTE);
+    while let Some(m) = next.filter(|m| *m < to_ms) {
         match rows.peek() {
             Some(r) if r.minute_ms == m => out.extend(rows.next()),
             _ => out.push(MinuteRollup { minute_ms: m, ..MinuteRollup::default() }),
         }
-        m += MINUTE;
+        next = m.checked_add(MINUTE);
     }
     out
 }
@@ -231,6 +232,15 @@ mod tests {
         let m = by_reason(text, "flashback_flash_admission_total");
         assert_eq!((m["sold_out"], m["accepted"], m.len()), (3, 10, 2));
         assert_eq!(sample(text, "flashback_track_backlog"), 4);
+    }
+
+    #[test]
+    fn minutes_up_to_the_largest_time_end_instead_of_wrapping() {
+        // Three minutes back from the end, and the start of the minute that holds the first.
+        let minutes: Vec<i64> =
+            fill_minutes(vec![], i64::MAX - 3 * MINUTE, i64::MAX).iter().map(|m| m.minute_ms).collect();
+        assert_eq!(minutes.len(), 4, "{minutes:?}");
+        assert!(minutes.windows(2).all(|w| w[1] - w[0] == MINUTE), "{minutes:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod helpers;
 
 mod affiliate;
 mod analytics;
+mod analytics_edges;
 mod auth;
 mod backup;
 mod backup_scaled;
