@@ -2,12 +2,11 @@
 
 use axum::extract::State;
 use flashback_core::{Account, Role, UserId};
-use flashback_store::{MinuteRollup, SkuTotal};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
 
 use super::error::AnalyticsError;
 use super::snapshot::{self, FlashPanel, Pending, PendingUser};
+use super::views::{self, Granularity, Series, SeriesPoint, Summary, TopSku};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::http::Problem;
@@ -64,21 +63,6 @@ pub struct SummaryQuery {
     pub day: Option<String>,
 }
 
-/// One day's totals and best sellers.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Summary {
-    /// The day's start and end (exclusive), Unix ms.
-    pub from_ms: i64,
-    /// See `from_ms`.
-    pub to_ms: i64,
-    /// Totals (paid orders, GMV, units, cancellations, refunds).
-    #[schema(value_type = Object)]
-    pub totals: MinuteRollup,
-    /// The ten best-selling products by value.
-    #[schema(value_type = Vec<Object>)]
-    pub top_skus: Vec<SkuTotal>,
-}
-
 /// A day's totals and top SKUs (default today).
 #[utoipa::path(get, path = "/api/v1/analytics/summary", tag = "operations", security(("bearer" = [])),
     params(SummaryQuery), responses((status = 200, body = Summary), (status = 400, body = Problem),
@@ -104,18 +88,8 @@ pub async fn summary(
     };
     let to_ms = from_ms + 1440 * MINUTE;
     let totals = state.store.rollup_total(from_ms, to_ms).await.map_err(AnalyticsError::from)?;
-    let top_skus = state.store.top_skus(from_ms, to_ms, 10).await.map_err(AnalyticsError::from)?;
+    let top_skus = views::top_skus(state.store.top_skus(from_ms, to_ms, 10).await.map_err(AnalyticsError::from)?);
     Ok(axum::Json(Summary { from_ms, to_ms, totals, top_skus }))
-}
-
-/// Seconds or minutes.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Granularity {
-    /// From memory: the last `analytics.seconds_kept` seconds of this instance.
-    Second,
-    /// From the rollups.
-    Minute,
 }
 
 /// A series' range.
@@ -129,26 +103,6 @@ pub struct SeriesQuery {
     pub from_ms: Option<i64>,
     /// End, exclusive, Unix ms (default now).
     pub to_ms: Option<i64>,
-}
-
-/// One point of a series.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SeriesPoint {
-    /// Start of the second or minute, Unix ms.
-    pub at_ms: i64,
-    /// Orders paid in it.
-    pub paid_orders: i64,
-    /// GMV paid in it, minor units.
-    pub gmv_minor: i64,
-}
-
-/// GMV and paid orders per second or minute.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Series {
-    /// `second` or `minute`.
-    pub granularity: Granularity,
-    /// Every second or minute of the range, quiet ones as zeros, oldest first.
-    pub points: Vec<SeriesPoint>,
 }
 
 /// GMV and paid orders per second (recent, from memory) or per minute (from the rollups).
@@ -199,19 +153,19 @@ pub struct TopQuery {
 
 /// The best-selling products by value over a range (default today).
 #[utoipa::path(get, path = "/api/v1/analytics/top-skus", tag = "operations", security(("bearer" = [])),
-    params(TopQuery), responses((status = 200, body = [Object]), (status = 400, body = Problem),
+    params(TopQuery), responses((status = 200, body = [TopSku]), (status = 400, body = Problem),
         (status = 403, body = Problem)))]
 pub async fn top_skus(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<TopQuery>,
-) -> Result<axum::Json<Vec<SkuTotal>>, Problem> {
+) -> Result<axum::Json<Vec<TopSku>>, Problem> {
     caller.require(&[Role::Admin])?;
     let limit = limit(q.limit, 10)?;
     let now = crate::trade::now_ms();
     let from = q.from_ms.or(Some(state.analytics.day_start(now)));
     let (from, to) = range(from, q.to_ms, 1, 1, max_range(&state))?;
-    Ok(axum::Json(state.store.top_skus(from, to, limit).await.map_err(AnalyticsError::from)?))
+    Ok(axum::Json(views::top_skus(state.store.top_skus(from, to, limit).await.map_err(AnalyticsError::from)?)))
 }
 
 /// A list's length.

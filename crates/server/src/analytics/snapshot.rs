@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 
 use flashback_core::PageLimit;
-use flashback_store::{MinuteRollup, SaleState, SkuTotal, StoreError};
+use flashback_store::{MinuteRollup, SaleState, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::seconds::SecondPoint;
+use super::views::{self, TopSku};
 use crate::AppState;
 
 /// How many top SKUs, flash sales and pending-rebate users the snapshot carries.
@@ -79,8 +80,7 @@ pub struct Snapshot {
     #[schema(value_type = Vec<Object>)]
     pub minutes: Vec<MinuteRollup>,
     /// Today's best-selling products by value.
-    #[schema(value_type = Vec<Object>)]
-    pub top_skus: Vec<SkuTotal>,
+    pub top_skus: Vec<TopSku>,
     /// Open flash sales, newest first.
     pub flash_sales: Vec<FlashPanel>,
     /// Pending rebates.
@@ -180,7 +180,7 @@ pub async fn build(state: &AppState) -> Result<Snapshot, StoreError> {
     let hour_ago = (now - 59 * MINUTE).div_euclid(MINUTE) * MINUTE;
     let today = state.store.rollup_total(day_start_ms, now + 1).await?;
     let minutes = fill_minutes(state.store.rollup_minutes(hour_ago, now + 1).await?, hour_ago, now + 1);
-    let top_skus = state.store.top_skus(day_start_ms, now + 1, TOP).await?;
+    let top_skus = views::top_skus(state.store.top_skus(day_start_ms, now + 1, TOP).await?);
     let flash_sales = flash_panels(state, TOP).await?;
     let pending_rebates = pending(state, TOP).await?;
     let metrics = state.metrics.encode();

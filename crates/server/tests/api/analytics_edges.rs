@@ -1,12 +1,14 @@
 //! Analytics at the edges: ranges named by extreme times are refused at once with a stable code
-//! (never looped over, never wrapped into "everything").
+//! (never looped over, never wrapped into "everything"), and every id comes out as a string.
 
 use std::time::Duration;
 
 use flashback_core::Role;
+use flashback_server::trade::outbox;
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use crate::analytics::paid_order;
 use crate::helpers::{TestApp, assert_problem};
 
 const MIN: i64 = i64::MIN;
@@ -51,5 +53,43 @@ async fn ranges_of_extreme_times_are_refused_at_once_with_a_stable_code() {
     let res = client.get(app.url(&ok)).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap()["points"].as_array().unwrap().len(), 60);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn analytics_answers_carry_ids_as_strings() {
+    let app = TestApp::spawn().await;
+    let cat = app.category("Id things").await;
+    let merchant = app.token_for("idshop", Role::Merchant).await;
+    let product = app.product(&merchant, &cat, "IDSHOP-A", 100).await;
+    let product_id = product["id"].as_str().unwrap().to_owned();
+    let admin = app.token_for("idadmin", Role::Admin).await;
+    let buyer = app.token_for("idbuyer", Role::User).await;
+    paid_order(&app, &buyer, &[(&product_id, 2)]).await;
+    outbox::drain(&app.state).await.unwrap();
+
+    let get = |path: &'static str| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let res = app.get_as(path, admin).await;
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            res.json::<Value>().await.unwrap()
+        }
+    };
+    let top = get("/api/v1/analytics/top-skus").await;
+    assert_eq!(top[0]["product_id"], Value::String(product_id.clone()), "{top}");
+    let summary = get("/api/v1/analytics/summary").await;
+    assert_eq!(summary["top_skus"][0]["product_id"], Value::String(product_id.clone()), "{summary}");
+    let snapshot =
+        serde_json::to_value(flashback_server::analytics::snapshot::build(&app.state).await.unwrap()).unwrap();
+    assert_eq!(snapshot["top_skus"][0]["product_id"], Value::String(product_id.clone()), "{snapshot}");
+
+    // The document says so too.
+    let doc: Value = app.get("/api/v1/openapi.json").await.json().await.unwrap();
+    let schema = &doc["components"]["schemas"]["TopSku"]["properties"]["product_id"];
+    assert_eq!(schema["type"], "string", "{schema}");
+    let top_ref = &doc["paths"]["/api/v1/analytics/top-skus"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"]["items"]["$ref"];
+    assert_eq!(top_ref, "#/components/schemas/TopSku");
     app.shutdown().await;
 }
