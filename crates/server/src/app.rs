@@ -147,7 +147,8 @@ impl App {
                 token.cancel();
             }
         });
-        let serve = crate::serve::serve(listener, router(state.clone()), token.clone());
+        let header_read_timeout = state.config.http.header_read_timeout;
+        let serve = crate::serve::serve(listener, router(state.clone()), token.clone(), header_read_timeout);
         let grace = state.config.http.shutdown_grace;
         tokio::select! {
             () = serve => {}

@@ -29,6 +29,7 @@ mod node_lease;
 mod protections;
 mod rebate;
 mod scaled_out;
+mod slow_clients;
 mod track;
 mod track_scaled;
 mod trade;
