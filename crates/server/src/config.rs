@@ -391,7 +391,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// A request still running after this is answered 503.
+    /// A request still running after this is answered 503 (408 if it is still waiting for the
+    /// client's body).
     #[serde(rename = "request_timeout_ms", with = "millis")]
     pub request_timeout: Duration,
     /// A connection that has not sent a whole request head this long after it opened (or after
