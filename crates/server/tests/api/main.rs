@@ -18,6 +18,7 @@ mod cold_start;
 mod dashboard;
 mod deploy_config;
 mod deploy_metrics;
+mod extremes;
 mod flash_purchase;
 mod flash_sale;
 mod ha;
