@@ -54,7 +54,9 @@ pub fn router(state: AppState) -> Router {
         "/api/v1/openapi.json",
         axum::routing::get(move || async move { ([("content-type", "application/json")], openapi_json) }),
     );
-    let api = http::protect(api.with_state(state.clone()), &state.config.http, state.metrics.clone());
+    // No route reads a body longer than this (tracking has a limit of its own).
+    let largest_body = state.config.http.body_limit_bytes.max(state.config.track.max_body_bytes);
+    let api = http::protect(api.with_state(state.clone()), &state.config.http, largest_body, state.metrics.clone());
     let all = ops
         .with_state(state.clone())
         .merge(api)
@@ -150,7 +152,8 @@ impl App {
                 token.cancel();
             }
         });
-        let serve = crate::serve::serve(listener, router(state.clone()), token.clone());
+        let header_read_timeout = state.config.http.header_read_timeout;
+        let serve = crate::serve::serve(listener, router(state.clone()), token.clone(), header_read_timeout);
         let grace = state.config.http.shutdown_grace;
         tokio::select! {
             () = serve => {}

@@ -433,9 +433,14 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// A request still running after this is answered 503.
+    /// A request still running after this is answered 503 (408 if it is still waiting for the
+    /// client's body).
     #[serde(rename = "request_timeout_ms", with = "millis")]
     pub request_timeout: Duration,
+    /// A connection that has not sent a whole request head this long after it opened (or after
+    /// its last answer) is closed.
+    #[serde(rename = "header_read_timeout_ms", with = "millis")]
+    pub header_read_timeout: Duration,
     /// Largest request body accepted.
     pub body_limit_bytes: usize,
     /// Requests in flight at once; more are shed with 503 and `Retry-After`.
@@ -550,6 +555,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
             body_limit_bytes: 1024 * 1024,
             max_concurrency: 1024,
             shutdown_grace: Duration::from_secs(20),
@@ -729,6 +735,9 @@ impl Config {
         }
         if self.http.request_timeout.is_zero() {
             return fail("http.request_timeout_ms: must be at least 1");
+        }
+        if self.http.header_read_timeout.is_zero() || self.http.header_read_timeout > Duration::from_secs(3600) {
+            return fail("http.header_read_timeout_ms: 1 to 3600000");
         }
         let t = &self.trade;
         let shard_count = if t.shard_urls.is_empty() { usize::from(t.shards) } else { t.shard_urls.len() };

@@ -7,16 +7,23 @@
 //!    closes (later connects are refused, which a proxy retries elsewhere for any method);
 //! 2. open connections get [`LINGER`] to deliver a request already on its way;
 //! 3. only then are idle connections closed, and requests under way run to the end.
+//!
+//! Slow clients cannot hold connections: a connection that has not delivered a whole request
+//! head within `http.header_read_timeout_ms` of opening is closed, whatever it sent (nothing, a
+//! partial HTTP/2 preface, half a header), and on HTTP/1 hyper's own timer does the same for
+//! every later request head, which also ends a kept-alive connection left idle that long.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,15 +33,23 @@ use tokio_util::task::TaskTracker;
 pub const LINGER: Duration = Duration::from_millis(500);
 
 /// Serves `router` on `listener` until `stop` is cancelled, then stops as the module docs say;
-/// returns once every connection has closed.
-pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
-    let connections = TaskTracker::new();
-    let close_idle = CancellationToken::new();
+/// returns once every connection has closed. A request head must arrive within
+/// `header_read_timeout`.
+pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, header_read_timeout: Duration) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    let accept = Accept {
+        builder,
+        header_read_timeout,
+        router,
+        connections: TaskTracker::new(),
+        close_idle: CancellationToken::new(),
+    };
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => spawn(&connections, stream, peer, &router, &close_idle),
+                Ok((stream, peer)) => accept.spawn(stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: pause rather than spin.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -50,13 +65,14 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
             let _ = listener.set_nonblocking(true);
             while let Ok((stream, peer)) = listener.accept() {
                 match stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream)) {
-                    Ok(stream) => spawn(&connections, stream, peer, &router, &close_idle),
+                    Ok(stream) => accept.spawn(stream, peer),
                     Err(e) => tracing::warn!(error = %e, "a queued connection could not be served"),
                 }
             }
         }
         Err(e) => tracing::warn!(error = %e, "the listen queue could not be drained"),
     }
+    let Accept { connections, close_idle, .. } = accept;
     connections.close();
     tokio::select! {
         () = connections.wait() => return,
@@ -66,37 +82,62 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
     connections.wait().await;
 }
 
-fn spawn(
-    connections: &TaskTracker,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    router: &Router,
-    close_idle: &CancellationToken,
-) {
-    let router = router.clone();
-    let close_idle = close_idle.clone();
-    connections.spawn(async move {
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            let router = router.clone();
-            async move { Ok::<_, Infallible>(tower::ServiceExt::oneshot(router, req).await.unwrap_or_else(|e| match e {})) }
-        });
-        let builder = Builder::new(TokioExecutor::new());
-        let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
-        let mut asked = false;
-        loop {
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::trace!(error = %e, "connection ended with an error");
+/// What every accepted connection is served with.
+struct Accept {
+    builder: Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    router: Router,
+    connections: TaskTracker,
+    close_idle: CancellationToken,
+}
+
+impl Accept {
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let router = self.router.clone();
+        let builder = self.builder.clone();
+        let close_idle = self.close_idle.clone();
+        let first_head = tokio::time::sleep(self.header_read_timeout);
+        self.connections.spawn(async move {
+            let started = Arc::new(AtomicBool::new(false));
+            let service = hyper::service::service_fn({
+                let started = Arc::clone(&started);
+                move |mut req: hyper::Request<Incoming>| {
+                    started.store(true, Ordering::Relaxed);
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    let router = router.clone();
+                    async move {
+                        Ok::<_, Infallible>(
+                            tower::ServiceExt::oneshot(router, req).await.unwrap_or_else(|e| match e {}),
+                        )
                     }
-                    return;
                 }
-                () = close_idle.cancelled(), if !asked => {
-                    asked = true;
-                    conn.as_mut().graceful_shutdown();
+            });
+            let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+            let mut first_head = pin!(first_head);
+            let (mut asked, mut timed) = (false, true);
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::trace!(error = %e, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = close_idle.cancelled(), if !asked => {
+                        asked = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    // Before the protocol is known (no bytes, part of an HTTP/2 preface) hyper's
+                    // timer is not running yet: no request head by now closes the connection.
+                    () = first_head.as_mut(), if timed => {
+                        timed = false;
+                        if !started.load(Ordering::Relaxed) {
+                            tracing::debug!(%peer, "no request head in time; closing the connection");
+                            return;
+                        }
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }

@@ -2,12 +2,11 @@
 
 use axum::extract::State;
 use flashback_core::{Account, Role, UserId};
-use flashback_store::{MinuteRollup, SkuTotal};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
 
 use super::error::AnalyticsError;
 use super::snapshot::{self, FlashPanel, Pending, PendingUser};
+use super::views::{self, Granularity, Series, SeriesPoint, Summary, TopSku};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::http::Problem;
@@ -20,8 +19,13 @@ fn limit(raw: Option<u32>, default: u32) -> Result<u32, AnalyticsError> {
     if (1..=100).contains(&l) { Ok(l) } else { Err(AnalyticsError::BadLimit) }
 }
 
-/// `[from_ms, to_ms)`, at most `max_ms` long. Defaults: `to_ms` now, `from_ms` the start of
-/// the `points`-th `step` before the one holding `to_ms` (so `points` whole steps).
+/// Times a range may name: from the Unix epoch to the end of year 9999, Unix ms. Anything
+/// else is refused before any work is sized by it.
+pub const TIMES: std::ops::RangeInclusive<i64> = 0..=253_402_300_799_999;
+
+/// `[from_ms, to_ms)`, within [`TIMES`] and at most `max_ms` long. Defaults: `to_ms` now,
+/// `from_ms` the start of the `points`-th `step` before the one holding `to_ms` (so `points`
+/// whole steps, none before the epoch).
 fn range(
     from: Option<i64>,
     to: Option<i64>,
@@ -29,15 +33,21 @@ fn range(
     points: i64,
     max_ms: i64,
 ) -> Result<(i64, i64), AnalyticsError> {
+    if from.into_iter().chain(to).any(|t| !TIMES.contains(&t)) {
+        return Err(AnalyticsError::TimeOutOfRange);
+    }
     let to = to.unwrap_or_else(|| crate::trade::now_ms() + 1);
-    let from = from.unwrap_or_else(|| (to - 1).div_euclid(step) * step - (points - 1) * step);
+    let from = from.unwrap_or_else(|| {
+        let back = step.saturating_mul(points - 1);
+        ((to - 1).div_euclid(step) * step).saturating_sub(back).max(*TIMES.start())
+    });
     if to <= from {
         return Err(AnalyticsError::BadRange);
     }
-    if to - from > max_ms {
-        return Err(AnalyticsError::RangeTooLong(max_ms));
+    match to.checked_sub(from) {
+        Some(span) if span <= max_ms => Ok((from, to)),
+        _ => Err(AnalyticsError::RangeTooLong(max_ms)),
     }
-    Ok((from, to))
 }
 
 fn max_range(state: &AppState) -> i64 {
@@ -51,21 +61,6 @@ fn max_range(state: &AppState) -> i64 {
 pub struct SummaryQuery {
     /// `YYYY-MM-DD` in the business day's offset (default today).
     pub day: Option<String>,
-}
-
-/// One day's totals and best sellers.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Summary {
-    /// The day's start and end (exclusive), Unix ms.
-    pub from_ms: i64,
-    /// See `from_ms`.
-    pub to_ms: i64,
-    /// Totals (paid orders, GMV, units, cancellations, refunds).
-    #[schema(value_type = Object)]
-    pub totals: MinuteRollup,
-    /// The ten best-selling products by value.
-    #[schema(value_type = Vec<Object>)]
-    pub top_skus: Vec<SkuTotal>,
 }
 
 /// A day's totals and top SKUs (default today).
@@ -84,24 +79,17 @@ pub async fn summary(
         Some(d) => {
             let format = time::macros::format_description!("[year]-[month]-[day]");
             let date = time::Date::parse(d, format).map_err(|_| AnalyticsError::BadDay)?;
+            if date.year() < 1970 {
+                return Err(AnalyticsError::BadDay.into());
+            }
             let midnight = date.midnight().assume_utc().unix_timestamp() * 1000;
             midnight - i64::from(live.config().utc_offset_minutes) * MINUTE
         }
     };
     let to_ms = from_ms + 1440 * MINUTE;
     let totals = state.store.rollup_total(from_ms, to_ms).await.map_err(AnalyticsError::from)?;
-    let top_skus = state.store.top_skus(from_ms, to_ms, 10).await.map_err(AnalyticsError::from)?;
+    let top_skus = views::top_skus(state.store.top_skus(from_ms, to_ms, 10).await.map_err(AnalyticsError::from)?);
     Ok(axum::Json(Summary { from_ms, to_ms, totals, top_skus }))
-}
-
-/// Seconds or minutes.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Granularity {
-    /// From memory: the last `analytics.seconds_kept` seconds of this instance.
-    Second,
-    /// From the rollups.
-    Minute,
 }
 
 /// A series' range.
@@ -115,26 +103,6 @@ pub struct SeriesQuery {
     pub from_ms: Option<i64>,
     /// End, exclusive, Unix ms (default now).
     pub to_ms: Option<i64>,
-}
-
-/// One point of a series.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SeriesPoint {
-    /// Start of the second or minute, Unix ms.
-    pub at_ms: i64,
-    /// Orders paid in it.
-    pub paid_orders: i64,
-    /// GMV paid in it, minor units.
-    pub gmv_minor: i64,
-}
-
-/// GMV and paid orders per second or minute.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Series {
-    /// `second` or `minute`.
-    pub granularity: Granularity,
-    /// Every second or minute of the range, quiet ones as zeros, oldest first.
-    pub points: Vec<SeriesPoint>,
 }
 
 /// GMV and paid orders per second (recent, from memory) or per minute (from the rollups).
@@ -185,19 +153,19 @@ pub struct TopQuery {
 
 /// The best-selling products by value over a range (default today).
 #[utoipa::path(get, path = "/api/v1/analytics/top-skus", tag = "operations", security(("bearer" = [])),
-    params(TopQuery), responses((status = 200, body = [Object]), (status = 400, body = Problem),
+    params(TopQuery), responses((status = 200, body = [TopSku]), (status = 400, body = Problem),
         (status = 403, body = Problem)))]
 pub async fn top_skus(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<TopQuery>,
-) -> Result<axum::Json<Vec<SkuTotal>>, Problem> {
+) -> Result<axum::Json<Vec<TopSku>>, Problem> {
     caller.require(&[Role::Admin])?;
     let limit = limit(q.limit, 10)?;
     let now = crate::trade::now_ms();
     let from = q.from_ms.or(Some(state.analytics.day_start(now)));
     let (from, to) = range(from, q.to_ms, 1, 1, max_range(&state))?;
-    Ok(axum::Json(state.store.top_skus(from, to, limit).await.map_err(AnalyticsError::from)?))
+    Ok(axum::Json(views::top_skus(state.store.top_skus(from, to, limit).await.map_err(AnalyticsError::from)?)))
 }
 
 /// A list's length.

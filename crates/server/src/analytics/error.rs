@@ -8,6 +8,9 @@ use crate::http::Problem;
 /// What can go wrong in an analytics call.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyticsError {
+    /// `from_ms` or `to_ms` is before the epoch or after year 9999.
+    #[error("from_ms and to_ms: Unix ms from 0 to 253402300799999 (the end of year 9999)")]
+    TimeOutOfRange,
     /// `to_ms` is not after `from_ms`.
     #[error("to_ms must be after from_ms")]
     BadRange,
@@ -17,8 +20,8 @@ pub enum AnalyticsError {
     /// `limit` outside 1 to 100.
     #[error("limit: 1 to 100")]
     BadLimit,
-    /// `day` is not a `YYYY-MM-DD` date.
-    #[error("day: a date as YYYY-MM-DD")]
+    /// `day` is not a `YYYY-MM-DD` date from 1970 to 9999.
+    #[error("day: a date as YYYY-MM-DD, from 1970 to 9999")]
     BadDay,
     /// `user_id` is not an id.
     #[error("user_id: an id")]
@@ -35,7 +38,9 @@ impl From<AnalyticsError> for Problem {
     fn from(e: AnalyticsError) -> Self {
         let detail = e.to_string();
         match e {
-            AnalyticsError::BadRange => Problem::bad_request("analytics_bad_range", detail),
+            AnalyticsError::BadRange | AnalyticsError::TimeOutOfRange => {
+                Problem::bad_request("analytics_bad_range", detail)
+            }
             AnalyticsError::RangeTooLong(_) => Problem::bad_request("analytics_range_too_long", detail),
             AnalyticsError::BadLimit => Problem::bad_request("analytics_bad_limit", detail),
             AnalyticsError::BadDay => Problem::bad_request("analytics_bad_day", detail),

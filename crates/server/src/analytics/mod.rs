@@ -14,6 +14,7 @@ pub mod error;
 pub mod seconds;
 pub mod snapshot;
 pub mod stream;
+pub mod views;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

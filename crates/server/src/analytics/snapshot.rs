@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 
 use flashback_core::PageLimit;
-use flashback_store::{MinuteRollup, SaleState, SkuTotal, StoreError};
+use flashback_store::{MinuteRollup, SaleState, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::seconds::SecondPoint;
+use super::views::{self, TopSku};
 use crate::AppState;
 
 /// How many top SKUs, flash sales and pending-rebate users the snapshot carries.
@@ -81,8 +82,7 @@ pub struct Snapshot {
     #[schema(value_type = Vec<Object>)]
     pub minutes: Vec<MinuteRollup>,
     /// Today's best-selling products by value.
-    #[schema(value_type = Vec<Object>)]
-    pub top_skus: Vec<SkuTotal>,
+    pub top_skus: Vec<TopSku>,
     /// Open flash sales, newest first.
     pub flash_sales: Vec<FlashPanel>,
     /// Pending rebates.
@@ -107,17 +107,18 @@ pub struct Consumed {
     pub duplicates: u64,
 }
 
-/// Minutes `[from, to)` with quiet ones filled in as zeros.
+/// Minutes `[from, to)` with quiet ones filled in as zeros. The caller bounds the range (one
+/// point a minute); the last minute before `i64::MAX` ends it in any case.
 pub fn fill_minutes(rows: Vec<MinuteRollup>, from_ms: i64, to_ms: i64) -> Vec<MinuteRollup> {
     let mut rows = rows.into_iter().peekable();
     let mut out = Vec::new();
-    let mut m = from_ms.div_euclid(MINUTE) * MINUTE;
-    while m < to_ms {
+    let mut next = Some(from_ms.div_euclid(MINUTE) * MINUTE);
+    while let Some(m) = next.filter(|m| *m < to_ms) {
         match rows.peek() {
             Some(r) if r.minute_ms == m => out.extend(rows.next()),
             _ => out.push(MinuteRollup { minute_ms: m, ..MinuteRollup::default() }),
         }
-        m += MINUTE;
+        next = m.checked_add(MINUTE);
     }
     out
 }
@@ -190,7 +191,7 @@ pub async fn build(state: &AppState) -> Result<Snapshot, StoreError> {
     let hour_ago = (now - 59 * MINUTE).div_euclid(MINUTE) * MINUTE;
     let today = state.store.rollup_total(day_start_ms, now + 1).await?;
     let minutes = fill_minutes(state.store.rollup_minutes(hour_ago, now + 1).await?, hour_ago, now + 1);
-    let top_skus = state.store.top_skus(day_start_ms, now + 1, TOP).await?;
+    let top_skus = views::top_skus(state.store.top_skus(day_start_ms, now + 1, TOP).await?);
     let flash_sales = flash_panels(state, TOP).await?;
     let pending_rebates = pending(state, TOP).await?;
     let metrics = state.metrics.encode();
@@ -242,6 +243,15 @@ mod tests {
         let m = by_reason(text, "flashback_flash_admission_total");
         assert_eq!((m["sold_out"], m["accepted"], m.len()), (3, 10, 2));
         assert_eq!(sample(text, "flashback_track_backlog"), 4);
+    }
+
+    #[test]
+    fn minutes_up_to_the_largest_time_end_instead_of_wrapping() {
+        // Three minutes back from the end, and the start of the minute that holds the first.
+        let minutes: Vec<i64> =
+            fill_minutes(vec![], i64::MAX - 3 * MINUTE, i64::MAX).iter().map(|m| m.minute_ms).collect();
+        assert_eq!(minutes.len(), 4, "{minutes:?}");
+        assert!(minutes.windows(2).all(|w| w[1] - w[0] == MINUTE), "{minutes:?}");
     }
 
     #[test]

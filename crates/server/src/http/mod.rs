@@ -3,6 +3,7 @@
 pub mod client_ip;
 pub mod error;
 pub mod extract;
+pub mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,20 +31,24 @@ use crate::metrics::{Metrics, RequestLabels, RouteLabels};
 /// echoed on every response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The server's protections for API routes: load shedding (a global concurrency limit that
-/// answers 503 instead of queueing), the request timeout and the body limit.
+/// The server's protections for API routes, outermost first: a declared body longer than
+/// `largest_body` refused at once (413), load shedding (a global concurrency limit that answers
+/// 503 instead of queueing), the request time limit (503, or 408 for a client that stalls
+/// sending its body; see [`limits`]) and the body limit.
 ///
 /// Probes and metrics stay outside them, so an overloaded instance still answers its liveness
 /// probe (and is not restarted for being busy) and can still be scraped.
-pub fn protect(router: Router, config: &HttpConfig, metrics: Arc<Metrics>) -> Router {
+pub fn protect(router: Router, config: &HttpConfig, largest_body: usize, metrics: Arc<Metrics>) -> Router {
+    let time_limit = limits::TimeLimit { timeout: config.request_timeout, metrics: Arc::clone(&metrics) };
     let protections = ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(u64::try_from(largest_body).unwrap_or(u64::MAX), limits::declared_length))
         .layer(HandleErrorLayer::new(move |err: tower::BoxError| {
             let metrics = Arc::clone(&metrics);
             async move { overload_response(&err, &metrics) }
         }))
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(config.max_concurrency))
-        .timeout(config.request_timeout);
+        .layer(middleware::from_fn_with_state(time_limit, limits::time_limit));
     router.layer(axum::extract::DefaultBodyLimit::max(config.body_limit_bytes)).layer(protections)
 }
 
@@ -74,9 +79,6 @@ fn overload_response(err: &tower::BoxError, metrics: &Metrics) -> Response {
     if err.is::<tower::load_shed::error::Overloaded>() {
         metrics.shed("overloaded");
         Problem::unavailable("overloaded", "the server is at capacity; retry shortly").into_response()
-    } else if err.is::<tower::timeout::error::Elapsed>() {
-        metrics.shed("timeout");
-        Problem::unavailable("timeout", "the request took too long and was abandoned").into_response()
     } else {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred").into_response()
     }
