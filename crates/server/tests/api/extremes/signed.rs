@@ -115,11 +115,9 @@ async fn signed_payment_notifications_of_extreme_amounts_get_prompt_answers_belo
     app.shutdown().await;
 }
 
-/// Fails today: a notification correctly signed at i64::MIN seconds overflows
-/// `(now_secs - ts).abs()` in `trade::payments::verify` (a 500 in debug builds; in release it
-/// wraps). That file is being changed for issue 20's payment items; run with `--ignored` then.
+/// A notification correctly signed at i64::MIN seconds once overflowed `(now_secs - ts).abs()`
+/// in `trade::payments::verify` (a 500 in debug builds; in release it wrapped).
 #[tokio::test]
-#[ignore = "trade::payments::verify: `(now_secs - ts).abs()` overflows; fixed with the payment items"]
 async fn payment_notifications_signed_at_extreme_times_get_prompt_answers_below_500() {
     let app = TestApp::spawn().await;
     let payment = Payment::new(&app).await;
