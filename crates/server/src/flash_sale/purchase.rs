@@ -237,7 +237,7 @@ pub async fn purchase(
     let sale = sale(&state, sale_id).await?.ok_or_else(not_found)?;
     let now_ms = now_ms();
     if now_ms < sale.starts_at_ms {
-        let wait = u64::try_from((sale.starts_at_ms - now_ms + 999) / 1000).unwrap_or(1);
+        let wait = u64::try_from(sale.starts_at_ms.saturating_sub(now_ms).saturating_add(999) / 1000).unwrap_or(1);
         return Err(refuse(
             &state,
             "not_started",
@@ -325,8 +325,9 @@ pub async fn token(
     if !sale.require_token {
         return Err(Problem::new(StatusCode::CONFLICT, "token_not_required", "this sale needs no purchase token"));
     }
-    if now < sale.starts_at_ms - state.flash.token_window_ms {
-        let wait = u64::try_from((sale.starts_at_ms - state.flash.token_window_ms - now + 999) / 1000).unwrap_or(1);
+    let issued_from = sale.starts_at_ms.saturating_sub(state.flash.token_window_ms);
+    if now < issued_from {
+        let wait = u64::try_from(issued_from.saturating_sub(now).saturating_add(999) / 1000).unwrap_or(1);
         return Err(Problem::new(StatusCode::CONFLICT, "token_not_yet", "tokens are issued shortly before the start")
             .retry_after(wait));
     }

@@ -119,7 +119,7 @@ impl RedisEngine {
                 *held.entry(r.user_id).or_default() += r.quantity;
             }
         }
-        let remaining = sale.stock - held.values().sum::<i64>();
+        let remaining = sale.stock.saturating_sub(held.values().sum::<i64>());
         let nonce: u64 = rand::random();
         let staged_held = self.redis.key(&format!("{{flash}}:load:{nonce}:held"));
         let staged_returned = self.redis.key(&format!("{{flash}}:load:{nonce}:returned"));

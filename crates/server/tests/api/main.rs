@@ -19,6 +19,7 @@ mod deploy_config;
 mod deploy_metrics;
 mod flash_purchase;
 mod flash_sale;
+mod flash_sale_times;
 mod ha;
 mod health;
 mod nginx;
