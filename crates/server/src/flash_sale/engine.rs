@@ -114,7 +114,8 @@ impl Engine for SqlEngine {
         if !in_window(sale, now_ms) {
             return Err(Refusal::Closed);
         }
-        self.store.sql_reserve(&reservation, sale.per_user_limit, now_ms).await.map_err(|e| match e {
+        // No idempotency key is sent yet, so no earlier reservation is ever named.
+        self.store.sql_reserve(&reservation, sale.per_user_limit, now_ms).await.map(|_| ()).map_err(|e| match e {
             SqlReserveRefusal::SoldOut => Refusal::SoldOut,
             SqlReserveRefusal::LimitReached => Refusal::LimitReached,
             SqlReserveRefusal::Store(e) => Refusal::Unavailable(e.to_string()),
@@ -202,6 +203,7 @@ fn decode(payload: &[u8]) -> anyhow::Result<Vec<FlashReservation>> {
                 status: ReservationStatus::Reserved,
                 order_id: None,
                 created_at_ms: at,
+                idempotency_key: None,
             })
         })
         .collect()

@@ -272,6 +272,7 @@ pub async fn purchase(
         status: ReservationStatus::Reserved,
         order_id: None,
         created_at_ms: now_ms,
+        idempotency_key: None,
     };
     match flash.engine.reserve(&sale, reservation.clone(), now_ms).await {
         Ok(()) => {

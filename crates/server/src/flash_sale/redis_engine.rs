@@ -327,6 +327,7 @@ fn parse_entry(entry: &StreamId) -> Option<FlashReservation> {
         status: ReservationStatus::Reserved,
         order_id: None,
         created_at_ms: field(entry, "t")?,
+        idempotency_key: None,
     })
 }
 
@@ -398,6 +399,7 @@ impl Engine for RedisEngine {
             status: ReservationStatus::Reserved,
             order_id: None,
             created_at_ms: at,
+            idempotency_key: None,
         }))
     }
 
