@@ -6,9 +6,17 @@
 pub mod audit;
 pub mod cluster_limit;
 pub mod engine;
+pub mod memory_engine;
+mod memory_import;
+pub mod memory_record;
 pub mod orders;
 pub mod purchase;
 pub mod redis_engine;
+mod redis_reserve;
+pub mod replay;
+pub mod runtime;
+pub mod tickets;
+pub mod token;
 pub mod views;
 
 use std::time::Duration;
@@ -63,8 +71,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_sale, list_sales))
         .routes(routes!(get_sale))
         .routes(routes!(purchase::purchase))
-        .routes(routes!(purchase::token))
-        .routes(routes!(purchase::ticket))
+        .routes(routes!(token::token))
+        .routes(routes!(tickets::ticket))
 }
 
 fn invalid(detail: impl Into<std::borrow::Cow<'static, str>>) -> Problem {

@@ -11,6 +11,9 @@
 //! Every key shares the hash tag `{flash}`, so one Lua call may touch them all on a Redis
 //! Cluster too (they live on one node; a hot sale is one node's work in any design).
 //!
+//! The purchase side (the reserve call, idempotency keys, answers lost to a stall) is in
+//! [`super::redis_reserve`].
+//!
 //! Durability: an accepted reservation is as durable as Redis makes it — run it with
 //! `appendonly yes` and `appendfsync always` (Redis then fsyncs once per event-loop turn, a
 //! group commit) and `maxmemory-policy noeviction`; the engine warns at start if not.
@@ -19,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use flashback_core::{SaleId, UserId};
 use flashback_infra::RedisHandle;
 use flashback_store::{FlashReservation, FlashSale, ReservationStatus, SaleState, Store};
@@ -27,7 +29,7 @@ use redis::Script;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Engine, Refusal, in_window};
+use super::engine::Refusal;
 
 /// The consumer group every instance's importer joins.
 pub const GROUP: &str = "importers";
@@ -41,10 +43,10 @@ const BLOCK: Duration = Duration::from_millis(500);
 
 /// The `redis` engine.
 pub struct RedisEngine {
-    redis: RedisHandle,
-    store: Arc<dyn Store>,
+    pub(super) redis: RedisHandle,
+    pub(super) store: Arc<dyn Store>,
     consumer: String,
-    reserve: Script,
+    pub(super) reserve: Script,
     load: Script,
     give_back: Script,
     ack: Script,
@@ -56,7 +58,7 @@ impl std::fmt::Debug for RedisEngine {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Refusal {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> Refusal {
     Refusal::Unavailable(format!("redis: {e}"))
 }
 
@@ -81,16 +83,16 @@ impl RedisEngine {
         Ok(Arc::new(engine))
     }
 
-    fn stream(&self) -> String {
+    pub(super) fn stream(&self) -> String {
         self.redis.key("{flash}:stream")
     }
-    fn queued(&self) -> String {
+    pub(super) fn queued(&self) -> String {
         self.redis.key("{flash}:queued")
     }
-    fn book_key(&self, sale: SaleId) -> String {
+    pub(super) fn book_key(&self, sale: SaleId) -> String {
         self.redis.key(&format!("{{flash}}:sale:{sale}"))
     }
-    fn held_key(&self, sale: SaleId) -> String {
+    pub(super) fn held_key(&self, sale: SaleId) -> String {
         self.redis.key(&format!("{{flash}}:held:{sale}"))
     }
     fn returned_key(&self, sale: SaleId) -> String {
@@ -108,7 +110,7 @@ impl RedisEngine {
     /// Rebuilds a sale's book from the store's records and installs it unless another
     /// instance did first: units held per buyer (reservations not released), units left, and
     /// the released reservations (so they are not given back twice).
-    async fn load_book(&self, sale: &FlashSale) -> Result<(), Refusal> {
+    pub(super) async fn load_book(&self, sale: &FlashSale) -> Result<(), Refusal> {
         let all = self.store.sale_reservations(sale.id).await.map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let mut held: HashMap<UserId, i64> = HashMap::new();
         let mut released = Vec::new();
@@ -233,7 +235,7 @@ impl RedisEngine {
     /// Reads the stream as this instance's consumer until shutdown: first its own entries
     /// left pending by an earlier run, then new ones; every [`CLAIM_IDLE`] it also claims
     /// entries a dead consumer left pending.
-    async fn run_importer(self: Arc<Self>, shutdown: CancellationToken) {
+    pub(super) async fn run_importer(self: Arc<Self>, shutdown: CancellationToken) {
         // A connection of its own: a blocking read must not hold up purchases.
         let mut conn = self.redis.dedicated(BLOCK + self.redis.timeout() * 4);
         let mut backlog = true; // our own pending entries first
@@ -327,59 +329,13 @@ fn parse_entry(entry: &StreamId) -> Option<FlashReservation> {
         status: ReservationStatus::Reserved,
         order_id: None,
         created_at_ms: field(entry, "t")?,
-        idempotency_key: None,
+        idempotency_key: entry.get("k"),
     })
 }
 
-#[async_trait]
-impl Engine for RedisEngine {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
-    async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<(), Refusal> {
-        if !in_window(sale, now_ms) {
-            return Err(Refusal::Closed);
-        }
-        for _ in 0..2 {
-            let mut call = self.reserve.prepare_invoke();
-            call.key(self.book_key(sale.id))
-                .key(self.held_key(sale.id))
-                .key(self.stream())
-                .key(self.queued())
-                .arg(reservation.user_id.get())
-                .arg(reservation.quantity)
-                .arg(now_ms)
-                .arg(reservation.id)
-                .arg(sale.id.get());
-            let reply: String = match self.call(call).await {
-                Ok(reply) => reply,
-                Err(e) => {
-                    // The call may have run although its reply was lost: if the reservation
-                    // is queued, it was accepted.
-                    return match self.in_flight(reservation.id).await {
-                        Ok(Some(_)) => Ok(()),
-                        _ => Err(e),
-                    };
-                }
-            };
-            match reply.as_str() {
-                "OK" => return Ok(()),
-                "SOLDOUT" => return Err(Refusal::SoldOut),
-                "LIMIT" => return Err(Refusal::LimitReached),
-                "CLOSED" => return Err(Refusal::Closed),
-                "NOBOOK" => self.load_book(sale).await?,
-                other => return Err(unavailable(format!("unexpected reply {other}"))),
-            }
-        }
-        Err(unavailable("the sale's book could not be loaded"))
-    }
-
-    async fn returned(&self, r: &FlashReservation) -> Result<(), Refusal> {
-        self.give_back_all(r.sale_id, std::slice::from_ref(r)).await.map(|_| ())
-    }
-
-    async fn in_flight(&self, id: i64) -> Result<Option<FlashReservation>, Refusal> {
+impl RedisEngine {
+    /// A reservation accepted and not imported yet (for tickets).
+    pub(super) async fn queued_reservation(&self, id: i64) -> Result<Option<FlashReservation>, Refusal> {
         let mut c = self.redis.conn();
         let fields: Option<String> = tokio::time::timeout(
             self.redis.timeout(),
@@ -403,7 +359,8 @@ impl Engine for RedisEngine {
         }))
     }
 
-    async fn close(&self, sale: SaleId) -> Result<bool, Refusal> {
+    /// Stops the sale's book selling; whether every accepted reservation is imported.
+    pub(super) async fn close_book(&self, sale: SaleId) -> Result<bool, Refusal> {
         let mut c = self.redis.conn();
         let key = self.book_key(sale);
         let (queued,): (Option<i64>,) = tokio::time::timeout(
@@ -427,7 +384,8 @@ impl Engine for RedisEngine {
         Ok(queued.unwrap_or(0) <= 0)
     }
 
-    async fn forget(&self, sale: SaleId) {
+    /// Drops an ended sale's book.
+    pub(super) async fn drop_book(&self, sale: SaleId) {
         let mut c = self.redis.conn();
         let keys = [self.book_key(sale), self.held_key(sale), self.returned_key(sale)];
         let dropped: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query_async(&mut c).await;
@@ -436,7 +394,8 @@ impl Engine for RedisEngine {
         }
     }
 
-    async fn book(&self, sale: SaleId) -> Result<Option<(i64, i64)>, Refusal> {
+    /// The book's units left and units not imported yet.
+    pub(super) async fn read_book(&self, sale: SaleId) -> Result<Option<(i64, i64)>, Refusal> {
         let mut c = self.redis.conn();
         let (remaining, queued): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
             .arg(self.book_key(sale))
@@ -446,9 +405,5 @@ impl Engine for RedisEngine {
             .await
             .map_err(unavailable)?;
         Ok(remaining.map(|r| (r, queued.unwrap_or(0))))
-    }
-
-    fn background(self: Arc<Self>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![tokio::spawn(self.run_importer(shutdown))]
     }
 }

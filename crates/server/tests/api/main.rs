@@ -17,6 +17,7 @@ mod cold_start;
 mod dashboard;
 mod deploy_config;
 mod deploy_metrics;
+mod flash_idempotency;
 mod flash_purchase;
 mod flash_sale;
 mod flash_sale_times;
