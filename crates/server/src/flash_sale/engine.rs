@@ -48,6 +48,10 @@ pub enum Reserved {
     /// The buyer's idempotency key already names this reservation (of this sale or another):
     /// nothing was taken.
     Earlier(FlashReservation),
+    /// In doubt: the step was sent and its answer lost, and the fence that settles it was not
+    /// confirmed either. The attempt is recorded as pending; it is settled later (reserved, or
+    /// fenced before it ran) and its ticket says which.
+    Pending,
 }
 
 /// One reserve engine.
@@ -64,6 +68,13 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// the store yet). [`Refusal::KeyBusy`] while one is being made.
     async fn by_key(&self, _user: UserId, _key: &str) -> Result<Option<FlashReservation>, Refusal> {
         Ok(None)
+    }
+
+    /// Settles an attempt that was answered as pending ([`Reserved::Pending`]): makes sure it
+    /// can no longer run, then says whether its reservation exists (`true`) or it never ran
+    /// and never will (`false`). An error: the engine cannot say yet.
+    async fn settle(&self, _attempt: &FlashReservation) -> Result<bool, Refusal> {
+        Err(Refusal::Unavailable(format!("the {} engine leaves no attempt in doubt", self.name())))
     }
 
     /// A reservation was released in the store (once): give its units back to the engine's

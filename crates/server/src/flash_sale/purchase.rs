@@ -4,7 +4,9 @@
 //! global rate → per-sale rate → per-buyer rate → per-IP rate (all per instance) → the
 //! cluster-wide global and per-sale rates (in Redis, when configured) → the local sold-out
 //! flag → the sale's window → the purchase token (when the sale requires one) → the engine
-//! (limit, stock, durability). Only a durable reservation is answered `202` with its ticket.
+//! (limit, stock, durability). Only a durable reservation is answered `202` with its ticket,
+//! or — when the engine's answer was lost and could not be settled — a `pending` ticket that
+//! settles later (see [`super::redis_reserve`]); a `503` always means nothing was taken.
 //!
 //! A purchase with an `Idempotency-Key` ([`super::replay`]) is first looked up by its key, so
 //! a retry of one that went through gets its ticket before the sold-out flag or the window
@@ -71,7 +73,8 @@ pub(super) async fn sale(state: &AppState, id: SaleId) -> Result<Option<FlashSal
     Ok(found)
 }
 
-/// Try to buy. `202` means the reservation is durable; poll the ticket for the order.
+/// Try to buy. `202` means the reservation is durable (or, with status `pending`, that its
+/// outcome is being settled); poll the ticket for the order.
 #[utoipa::path(post, path = "/api/v1/flash-sales/{id}/purchase", tag = "flash-sales", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sale id"),
         ("x-purchase-token" = Option<String>, Header, description = "Required when the sale requires tokens"),
@@ -80,8 +83,9 @@ pub(super) async fn sale(state: &AppState, id: SaleId) -> Result<Option<FlashSal
             same ticket and `Idempotent-Replayed: true` instead of buying again, on any instance and after \
             restarts; the same key with another sale or quantity is 422 `idempotency_key_reused`.")),
     request_body(content = PurchaseBody, description = "Optional; quantity defaults to 1"),
-    responses((status = 202, body = TicketView, description = "Reserved (`queued`), or a replay of the key's \
-            purchase"),
+    responses((status = 202, body = TicketView, description = "Reserved (`queued`), a replay of the key's \
+            purchase, or `pending`: the engine's answer was lost in a stall; the ticket settles to `queued` \
+            or `cancelled`"),
         (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 410, body = Problem), (status = 422, body = Problem), (status = 429, body = Problem),
         (status = 503, body = Problem, description = "Nothing was taken; retry after `Retry-After`")))]
@@ -183,6 +187,10 @@ pub async fn purchase(
             Ok((StatusCode::ACCEPTED, axum::Json(TicketView::from(&reservation))).into_response())
         }
         Ok(Reserved::Earlier(earlier)) => replay::answer(&state, &earlier, sale.id, quantity),
+        Ok(Reserved::Pending) => {
+            state.metrics.flash_admission.get_or_create(&ReasonLabel { reason: "pending" }).inc();
+            Ok((StatusCode::ACCEPTED, axum::Json(TicketView::pending(&reservation))).into_response())
+        }
         Err(Refusal::SoldOut) => {
             flash.sold_out.insert(sale.id, ()).await;
             Err(refuse(&state, "sold_out", sold_out()))

@@ -47,9 +47,13 @@ pub struct RedisEngine {
     pub(super) store: Arc<dyn Store>,
     consumer: String,
     pub(super) reserve: Script,
+    pub(super) fence: Script,
     load: Script,
     give_back: Script,
     ack: Script,
+    /// A connection of its own for fences, allowed longer than a call: a fence is sent when
+    /// the shared connection's call timed out.
+    pub(super) fence_conn: flashback_infra::RedisConn,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -69,6 +73,8 @@ impl RedisEngine {
         let engine = Self {
             consumer: format!("node-{node}"),
             reserve: Script::new(include_str!("lua/reserve.lua")),
+            fence: Script::new(include_str!("lua/fence.lua")),
+            fence_conn: redis.dedicated(redis.timeout().saturating_mul(super::redis_reserve::FENCE_TIMEOUTS)),
             load: Script::new(include_str!("lua/load.lua")),
             give_back: Script::new(include_str!("lua/give_back.lua")),
             ack: Script::new(include_str!("lua/ack.lua")),
@@ -80,6 +86,11 @@ impl RedisEngine {
             tracing::warn!(error = %e, "redis: cannot reach the flash reservation stream yet; will retry");
         }
         engine.redis.warn_if_not_durable("accepted flash-sale reservations").await;
+        // Connected now, not in a stall: a fence must not wait for a new connection.
+        let warmed: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut engine.fence_conn.clone()).await;
+        if let Err(e) = warmed {
+            tracing::warn!(error = %e, "redis: the flash fence connection is not up yet; it connects on first use");
+        }
         Ok(Arc::new(engine))
     }
 
@@ -248,6 +259,11 @@ impl RedisEngine {
                     Ok(0) => {}
                     Ok(units) => tracing::info!(units, "flash units of released reservations returned to redis books"),
                     Err(e) => tracing::warn!(error = ?e, "flash reconcile failed; will retry"),
+                }
+                match self.settle_pending().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(attempts = n, "flash purchases answered pending were settled"),
+                    Err(e) => tracing::warn!(error = ?e, "settling pending flash purchases failed; will retry"),
                 }
             }
             let read = if last_claim.elapsed() >= CLAIM_IDLE {

@@ -1,18 +1,44 @@
-//! The `redis` engine's purchase side: the reserve call and idempotency keys.
+//! The `redis` engine's purchase side: the reserve call, idempotency keys, and what is done
+//! when a reserve call's answer is lost.
 //!
-//! A keyed reserve call also sets the buyer's key (in the same Lua call, so the key exists
-//! exactly when its reservation does) and answers a repeat of the key with the reservation it
-//! names (`DUP`), taking nothing. Redis keeps a key until a day after its sale ends; the
-//! store keeps it with the reservation for good.
+//! A call that timed out (Redis stalled past `cache.redis_timeout_ms`) or whose connection
+//! broke may still run later: Redis queues what it has read. So a lost answer is never taken
+//! to mean "nothing happened". Every attempt has its own id (its reservation id); the engine
+//! sends `fence.lua` for it, on a connection of its own allowed [`FENCE_TIMEOUTS`] timeouts:
+//!
+//! - `RESERVED`: the attempt ran and reserved: answered `202` with its (real) ticket.
+//! - `FENCED`: from now on the attempt refuses itself if it ever runs. If the store holds its
+//!   reservation (it ran and was imported in between), `202`; otherwise nothing was taken and
+//!   nothing will be: `503` with `Retry-After`.
+//! - no answer either: the outcome is unknown. The attempt is recorded in the store as pending
+//!   and answered `202` with a *pending* ticket; ticket reads and the importer's reconcile pass
+//!   settle it later (the same fence, from any instance) to reserved or cancelled.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use flashback_core::{SaleId, UserId};
-use flashback_store::{FlashReservation, FlashSale, ReservationStatus};
+use flashback_store::{AttemptState, FlashReservation, FlashSale, ReservationStatus};
 use redis::RedisError;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Refusal, Reserved, in_window, key_expiry};
 use super::redis_engine::{RedisEngine, unavailable};
+
+/// How many Redis timeouts a fence may take: it waits longer than the call it settles, so a
+/// stall a little longer than the timeout still ends in a definite answer.
+pub const FENCE_TIMEOUTS: u32 = 4;
+/// How long a fence stays in Redis (an attempt cannot plausibly run later than this).
+pub const FENCE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Pending attempts settled per reconcile pass.
+const SETTLE_BATCH: u32 = 100;
+
+/// Whether a failed call may still have run: it was sent and its answer lost (a timeout, a
+/// broken connection). A call refused before it was sent (the breaker open, the connection
+/// refused) or answered with an error did not take anything.
+fn lost_answer(e: &RedisError) -> bool {
+    e.is_io_error() && !e.is_connection_refusal() && !e.to_string().contains("circuit open")
+}
 
 fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
@@ -35,6 +61,10 @@ fn keyed(fields: &str, user: UserId, key: &str) -> Option<FlashReservation> {
 }
 
 impl RedisEngine {
+    fn fence_key(&self, id: i64) -> String {
+        self.redis.key(&format!("{{flash}}:fence:{id}"))
+    }
+
     fn key_key(&self, user: UserId, key: &str) -> String {
         self.redis.key(&format!("{{flash}}:idem:{user}:{key}"))
     }
@@ -46,6 +76,7 @@ impl RedisEngine {
             .key(self.held_key(sale.id))
             .key(self.stream())
             .key(self.queued())
+            .key(self.fence_key(r.id))
             .arg(r.user_id.get())
             .arg(r.quantity)
             .arg(now_ms)
@@ -57,6 +88,58 @@ impl RedisEngine {
         }
         let mut c = self.redis.conn();
         tokio::time::timeout(self.redis.timeout(), call.invoke_async(&mut c)).await.unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    /// Fences attempt `r` so that it can no longer run, and says whether it reserved.
+    pub(super) async fn fence(&self, r: &FlashReservation) -> Result<bool, Refusal> {
+        let mut call = self.fence.prepare_invoke();
+        let ttl = u64::try_from(FENCE_TTL.as_millis()).unwrap_or(u64::MAX);
+        call.key(self.fence_key(r.id)).key(self.queued()).arg(r.id).arg(ttl);
+        let mut c = self.fence_conn.clone();
+        let wait = self.redis.timeout().saturating_mul(FENCE_TIMEOUTS);
+        let reply: String = tokio::time::timeout(wait, call.invoke_async(&mut c))
+            .await
+            .map_err(|_| unavailable("the fence timed out"))?
+            .map_err(unavailable)?;
+        match reply.as_str() {
+            "RESERVED" => Ok(true),
+            // Fenced: whatever it did is final now. It may have run and been imported since.
+            "FENCED" => match self.store.flash_reservation(r.id).await {
+                Ok(stored) => Ok(stored.is_some()),
+                Err(e) => Err(Refusal::Unavailable(e.to_string())),
+            },
+            other => Err(unavailable(format!("unexpected fence reply {other}"))),
+        }
+    }
+
+    /// A reserve call's answer was lost: fence the attempt and answer with what is known.
+    async fn in_doubt(&self, r: &FlashReservation, lost: RedisError) -> Result<Reserved, Refusal> {
+        match self.fence(r).await {
+            Ok(true) => Ok(Reserved::New),
+            Ok(false) => Err(unavailable(format!("{lost}; the attempt was fenced before it ran"))),
+            Err(why) => {
+                tracing::warn!(reservation.id = r.id, error = %lost, fence = ?why, "flash reserve in doubt; answered pending");
+                if let Err(e) = self.store.record_flash_attempt(r).await {
+                    // Still pending: its ticket reads settle it (the attempt is found in Redis
+                    // or the store if it reserved; otherwise the ticket is not found).
+                    tracing::warn!(reservation.id = r.id, error = %e, "could not record a pending flash attempt");
+                }
+                Ok(Reserved::Pending)
+            }
+        }
+    }
+
+    /// Settles the attempts recorded as pending (oldest first, a batch at a time); returns how
+    /// many it settled.
+    pub(super) async fn settle_pending(&self) -> Result<usize, Refusal> {
+        let pending =
+            self.store.pending_flash_attempts(SETTLE_BATCH).await.map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        let mut settled = 0;
+        for attempt in &pending {
+            self.settle(attempt).await?;
+            settled += 1;
+        }
+        Ok(settled)
     }
 }
 
@@ -73,20 +156,15 @@ impl Engine for RedisEngine {
         for _ in 0..2 {
             let reply = match self.attempt(sale, &reservation, now_ms).await {
                 Ok(reply) => reply,
-                Err(e) => {
-                    // The call may have run although its reply was lost: if the reservation
-                    // is queued, it was accepted.
-                    return match self.queued_reservation(reservation.id).await {
-                        Ok(Some(_)) => Ok(Reserved::New),
-                        _ => Err(unavailable(e)),
-                    };
-                }
+                Err(e) if lost_answer(&e) => return self.in_doubt(&reservation, e).await,
+                Err(e) => return Err(unavailable(e)),
             };
             match reply.as_str() {
                 "OK" => return Ok(Reserved::New),
                 "SOLDOUT" => return Err(Refusal::SoldOut),
                 "LIMIT" => return Err(Refusal::LimitReached),
                 "CLOSED" => return Err(Refusal::Closed),
+                "FENCED" => return Err(unavailable("the attempt was fenced")),
                 "NOBOOK" => self.load_book(sale).await?,
                 dup if dup.starts_with("DUP:") => {
                     let key = reservation.idempotency_key.as_deref().unwrap_or_default();
@@ -110,6 +188,16 @@ impl Engine for RedisEngine {
         .map_err(unavailable)?;
         let Some(fields) = fields else { return Ok(None) };
         keyed(&fields, user, key).map(Some).ok_or_else(|| unavailable("unreadable idempotency entry"))
+    }
+
+    async fn settle(&self, attempt: &FlashReservation) -> Result<bool, Refusal> {
+        let reserved = self.fence(attempt).await?;
+        let state = if reserved { AttemptState::Reserved } else { AttemptState::Cancelled };
+        if let Err(e) = self.store.settle_flash_attempt(attempt.id, state).await {
+            // The fence decided it; the record only says so, and the next read says so again.
+            tracing::warn!(reservation.id = attempt.id, error = %e, "could not record a settled flash attempt");
+        }
+        Ok(reserved)
     }
 
     async fn returned(&self, r: &FlashReservation) -> Result<(), Refusal> {

@@ -1,7 +1,8 @@
-//! Tickets: where an accepted purchase is.
+//! Tickets: where an accepted purchase is, including one answered while its outcome was in
+//! doubt (`pending`), which a read settles when the engine can say (`queued` or `cancelled`).
 
 use axum::extract::State;
-use flashback_store::{FlashReservation, ReservationStatus};
+use flashback_store::{AttemptState, FlashReservation, ReservationStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -17,9 +18,11 @@ pub struct TicketView {
     pub ticket_id: String,
     pub sale_id: String,
     pub quantity: i64,
-    /// `queued` (reserved; its order is being created), `ordered` (see `order_id`) or
-    /// `released` (given back: the order went unpaid or was cancelled).
-    #[schema(pattern = "^(queued|ordered|released)$")]
+    /// `queued` (reserved; its order is being created), `ordered` (see `order_id`),
+    /// `released` (given back: the order went unpaid or was cancelled), `pending` (the engine's
+    /// answer was lost in a stall: not yet known whether it reserved; read the ticket again) or
+    /// `cancelled` (a pending purchase that never reserved: nothing was taken).
+    #[schema(pattern = "^(queued|ordered|released|pending|cancelled)$")]
     pub status: &'static str,
     /// The order, once created.
     pub order_id: Option<String>,
@@ -35,6 +38,16 @@ impl TicketView {
             order_id: r.order_id.map(|o| o.to_string()),
         }
     }
+
+    /// A purchase answered while its outcome was in doubt.
+    pub fn pending(attempt: &FlashReservation) -> Self {
+        Self::with_status(attempt, "pending")
+    }
+
+    /// A pending purchase settled as never reserved.
+    pub fn cancelled(attempt: &FlashReservation) -> Self {
+        Self::with_status(attempt, "cancelled")
+    }
 }
 
 impl From<&FlashReservation> for TicketView {
@@ -48,7 +61,19 @@ impl From<&FlashReservation> for TicketView {
     }
 }
 
-/// Where your purchase is: queued, ordered (with the order id) or released.
+fn busy() -> Problem {
+    Problem::unavailable("overloaded", "tickets cannot be read right now; retry shortly")
+}
+
+/// The reservation `id`, from the store or, not imported yet, from the engine.
+async fn reservation(state: &AppState, id: i64) -> Result<Option<FlashReservation>, Problem> {
+    if let Some(r) = state.store.flash_reservation(id).await.map_err(|e| Problem::from_store(&e))? {
+        return Ok(Some(r));
+    }
+    state.flash.engine.in_flight(id).await.map_err(|_| busy())
+}
+
+/// Where your purchase is: queued, ordered (with the order id), released, pending or cancelled.
 #[utoipa::path(get, path = "/api/v1/flash-sales/tickets/{id}", tag = "flash-sales", security(("bearer" = [])),
     params(("id" = String, Path, description = "Ticket id")),
     responses((status = 200, body = TicketView), (status = 404, body = Problem), (status = 503, body = Problem)))]
@@ -59,20 +84,32 @@ pub async fn ticket(
 ) -> Result<axum::Json<TicketView>, Problem> {
     let not_found = || Problem::not_found("ticket_not_found", "ticket");
     let id: i64 = id.parse().map_err(|_| not_found())?;
-    let stored = state.store.flash_reservation(id).await.map_err(|e| Problem::from_store(&e))?;
-    let r = match stored {
-        Some(r) => r,
-        // Accepted, not yet in the store (the redis engine imports a few milliseconds later).
-        None => state
-            .flash
-            .engine
-            .in_flight(id)
-            .await
-            .map_err(|_| Problem::unavailable("overloaded", "tickets cannot be read right now; retry shortly"))?
-            .ok_or_else(not_found)?,
-    };
-    if r.user_id != caller.id {
-        return Err(not_found());
+    let found = reservation(&state, id).await;
+    if let Ok(Some(r)) = &found {
+        return if r.user_id == caller.id { Ok(axum::Json(TicketView::from(r))) } else { Err(not_found()) };
     }
-    Ok(axum::Json(TicketView::from(&r)))
+    // Not a reservation (yet): perhaps a purchase answered as pending.
+    let attempt = state.store.flash_attempt(id).await.map_err(|e| Problem::from_store(&e))?;
+    let Some(attempt) = attempt.filter(|a| a.reservation.user_id == caller.id) else {
+        found?;
+        return Err(not_found());
+    };
+    let a = &attempt.reservation;
+    let reserved = match attempt.state {
+        AttemptState::Cancelled => false,
+        AttemptState::Reserved => true,
+        AttemptState::Pending => match state.flash.engine.settle(a).await {
+            Ok(reserved) => reserved,
+            Err(e) => {
+                tracing::debug!(ticket = id, error = ?e, "a pending flash purchase cannot be settled yet");
+                return Ok(axum::Json(TicketView::pending(a)));
+            }
+        },
+    };
+    if !reserved {
+        return Ok(axum::Json(TicketView::cancelled(a)));
+    }
+    // Reserved: read it where it is now (it may have been imported since the first read).
+    let now = reservation(&state, id).await.ok().flatten();
+    Ok(axum::Json(now.as_ref().map_or_else(|| TicketView::with_status(a, "queued"), TicketView::from)))
 }

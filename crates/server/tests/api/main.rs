@@ -18,6 +18,7 @@ mod dashboard;
 mod deploy_config;
 mod deploy_metrics;
 mod flash_idempotency;
+mod flash_in_doubt;
 mod flash_purchase;
 mod flash_sale;
 mod flash_sale_times;
