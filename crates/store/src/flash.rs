@@ -136,6 +136,9 @@ pub struct FlashReservation {
     pub order_id: Option<OrderId>,
     /// Accepted, Unix ms.
     pub created_at_ms: i64,
+    /// The buyer's `Idempotency-Key`, if the purchase sent one: written with the reservation,
+    /// never apart from it, and unique per buyer (a retry finds this reservation by it).
+    pub idempotency_key: Option<String>,
 }
 
 /// Why the `sql` engine's reserve step refused; nothing was taken.
@@ -188,13 +191,15 @@ pub trait FlashSaleStore: Send + Sync {
     async fn sale_book(&self, id: SaleId) -> StoreResult<Vec<(UserId, i64)>>;
     /// The `sql` engine's reserve step, in one transaction: a conditional decrement of the
     /// sale's `remaining` (only while open and inside its window), the buyer's total checked
-    /// under that row lock, and the reservation row.
+    /// under that row lock, and the reservation row (with its idempotency key, if any).
+    /// `Ok(None)`: reserved. `Ok(Some(earlier))`: the buyer's key already names `earlier`
+    /// (of any sale); nothing was taken.
     async fn sql_reserve(
         &self,
         reservation: &FlashReservation,
         per_user_limit: i64,
         now_ms: i64,
-    ) -> Result<(), SqlReserveRefusal>;
+    ) -> Result<Option<FlashReservation>, SqlReserveRefusal>;
 
     /// Reservations still waiting for their order, oldest first.
     async fn reservations_to_order(&self, limit: u32) -> StoreResult<Vec<FlashReservation>>;

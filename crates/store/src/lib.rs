@@ -9,6 +9,7 @@ mod analytics;
 mod backup;
 mod error;
 mod flash;
+mod flash_attempts;
 mod gate;
 mod ledger;
 mod model;
@@ -52,6 +53,7 @@ pub use error::StoreError;
 pub use flash::{
     FlashReservation, FlashSale, FlashSaleStore, NewFlashSale, ReservationStatus, SaleState, SqlReserveRefusal,
 };
+pub use flash_attempts::{AttemptState, FlashAttempt, FlashAttemptStore};
 pub use ledger::{LedgerAudit, LedgerError, LedgerLine, LedgerStore, NewTxn, Posted, Posting, Wallet};
 pub use model::{
     Category, Inventory, Merchant, NewProduct, NewUser, Product, ProductFilter, ProductPatch, User, UserCredentials,
@@ -140,6 +142,7 @@ pub trait Store:
     + CatalogStore
     + StockStore
     + FlashSaleStore
+    + FlashAttemptStore
     + LedgerStore
     + RebateStore
     + WithdrawalStore

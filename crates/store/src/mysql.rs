@@ -71,6 +71,7 @@ impl MySqlStore {
 crate::sql::impl_sql_store!(MySqlStore, MySql);
 crate::sql_stock::impl_stock_store!(MySqlStore, MySql);
 crate::sql_flash::impl_flash_store!(MySqlStore, MySql, " ON DUPLICATE KEY UPDATE id = id");
+crate::flash_attempts::impl_flash_attempt_store!(MySqlStore, " ON DUPLICATE KEY UPDATE id = id");
 // `INSERT IGNORE` affects 0 rows on a duplicate key (an upsert would report the row as
 // found); keys are length-checked first, so it cannot hide a truncation.
 crate::sql_withdraw::impl_withdrawal_store!(MySqlStore, MySql);

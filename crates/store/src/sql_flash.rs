@@ -44,8 +44,12 @@ impl TryFrom<SaleRow> for FlashSale {
     }
 }
 
+/// A reservation as selected: id, sale, buyer, quantity, state, order, created, key (the key
+/// selected as `CAST(idempotency_key AS CHAR)`: MySQL reports a binary-collated column as bytes).
+pub(crate) type ReservationRow = (i64, i64, i64, i64, String, Option<i64>, i64, Option<String>);
+
 pub(crate) fn reservation(
-    (id, sale, user, quantity, state, order, created): (i64, i64, i64, i64, String, Option<i64>, i64),
+    (id, sale, user, quantity, state, order, created, key): ReservationRow,
 ) -> Result<crate::FlashReservation, StoreError> {
     let bad =
         |e: flashback_core::ParseError| StoreError::Corrupt { table: "flash_reservations", reason: e.to_string() };
@@ -57,6 +61,7 @@ pub(crate) fn reservation(
         status: crate::ReservationStatus::parse(&state)?,
         order_id: order.map(flashback_core::OrderId::new).transpose().map_err(bad)?,
         created_at_ms: created,
+        idempotency_key: key,
     })
 }
 
@@ -192,7 +197,8 @@ macro_rules! impl_flash_store {
                 // Bounded statements: SQLite allows at most 32,766 parameters per statement.
                 for chunk in rows.chunks(1_000) {
                     let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, updated_at_ms) ",
+                        "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, updated_at_ms, \
+                         idempotency_key) ",
                     );
                     q.push_values(chunk, |mut b, r| {
                         b.push_bind(r.id)
@@ -202,7 +208,8 @@ macro_rules! impl_flash_store {
                             .push_bind(r.status.as_str())
                             .push_bind(r.order_id.map(flashback_core::OrderId::get))
                             .push_bind(r.created_at_ms)
-                            .push_bind(r.created_at_ms);
+                            .push_bind(r.created_at_ms)
+                            .push_bind(r.idempotency_key.as_deref());
                     });
                     q.push($keep_existing);
                     q.build().execute(&mut *tx).await?;
@@ -212,8 +219,8 @@ macro_rules! impl_flash_store {
             }
 
             async fn flash_reservation(&self, id: i64) -> $crate::StoreResult<Option<$crate::FlashReservation>> {
-                let row: Option<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
-                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations WHERE id = ?",
+                let row: Option<$crate::sql_flash::ReservationRow> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms, CAST(idempotency_key AS CHAR) FROM flash_reservations WHERE id = ?",
                 )
                 .bind(id)
                 .fetch_optional(self.writer()?)
@@ -247,10 +254,11 @@ macro_rules! impl_flash_store {
                 r: &$crate::FlashReservation,
                 per_user_limit: i64,
                 now_ms: i64,
-            ) -> Result<(), $crate::SqlReserveRefusal> {
+            ) -> Result<Option<$crate::FlashReservation>, $crate::SqlReserveRefusal> {
                 let mut tx = self.writer()?.begin().await?;
                 let taken = sqlx::query(
-                    "UPDATE flash_sales SET remaining = remaining - ? WHERE id = ? AND state = 'open'                      AND remaining >= ? AND starts_at_ms <= ? AND ends_at_ms > ?",
+                    "UPDATE flash_sales SET remaining = remaining - ? WHERE id = ? AND state = 'open' \
+                     AND remaining >= ? AND starts_at_ms <= ? AND ends_at_ms > ?",
                 )
                 .bind(r.quantity)
                 .bind(r.sale_id.get())
@@ -259,6 +267,15 @@ macro_rules! impl_flash_store {
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
+                if let Some(key) = &r.idempotency_key {
+                    // Read after the sale row's lock is ours: a reserve of this sale with the
+                    // same key that went first has committed by now, and is seen.
+                    let earlier = Self::flash_by_key(&mut *tx, r.user_id, key).await?;
+                    if earlier.is_some() {
+                        tx.rollback().await?;
+                        return Ok(earlier);
+                    }
+                }
                 if taken.rows_affected() != 1 {
                     tx.rollback().await?;
                     return Err($crate::SqlReserveRefusal::SoldOut);
@@ -266,19 +283,21 @@ macro_rules! impl_flash_store {
                 // Every reserve of this sale holds the sale row's lock from here to commit, so
                 // this sum cannot change under us.
                 let held: i64 = sqlx::query_scalar(
-                    "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM flash_reservations                      WHERE sale_id = ? AND user_id = ? AND state <> 'released'",
+                    "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM flash_reservations \
+                     WHERE sale_id = ? AND user_id = ? AND state <> 'released'",
                 )
                 .bind(r.sale_id.get())
                 .bind(r.user_id.get())
                 .fetch_one(&mut *tx)
                 .await?;
-                if held + r.quantity > per_user_limit {
+                if held.checked_add(r.quantity).is_none_or(|total| total > per_user_limit) {
                     // Undoes the decrement in the same transaction: it is never visible.
                     tx.rollback().await?;
                     return Err($crate::SqlReserveRefusal::LimitReached);
                 }
-                sqlx::query(
-                    "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, updated_at_ms)                      VALUES (?, ?, ?, ?, 'reserved', NULL, ?, ?)",
+                let inserted = sqlx::query(
+                    "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, \
+                     updated_at_ms, idempotency_key) VALUES (?, ?, ?, ?, 'reserved', NULL, ?, ?, ?)",
                 )
                 .bind(r.id)
                 .bind(r.sale_id.get())
@@ -286,15 +305,30 @@ macro_rules! impl_flash_store {
                 .bind(r.quantity)
                 .bind(r.created_at_ms)
                 .bind(r.created_at_ms)
+                .bind(r.idempotency_key.as_deref())
                 .execute(&mut *tx)
-                .await?;
+                .await;
+                match inserted {
+                    Ok(_) => {}
+                    Err(e) if r.idempotency_key.is_some() && e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+                        // The same key, reserved at once for another sale: that one stands.
+                        tx.rollback().await?;
+                        let key = r.idempotency_key.as_deref().unwrap_or_default();
+                        let earlier = Self::flash_by_key(self.writer()?, r.user_id, key).await?;
+                        return match earlier {
+                            Some(e) => Ok(Some(e)),
+                            None => Err($crate::SqlReserveRefusal::Store($crate::StoreError::Conflict("idempotency_key"))),
+                        };
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 tx.commit().await?;
-                Ok(())
+                Ok(None)
             }
 
             async fn reservations_to_order(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::FlashReservation>> {
-                let rows: Vec<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
-                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations \
+                let rows: Vec<$crate::sql_flash::ReservationRow> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms, CAST(idempotency_key AS CHAR) FROM flash_reservations \
                      WHERE state = 'reserved' ORDER BY id LIMIT ?",
                 )
                 .bind(i64::from(limit))
@@ -349,8 +383,8 @@ macro_rules! impl_flash_store {
             async fn release_reservation(&self, id: i64) -> $crate::StoreResult<Option<$crate::FlashReservation>> {
                 let now = $crate::now_ms();
                 let mut tx = self.writer()?.begin().await?;
-                let row: Option<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
-                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations WHERE id = ?",
+                let row: Option<$crate::sql_flash::ReservationRow> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms, CAST(idempotency_key AS CHAR) FROM flash_reservations WHERE id = ?",
                 )
                 .bind(id)
                 .fetch_optional(&mut *tx)
@@ -398,8 +432,8 @@ macro_rules! impl_flash_store {
                 &self,
                 id: flashback_core::SaleId,
             ) -> $crate::StoreResult<Vec<$crate::FlashReservation>> {
-                let rows: Vec<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
-                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations \
+                let rows: Vec<$crate::sql_flash::ReservationRow> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms, CAST(idempotency_key AS CHAR) FROM flash_reservations \
                      WHERE sale_id = ? ORDER BY id",
                 )
                 .bind(id.get())
@@ -412,8 +446,8 @@ macro_rules! impl_flash_store {
                 &self,
                 id: flashback_core::SaleId,
             ) -> $crate::StoreResult<Vec<$crate::FlashReservation>> {
-                let rows: Vec<(i64, i64, i64, i64, String, Option<i64>, i64)> = sqlx::query_as(
-                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms FROM flash_reservations \
+                let rows: Vec<$crate::sql_flash::ReservationRow> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms, CAST(idempotency_key AS CHAR) FROM flash_reservations \
                      WHERE sale_id = ? AND state = 'released' ORDER BY id",
                 )
                 .bind(id.get())
@@ -436,6 +470,24 @@ macro_rules! impl_flash_store {
         }
 
         impl $store {
+            /// The buyer's reservation made under `key`, if any, read through `db` (the pool
+            /// or a transaction).
+            pub(crate) async fn flash_by_key<'e, E: sqlx::Executor<'e, Database = $db>>(
+                db: E,
+                user: flashback_core::UserId,
+                key: &str,
+            ) -> $crate::StoreResult<Option<$crate::FlashReservation>> {
+                let row: Option<$crate::sql_flash::ReservationRow> = sqlx::query_as(
+                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms, \
+                     CAST(idempotency_key AS CHAR) FROM flash_reservations WHERE user_id = ? AND idempotency_key = ?",
+                )
+                .bind(user.get())
+                .bind(key)
+                .fetch_optional(db)
+                .await?;
+                row.map($crate::sql_flash::reservation).transpose()
+            }
+
             /// One attempt of [`crate::FlashSaleStore::end_sale`].
             async fn end_sale_once(&self, id: flashback_core::SaleId, now_ms: i64) -> $crate::StoreResult<Option<i64>> {
                 let mut tx = self.writer()?.begin().await?;

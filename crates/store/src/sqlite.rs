@@ -176,6 +176,7 @@ fn borrow_handle(handle: &mut sqlx::sqlite::LockedSqliteHandle<'_>) -> StoreResu
 crate::sql::impl_sql_store!(SqliteStore, Sqlite);
 crate::sql_stock::impl_stock_store!(SqliteStore, Sqlite);
 crate::sql_flash::impl_flash_store!(SqliteStore, Sqlite, " ON CONFLICT (id) DO NOTHING");
+crate::flash_attempts::impl_flash_attempt_store!(SqliteStore, " ON CONFLICT (id) DO NOTHING");
 crate::sql_withdraw::impl_withdrawal_store!(SqliteStore, Sqlite);
 crate::sql_rebate::impl_rebate_store!(
     SqliteStore,

@@ -1,25 +1,28 @@
 //! The atomic reserve step, behind one trait with an engine per deployment:
 //!
-//! - `memory`: each sale's remaining units and per-buyer counts in process, changed under one
-//!   short lock (limit checked before stock is touched); an accepted reservation is answered
-//!   only once it is in the engine's [`Journal`] (group commit: many reservations per fsync).
-//!   An importer moves journaled reservations into the store in batches; until then they are
-//!   "unrecorded" (tickets read them from the engine, audits count them). At start the journal
-//!   is imported before anything is sold, and books are rebuilt from the store.
+//! - `memory` ([`MemoryEngine`]): books in process, each accepted reservation journaled (group
+//!   commit) before it is answered, imported into the store in batches.
 //! - `sql`: one transaction per attempt: conditional decrement of the sale row, the buyer's
 //!   total checked under that row's lock, the reservation row. The plain baseline.
+//! - `redis` ([`super::redis_engine::RedisEngine`]): books in Redis, one Lua call per attempt.
+//!
+//! Idempotency keys: a purchase may carry the buyer's key. Every engine records it with the
+//! reservation in the same atomic step (the journal record, the SQL transaction, the Lua call)
+//! and answers a repeat of a key with the reservation it made ([`Reserved::Earlier`]), taking
+//! nothing. Engines remember keys until a day after their sale ends; the store keeps them with
+//! the reservation for good.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use flashback_core::{SaleId, UserId};
-use flashback_store::{FlashReservation, FlashSale, ReservationStatus, SqlReserveRefusal, Store};
+use flashback_store::{FlashReservation, FlashSale, SqlReserveRefusal, Store};
 
-use crate::journal::Journal;
+pub use super::memory_engine::{IMPORT_BATCH, MAX_UNRECORDED, MemoryEngine, STORM_BACKLOG};
+
+/// How long after its sale ends an engine still remembers an idempotency key (the store
+/// answers for it after that).
+pub const KEY_GRACE_MS: i64 = 24 * 3600 * 1000;
 
 /// Why a reserve step said no; nothing was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +33,25 @@ pub enum Refusal {
     LimitReached,
     /// Outside the sale's window or the sale is closed.
     Closed,
-    /// Durable storage failed or is saturated; try later.
+    /// A purchase with the same idempotency key is being made right now; retry to see it.
+    KeyBusy,
+    /// Durable storage failed or is saturated, and it is certain that nothing was taken; try
+    /// later.
     Unavailable(String),
+}
+
+/// What a reserve step that did not refuse did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reserved {
+    /// Reserved now; durable.
+    New,
+    /// The buyer's idempotency key already names this reservation (of this sale or another):
+    /// nothing was taken.
+    Earlier(FlashReservation),
+    /// In doubt: the step was sent and its answer lost, and the fence that settles it was not
+    /// confirmed either. The attempt is recorded as pending; it is settled later (reserved, or
+    /// fenced before it ran) and its ticket says which.
+    Pending,
 }
 
 /// One reserve engine.
@@ -39,9 +59,23 @@ pub enum Refusal {
 pub trait Engine: Send + Sync + std::fmt::Debug {
     /// `memory`, `redis` or `sql`.
     fn name(&self) -> &'static str;
-    /// Checks the window, the buyer's limit and the stock, takes the stock, and makes the
-    /// reservation durable, all before returning `Ok`.
-    async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<(), Refusal>;
+    /// Checks the buyer's idempotency key (if the reservation carries one), the window, the
+    /// buyer's limit and the stock, takes the stock, and makes the reservation (with its key)
+    /// durable, all before returning [`Reserved::New`].
+    async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<Reserved, Refusal>;
+
+    /// The buyer's reservation made under `key` that this engine remembers (it may not be in
+    /// the store yet). [`Refusal::KeyBusy`] while one is being made.
+    async fn by_key(&self, _user: UserId, _key: &str) -> Result<Option<FlashReservation>, Refusal> {
+        Ok(None)
+    }
+
+    /// Settles an attempt that was answered as pending ([`Reserved::Pending`]): makes sure it
+    /// can no longer run, then says whether its reservation exists (`true`) or it never ran
+    /// and never will (`false`). An error: the engine cannot say yet.
+    async fn settle(&self, _attempt: &FlashReservation) -> Result<bool, Refusal> {
+        Err(Refusal::Unavailable(format!("the {} engine leaves no attempt in doubt", self.name())))
+    }
 
     /// A reservation was released in the store (once): give its units back to the engine's
     /// own book, if it keeps one.
@@ -91,6 +125,11 @@ pub(crate) fn in_window(sale: &FlashSale, now_ms: i64) -> bool {
     sale.state == flashback_store::SaleState::Open && sale.starts_at_ms <= now_ms && now_ms < sale.ends_at_ms
 }
 
+/// Until when (Unix ms) an engine remembers a key used for `sale`.
+pub(crate) fn key_expiry(sale: &FlashSale) -> i64 {
+    sale.ends_at_ms.saturating_add(KEY_GRACE_MS)
+}
+
 /// The `sql` engine.
 #[derive(Debug)]
 pub struct SqlEngine {
@@ -110,362 +149,16 @@ impl Engine for SqlEngine {
         "sql"
     }
 
-    async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<(), Refusal> {
+    async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<Reserved, Refusal> {
         if !in_window(sale, now_ms) {
             return Err(Refusal::Closed);
         }
-        self.store.sql_reserve(&reservation, sale.per_user_limit, now_ms).await.map_err(|e| match e {
-            SqlReserveRefusal::SoldOut => Refusal::SoldOut,
-            SqlReserveRefusal::LimitReached => Refusal::LimitReached,
-            SqlReserveRefusal::Store(e) => Refusal::Unavailable(e.to_string()),
-        })
-    }
-}
-
-#[derive(Debug)]
-struct Book {
-    remaining: i64,
-    per_user: HashMap<UserId, i64>,
-    /// Units accepted (durable in the journal) that the store does not hold yet.
-    unrecorded: i64,
-    /// The sale is being ended: sell nothing more.
-    closed: bool,
-}
-
-/// The `memory` engine.
-#[derive(Debug)]
-pub struct MemoryEngine {
-    store: Arc<dyn Store>,
-    books: Mutex<HashMap<SaleId, Arc<Mutex<Book>>>>,
-    /// `None` when another process holds the journal (a CLI command while a server runs):
-    /// this process sells nothing.
-    journal: Option<Journal>,
-    /// Accepted reservations the importer has not put in the store yet, by id.
-    unrecorded: Mutex<HashMap<i64, FlashReservation>>,
-    /// Reservations accepted since start: a storm is on while this grows.
-    accepted: AtomicU64,
-    /// The importer's most reservations a second during a storm (0: no limit).
-    storm_pace: u32,
-}
-
-/// Accepted reservations waiting to be imported into the store; beyond this, purchases are
-/// refused (`Unavailable`) rather than queued without bound.
-pub const MAX_UNRECORDED: usize = 1_000_000;
-/// Most reservations the importer writes to the store in one transaction.
-pub const IMPORT_BATCH: usize = 4_096;
-/// Unrecorded reservations beyond which the importer stops pacing itself during a storm and
-/// imports at full speed, so a long storm never reaches [`MAX_UNRECORDED`] for its pacing.
-pub const STORM_BACKLOG: usize = MAX_UNRECORDED / 4;
-/// The journal's segment size: at most this much is imported again after a restart.
-const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
-/// A reservation in the journal: id, sale, buyer, quantity, time (i64 little-endian each).
-const RECORD: usize = 40;
-
-/// The importer's next batch size and pace: while `storming` with fewer than
-/// [`STORM_BACKLOG`] waiting, batches of a tenth of `storm_pace` a second at that pace;
-/// otherwise whole batches as fast as the store takes them (pace 0).
-fn import_pace(storming: bool, storm_pace: u32, backlog: usize) -> (usize, u32) {
-    if storming && storm_pace > 0 && backlog < STORM_BACKLOG {
-        ((storm_pace as usize / 10).clamp(1, IMPORT_BATCH), storm_pace)
-    } else {
-        (IMPORT_BATCH, 0)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn encode(r: &FlashReservation) -> [u8; RECORD] {
-    let mut out = [0u8; RECORD];
-    for (slot, v) in out.chunks_exact_mut(8).zip([r.id, r.sale_id.get(), r.user_id.get(), r.quantity, r.created_at_ms])
-    {
-        slot.copy_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
-fn decode(payload: &[u8]) -> anyhow::Result<Vec<FlashReservation>> {
-    anyhow::ensure!(payload.len().is_multiple_of(RECORD), "a flash journal frame of {} bytes", payload.len());
-    payload
-        .chunks_exact(RECORD)
-        .map(|rec| {
-            let mut v = rec.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
-            let mut next = || v.next().unwrap_or(0);
-            let (id, sale, user, quantity, at) = (next(), next(), next(), next(), next());
-            anyhow::ensure!(quantity > 0, "reservation {id} with quantity {quantity}");
-            Ok(FlashReservation {
-                id,
-                sale_id: SaleId::new(sale)?,
-                user_id: UserId::new(user)?,
-                quantity,
-                status: ReservationStatus::Reserved,
-                order_id: None,
-                created_at_ms: at,
-            })
-        })
-        .collect()
-}
-
-impl MemoryEngine {
-    /// An engine writing through `store`, with its journal under `data_dir`, importing at most
-    /// `storm_pace` reservations a second while purchases arrive (0: no limit). Whatever the
-    /// journal holds from before (a crash, a kill) is put in the store before this returns, so
-    /// books rebuilt from the store count every accepted reservation.
-    pub async fn start(store: Arc<dyn Store>, data_dir: &Path, storm_pace: u32) -> anyhow::Result<Arc<Self>> {
-        let dir = data_dir.join("flash-journal");
-        let journal = match Journal::open(&dir, "flash-journal", None, SEGMENT_BYTES)? {
-            Some((journal, records)) => {
-                if records > 0 {
-                    tracing::info!(records, "flash journal: importing reservations written before the restart");
-                }
-                Some(journal)
-            }
-            None => {
-                tracing::warn!(dir = %dir.display(), "another process holds the flash journal; this one sells nothing");
-                None
-            }
-        };
-        let engine = Self {
-            store,
-            books: Mutex::new(HashMap::new()),
-            journal,
-            unrecorded: Mutex::new(HashMap::new()),
-            accepted: AtomicU64::new(0),
-            storm_pace,
-        };
-        while engine.import_once(IMPORT_BATCH, Duration::ZERO).await?.is_some() {}
-        Ok(Arc::new(engine))
-    }
-
-    /// The sale's book, rebuilt from durable reservations on first use.
-    async fn book(&self, sale: &FlashSale) -> Result<Arc<Mutex<Book>>, Refusal> {
-        if let Some(b) = lock(&self.books).get(&sale.id) {
-            return Ok(Arc::clone(b));
+        match self.store.sql_reserve(&reservation, sale.per_user_limit, now_ms).await {
+            Ok(None) => Ok(Reserved::New),
+            Ok(Some(earlier)) => Ok(Reserved::Earlier(earlier)),
+            Err(SqlReserveRefusal::SoldOut) => Err(Refusal::SoldOut),
+            Err(SqlReserveRefusal::LimitReached) => Err(Refusal::LimitReached),
+            Err(SqlReserveRefusal::Store(e)) => Err(Refusal::Unavailable(e.to_string())),
         }
-        let held = self.store.sale_book(sale.id).await.map_err(|e| Refusal::Unavailable(e.to_string()))?;
-        let taken: i64 = held.iter().map(|(_, n)| n).sum();
-        let book = Book {
-            remaining: (sale.stock - taken).max(0),
-            per_user: held.into_iter().collect(),
-            unrecorded: 0,
-            closed: false,
-        };
-        // Another request may have loaded it meanwhile; the first one in wins.
-        Ok(Arc::clone(lock(&self.books).entry(sale.id).or_insert_with(|| Arc::new(Mutex::new(book)))))
-    }
-
-    /// Moves one batch of up to about `max` durable reservations from the journal into the
-    /// store (idempotent by id, so a batch imported again after a crash changes nothing).
-    /// `None` when none came within `wait`.
-    async fn import_once(&self, max: usize, wait: Duration) -> anyhow::Result<Option<usize>> {
-        let Some(journal) = &self.journal else { return Ok(None) };
-        let Some(frames) = journal.read(max, wait).await? else { return Ok(None) };
-        let stored = async {
-            let mut rows = Vec::new();
-            for payload in &frames.payloads {
-                rows.extend(decode(payload)?);
-            }
-            self.store.insert_reservations(&rows).await?;
-            anyhow::Ok(rows)
-        };
-        let rows = match stored.await {
-            Ok(rows) => rows,
-            Err(e) => {
-                // Read again next time: an accepted reservation is never skipped.
-                journal.rewind(frames.from).await;
-                return Err(e);
-            }
-        };
-        let mut recorded: HashMap<SaleId, i64> = HashMap::new();
-        {
-            let mut unrecorded = lock(&self.unrecorded);
-            for r in &rows {
-                if let Some(r) = unrecorded.remove(&r.id) {
-                    *recorded.entry(r.sale_id).or_default() += r.quantity;
-                }
-            }
-        }
-        for (sale, units) in recorded {
-            if let Some(book) = lock(&self.books).get(&sale) {
-                lock(book).unrecorded -= units;
-            }
-        }
-        journal.release(frames.to).await?;
-        Ok(Some(rows.len()))
-    }
-
-    /// Imports until shutdown, then whatever is left.
-    ///
-    /// Peak shaving, as the order worker does: while purchases arrive (the accepted count grew
-    /// during the last batch) it imports at `storm_pace` ([`import_pace`]), leaving the CPU and
-    /// the disk to the purchases, which are durable in the journal already.
-    async fn run_importer(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        if self.journal.is_none() {
-            // Another process holds the journal: nothing is written here to import.
-            return;
-        }
-        let mut accepted = self.accepted.load(Ordering::Relaxed);
-        let mut storming = false;
-        loop {
-            let backlog = lock(&self.unrecorded).len();
-            let paced = storming && !shutdown.is_cancelled();
-            let (max, pace) = import_pace(paced, self.storm_pace, backlog);
-            let wait = if shutdown.is_cancelled() { Duration::ZERO } else { Duration::from_millis(200) };
-            let started = tokio::time::Instant::now();
-            let rest = match self.import_once(max, wait).await {
-                Ok(Some(n)) => super::paced_rest(n, pace, started.elapsed()),
-                Ok(None) if shutdown.is_cancelled() => return,
-                Ok(None) => Duration::ZERO,
-                Err(e) if shutdown.is_cancelled() => {
-                    // Left in the journal: the next start imports it before selling anything.
-                    tracing::warn!(error = %e, "flash journal import failed at shutdown");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "flash journal import failed; will retry");
-                    Duration::from_millis(500)
-                }
-            };
-            let now = self.accepted.load(Ordering::Relaxed);
-            storming = now != accepted;
-            accepted = now;
-            if rest.is_zero() {
-                continue;
-            }
-            tokio::select! {
-                // Stop pacing, not importing: the loop drains the journal before it returns.
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(rest) => {}
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Engine for MemoryEngine {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
-    async fn returned(&self, r: &FlashReservation) -> Result<(), Refusal> {
-        // Only this process sells from the book, and the store released the reservation once.
-        if let Some(book) = lock(&self.books).get(&r.sale_id) {
-            let mut b = lock(book);
-            b.remaining += r.quantity;
-            if let Some(n) = b.per_user.get_mut(&r.user_id) {
-                *n = (*n - r.quantity).max(0);
-            }
-        }
-        Ok(())
-    }
-
-    async fn in_flight(&self, id: i64) -> Result<Option<FlashReservation>, Refusal> {
-        if let Some(r) = lock(&self.unrecorded).get(&id) {
-            return Ok(Some(r.clone()));
-        }
-        // Imported between the caller's read of the store and now.
-        self.store.flash_reservation(id).await.map_err(|e| Refusal::Unavailable(e.to_string()))
-    }
-
-    async fn close(&self, sale: SaleId) -> Result<bool, Refusal> {
-        let Some(book) = lock(&self.books).get(&sale).cloned() else { return Ok(true) };
-        let mut b = lock(&book);
-        b.closed = true;
-        Ok(b.unrecorded == 0)
-    }
-
-    async fn forget(&self, sale: SaleId) {
-        lock(&self.books).remove(&sale);
-    }
-
-    async fn book(&self, sale: SaleId) -> Result<Option<(i64, i64)>, Refusal> {
-        let books = lock(&self.books);
-        Ok(books.get(&sale).map(|b| {
-            let b = lock(b);
-            (b.remaining, b.unrecorded)
-        }))
-    }
-
-    async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<(), Refusal> {
-        if !in_window(sale, now_ms) {
-            return Err(Refusal::Closed);
-        }
-        let Some(journal) = &self.journal else {
-            return Err(Refusal::Unavailable("another process holds the flash journal".into()));
-        };
-        if lock(&self.unrecorded).len() >= MAX_UNRECORDED {
-            return Err(Refusal::Unavailable("too many reservations waiting to be recorded".into()));
-        }
-        let book = self.book(sale).await?;
-        let (id, user, quantity) = (reservation.id, reservation.user_id, reservation.quantity);
-        {
-            let mut b = lock(&book);
-            if b.closed {
-                return Err(Refusal::Closed);
-            }
-            // The buyer's limit first: a duplicate purchase never touches stock.
-            let held = b.per_user.get(&user).copied().unwrap_or(0);
-            if held + quantity > sale.per_user_limit {
-                return Err(Refusal::LimitReached);
-            }
-            if b.remaining < quantity {
-                return Err(Refusal::SoldOut);
-            }
-            b.remaining -= quantity;
-            b.unrecorded += quantity;
-            *b.per_user.entry(user).or_insert(0) += quantity;
-        }
-        let record = encode(&reservation);
-        lock(&self.unrecorded).insert(id, reservation);
-        if let Err(e) = journal.append(&record, 1).await {
-            // Not durable, so not accepted: undo the in-memory step.
-            lock(&self.unrecorded).remove(&id);
-            let mut b = lock(&book);
-            b.remaining += quantity;
-            b.unrecorded -= quantity;
-            if let Some(n) = b.per_user.get_mut(&user) {
-                *n -= quantity;
-            }
-            return Err(Refusal::Unavailable(e.to_string()));
-        }
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn readiness(&self) -> Option<Result<(), String>> {
-        Some(match &self.journal {
-            None => Err("another process holds data_dir/flash-journal: this instance sells nothing".into()),
-            Some(j) if j.failed() => Err("a journal write failed: purchases are refused until a restart".into()),
-            Some(_) => Ok(()),
-        })
-    }
-
-    fn unrecorded(&self) -> Option<u64> {
-        Some(u64::try_from(lock(&self.unrecorded).len()).unwrap_or(u64::MAX))
-    }
-
-    fn background(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![tokio::spawn(self.run_importer(shutdown))]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_importer_follows_a_storm_at_its_pace_until_the_backlog_is_large() {
-        // A storm at 2,000 a second: batches of 200, one every tenth of a second.
-        assert_eq!(import_pace(true, 2_000, 10), (200, 2_000));
-        assert_eq!(crate::flash_sale::paced_rest(200, 2_000, Duration::from_millis(30)), Duration::from_millis(70));
-        // No storm, no pace, or a backlog near its bound: whole batches at full speed.
-        assert_eq!(import_pace(false, 2_000, 10), (IMPORT_BATCH, 0));
-        assert_eq!(import_pace(true, 0, 10), (IMPORT_BATCH, 0));
-        assert_eq!(import_pace(true, 2_000, STORM_BACKLOG), (IMPORT_BATCH, 0));
-        assert_eq!(crate::flash_sale::paced_rest(IMPORT_BATCH, 0, Duration::ZERO), Duration::ZERO);
-        // Tiny and huge paces still make batches of 1 to IMPORT_BATCH.
-        assert_eq!(import_pace(true, 5, 0).0, 1);
-        assert_eq!(import_pace(true, 1_000_000, 0).0, IMPORT_BATCH);
     }
 }

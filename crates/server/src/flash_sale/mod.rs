@@ -6,9 +6,17 @@
 pub mod audit;
 pub mod cluster_limit;
 pub mod engine;
+pub mod memory_engine;
+mod memory_import;
+pub mod memory_record;
 pub mod orders;
 pub mod purchase;
 pub mod redis_engine;
+mod redis_reserve;
+pub mod replay;
+pub mod runtime;
+pub mod tickets;
+pub mod token;
 pub mod views;
 
 use std::time::Duration;
@@ -30,8 +38,14 @@ use views::{CreateSale, SalePage, SaleQuery, SaleView};
 
 /// How long a sale's public view (its remaining stock) may lag.
 pub const VIEW_TTL: Duration = Duration::from_secs(1);
-/// The longest a sale may run.
+/// The longest a sale may run: its stock is out of the product's inventory meanwhile.
 pub const MAX_DURATION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// No sale starts or ends before 2000-01-01T00:00:00Z: an earlier time is a client's mistake
+/// (seconds for milliseconds, a zero, `i64::MIN`).
+pub const EARLIEST_MS: i64 = 946_684_800_000;
+/// Nor after 9999-12-31T23:59:59.999Z, the last time RFC 3339 (a four-digit year) can write:
+/// every sale's times can be shown.
+pub const LATEST_MS: i64 = 253_402_300_799_999;
 
 /// How much longer a paced worker rests after a step that did `done` items in `took`, so that
 /// its items take 1 / `per_sec` seconds each (`per_sec` 0: no pacing). The order worker and
@@ -57,8 +71,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_sale, list_sales))
         .routes(routes!(get_sale))
         .routes(routes!(purchase::purchase))
-        .routes(routes!(purchase::token))
-        .routes(routes!(purchase::ticket))
+        .routes(routes!(token::token))
+        .routes(routes!(tickets::ticket))
 }
 
 fn invalid(detail: impl Into<std::borrow::Cow<'static, str>>) -> Problem {
@@ -76,20 +90,13 @@ pub async fn create_sale(
     Json(body): Json<CreateSale>,
 ) -> Result<impl IntoResponse, Problem> {
     caller.require(&[Role::Merchant, Role::Admin])?;
-    let starts = body.starts_at.millis("starts_at").map_err(invalid)?;
-    let ends = body.ends_at.millis("ends_at").map_err(invalid)?;
     let now = now_ms();
+    let (starts, ends) = body.window(now).map_err(invalid)?;
     if !(1..=1_000_000).contains(&body.stock) {
         return Err(invalid("stock: 1 to 1,000,000 units"));
     }
     if !(1..=100).contains(&body.per_user_limit) {
         return Err(invalid("per_user_limit: 1 to 100 units"));
-    }
-    if ends <= starts || ends <= now {
-        return Err(invalid("ends_at: after starts_at and in the future"));
-    }
-    if ends - starts > MAX_DURATION_MS {
-        return Err(invalid("ends_at: a sale runs at most 7 days"));
     }
     let product = state
         .store
@@ -168,7 +175,7 @@ async fn view(state: &AppState, id: SaleId) -> Result<Option<SaleView>, Problem>
 /// down) leaves the store's count, which lags by those.
 pub async fn taken_units(state: &AppState, sale: &FlashSale) -> Result<i64, StoreError> {
     match state.flash.engine.book(sale.id).await {
-        Ok(Some((remaining, _))) => Ok((sale.stock - remaining).max(0)),
+        Ok(Some((remaining, _))) => Ok(sale.stock.saturating_sub(remaining).max(0)),
         _ => state.store.sale_taken_units(sale.id).await,
     }
 }

@@ -11,6 +11,9 @@
 //! Every key shares the hash tag `{flash}`, so one Lua call may touch them all on a Redis
 //! Cluster too (they live on one node; a hot sale is one node's work in any design).
 //!
+//! The purchase side (the reserve call, idempotency keys, answers lost to a stall) is in
+//! [`super::redis_reserve`].
+//!
 //! Durability: an accepted reservation is as durable as Redis makes it — run it with
 //! `appendonly yes` and `appendfsync always` (Redis then fsyncs once per event-loop turn, a
 //! group commit) and `maxmemory-policy noeviction`; the engine warns at start if not.
@@ -19,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use flashback_core::{SaleId, UserId};
 use flashback_infra::RedisHandle;
 use flashback_store::{FlashReservation, FlashSale, ReservationStatus, SaleState, Store};
@@ -27,7 +29,7 @@ use redis::Script;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio_util::sync::CancellationToken;
 
-use super::engine::{Engine, Refusal, in_window};
+use super::engine::Refusal;
 
 /// The consumer group every instance's importer joins.
 pub const GROUP: &str = "importers";
@@ -41,13 +43,17 @@ const BLOCK: Duration = Duration::from_millis(500);
 
 /// The `redis` engine.
 pub struct RedisEngine {
-    redis: RedisHandle,
-    store: Arc<dyn Store>,
+    pub(super) redis: RedisHandle,
+    pub(super) store: Arc<dyn Store>,
     consumer: String,
-    reserve: Script,
+    pub(super) reserve: Script,
+    pub(super) fence: Script,
     load: Script,
     give_back: Script,
     ack: Script,
+    /// A connection of its own for fences, allowed longer than a call: a fence is sent when
+    /// the shared connection's call timed out.
+    pub(super) fence_conn: flashback_infra::RedisConn,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -56,7 +62,7 @@ impl std::fmt::Debug for RedisEngine {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Refusal {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> Refusal {
     Refusal::Unavailable(format!("redis: {e}"))
 }
 
@@ -67,6 +73,8 @@ impl RedisEngine {
         let engine = Self {
             consumer: format!("node-{node}"),
             reserve: Script::new(include_str!("lua/reserve.lua")),
+            fence: Script::new(include_str!("lua/fence.lua")),
+            fence_conn: redis.dedicated(redis.timeout().saturating_mul(super::redis_reserve::FENCE_TIMEOUTS)),
             load: Script::new(include_str!("lua/load.lua")),
             give_back: Script::new(include_str!("lua/give_back.lua")),
             ack: Script::new(include_str!("lua/ack.lua")),
@@ -78,19 +86,24 @@ impl RedisEngine {
             tracing::warn!(error = %e, "redis: cannot reach the flash reservation stream yet; will retry");
         }
         engine.redis.warn_if_not_durable("accepted flash-sale reservations").await;
+        // Connected now, not in a stall: a fence must not wait for a new connection.
+        let warmed: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut engine.fence_conn.clone()).await;
+        if let Err(e) = warmed {
+            tracing::warn!(error = %e, "redis: the flash fence connection is not up yet; it connects on first use");
+        }
         Ok(Arc::new(engine))
     }
 
-    fn stream(&self) -> String {
+    pub(super) fn stream(&self) -> String {
         self.redis.key("{flash}:stream")
     }
-    fn queued(&self) -> String {
+    pub(super) fn queued(&self) -> String {
         self.redis.key("{flash}:queued")
     }
-    fn book_key(&self, sale: SaleId) -> String {
+    pub(super) fn book_key(&self, sale: SaleId) -> String {
         self.redis.key(&format!("{{flash}}:sale:{sale}"))
     }
-    fn held_key(&self, sale: SaleId) -> String {
+    pub(super) fn held_key(&self, sale: SaleId) -> String {
         self.redis.key(&format!("{{flash}}:held:{sale}"))
     }
     fn returned_key(&self, sale: SaleId) -> String {
@@ -108,7 +121,7 @@ impl RedisEngine {
     /// Rebuilds a sale's book from the store's records and installs it unless another
     /// instance did first: units held per buyer (reservations not released), units left, and
     /// the released reservations (so they are not given back twice).
-    async fn load_book(&self, sale: &FlashSale) -> Result<(), Refusal> {
+    pub(super) async fn load_book(&self, sale: &FlashSale) -> Result<(), Refusal> {
         let all = self.store.sale_reservations(sale.id).await.map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let mut held: HashMap<UserId, i64> = HashMap::new();
         let mut released = Vec::new();
@@ -119,7 +132,7 @@ impl RedisEngine {
                 *held.entry(r.user_id).or_default() += r.quantity;
             }
         }
-        let remaining = sale.stock - held.values().sum::<i64>();
+        let remaining = sale.stock.saturating_sub(held.values().sum::<i64>());
         let nonce: u64 = rand::random();
         let staged_held = self.redis.key(&format!("{{flash}}:load:{nonce}:held"));
         let staged_returned = self.redis.key(&format!("{{flash}}:load:{nonce}:returned"));
@@ -233,7 +246,7 @@ impl RedisEngine {
     /// Reads the stream as this instance's consumer until shutdown: first its own entries
     /// left pending by an earlier run, then new ones; every [`CLAIM_IDLE`] it also claims
     /// entries a dead consumer left pending.
-    async fn run_importer(self: Arc<Self>, shutdown: CancellationToken) {
+    pub(super) async fn run_importer(self: Arc<Self>, shutdown: CancellationToken) {
         // A connection of its own: a blocking read must not hold up purchases.
         let mut conn = self.redis.dedicated(BLOCK + self.redis.timeout() * 4);
         let mut backlog = true; // our own pending entries first
@@ -246,6 +259,11 @@ impl RedisEngine {
                     Ok(0) => {}
                     Ok(units) => tracing::info!(units, "flash units of released reservations returned to redis books"),
                     Err(e) => tracing::warn!(error = ?e, "flash reconcile failed; will retry"),
+                }
+                match self.settle_pending().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(attempts = n, "flash purchases answered pending were settled"),
+                    Err(e) => tracing::warn!(error = ?e, "settling pending flash purchases failed; will retry"),
                 }
             }
             let read = if last_claim.elapsed() >= CLAIM_IDLE {
@@ -327,58 +345,13 @@ fn parse_entry(entry: &StreamId) -> Option<FlashReservation> {
         status: ReservationStatus::Reserved,
         order_id: None,
         created_at_ms: field(entry, "t")?,
+        idempotency_key: entry.get("k"),
     })
 }
 
-#[async_trait]
-impl Engine for RedisEngine {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
-    async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<(), Refusal> {
-        if !in_window(sale, now_ms) {
-            return Err(Refusal::Closed);
-        }
-        for _ in 0..2 {
-            let mut call = self.reserve.prepare_invoke();
-            call.key(self.book_key(sale.id))
-                .key(self.held_key(sale.id))
-                .key(self.stream())
-                .key(self.queued())
-                .arg(reservation.user_id.get())
-                .arg(reservation.quantity)
-                .arg(now_ms)
-                .arg(reservation.id)
-                .arg(sale.id.get());
-            let reply: String = match self.call(call).await {
-                Ok(reply) => reply,
-                Err(e) => {
-                    // The call may have run although its reply was lost: if the reservation
-                    // is queued, it was accepted.
-                    return match self.in_flight(reservation.id).await {
-                        Ok(Some(_)) => Ok(()),
-                        _ => Err(e),
-                    };
-                }
-            };
-            match reply.as_str() {
-                "OK" => return Ok(()),
-                "SOLDOUT" => return Err(Refusal::SoldOut),
-                "LIMIT" => return Err(Refusal::LimitReached),
-                "CLOSED" => return Err(Refusal::Closed),
-                "NOBOOK" => self.load_book(sale).await?,
-                other => return Err(unavailable(format!("unexpected reply {other}"))),
-            }
-        }
-        Err(unavailable("the sale's book could not be loaded"))
-    }
-
-    async fn returned(&self, r: &FlashReservation) -> Result<(), Refusal> {
-        self.give_back_all(r.sale_id, std::slice::from_ref(r)).await.map(|_| ())
-    }
-
-    async fn in_flight(&self, id: i64) -> Result<Option<FlashReservation>, Refusal> {
+impl RedisEngine {
+    /// A reservation accepted and not imported yet (for tickets).
+    pub(super) async fn queued_reservation(&self, id: i64) -> Result<Option<FlashReservation>, Refusal> {
         let mut c = self.redis.conn();
         let fields: Option<String> = tokio::time::timeout(
             self.redis.timeout(),
@@ -398,10 +371,12 @@ impl Engine for RedisEngine {
             status: ReservationStatus::Reserved,
             order_id: None,
             created_at_ms: at,
+            idempotency_key: None,
         }))
     }
 
-    async fn close(&self, sale: SaleId) -> Result<bool, Refusal> {
+    /// Stops the sale's book selling; whether every accepted reservation is imported.
+    pub(super) async fn close_book(&self, sale: SaleId) -> Result<bool, Refusal> {
         let mut c = self.redis.conn();
         let key = self.book_key(sale);
         let (queued,): (Option<i64>,) = tokio::time::timeout(
@@ -425,7 +400,8 @@ impl Engine for RedisEngine {
         Ok(queued.unwrap_or(0) <= 0)
     }
 
-    async fn forget(&self, sale: SaleId) {
+    /// Drops an ended sale's book.
+    pub(super) async fn drop_book(&self, sale: SaleId) {
         let mut c = self.redis.conn();
         let keys = [self.book_key(sale), self.held_key(sale), self.returned_key(sale)];
         let dropped: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query_async(&mut c).await;
@@ -434,7 +410,8 @@ impl Engine for RedisEngine {
         }
     }
 
-    async fn book(&self, sale: SaleId) -> Result<Option<(i64, i64)>, Refusal> {
+    /// The book's units left and units not imported yet.
+    pub(super) async fn read_book(&self, sale: SaleId) -> Result<Option<(i64, i64)>, Refusal> {
         let mut c = self.redis.conn();
         let (remaining, queued): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
             .arg(self.book_key(sale))
@@ -444,9 +421,5 @@ impl Engine for RedisEngine {
             .await
             .map_err(unavailable)?;
         Ok(remaining.map(|r| (r, queued.unwrap_or(0))))
-    }
-
-    fn background(self: Arc<Self>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![tokio::spawn(self.run_importer(shutdown))]
     }
 }

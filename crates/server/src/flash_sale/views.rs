@@ -21,13 +21,39 @@ pub struct CreateSale {
     pub stock: i64,
     /// Units one buyer may take (1–100).
     pub per_user_limit: i64,
-    /// Start: RFC 3339 or Unix milliseconds.
+    /// Start: RFC 3339 or Unix milliseconds, from 2000-01-01 to 9999-12-31 (it may be in the
+    /// past: a sale may start at once).
     pub starts_at: TimeInput,
-    /// End: RFC 3339 or Unix milliseconds; after the start and in the future, at most 7 days on.
+    /// End: RFC 3339 or Unix milliseconds; after the start and in the future, at most 7 days
+    /// after the start.
     pub ends_at: TimeInput,
     /// Require a purchase token issued shortly before the start.
     #[serde(default)]
     pub require_token: bool,
+}
+
+impl CreateSale {
+    /// The sale's start and end (Unix ms), checked against `now_ms`: both from 2000-01-01 to
+    /// 9999-12-31, the end after the start and in the future, and at most
+    /// [`super::MAX_DURATION_MS`] after the start. No arithmetic here can overflow.
+    pub fn window(&self, now_ms: i64) -> Result<(i64, i64), String> {
+        let starts = self.starts_at.millis("starts_at")?;
+        let ends = self.ends_at.millis("ends_at")?;
+        let sane = super::EARLIEST_MS..=super::LATEST_MS;
+        if !sane.contains(&starts) {
+            return Err("starts_at: from 2000-01-01 to 9999-12-31".into());
+        }
+        if !sane.contains(&ends) {
+            return Err("ends_at: from 2000-01-01 to 9999-12-31".into());
+        }
+        if ends <= starts || ends <= now_ms {
+            return Err("ends_at: after starts_at and in the future".into());
+        }
+        if ends.checked_sub(starts).is_none_or(|d| d > super::MAX_DURATION_MS) {
+            return Err("ends_at: a sale runs at most 7 days".into());
+        }
+        Ok((starts, ends))
+    }
 }
 
 /// A time given as RFC 3339 text or Unix milliseconds.
@@ -90,7 +116,7 @@ impl SaleView {
             product_id: sale.product_id,
             sale_price_minor: sale.sale_price,
             stock: sale.stock,
-            remaining: if ended { 0 } else { (sale.stock - taken).max(0) },
+            remaining: if ended { 0 } else { sale.stock.saturating_sub(taken).max(0) },
             per_user_limit: sale.per_user_limit,
             starts_at: rfc3339(sale.starts_at_ms),
             ends_at: rfc3339(sale.ends_at_ms),

@@ -269,6 +269,7 @@ async fn reservations_only_in_the_memory_journal_survive_a_crash_and_count_in_th
             status: ReservationStatus::Reserved,
             order_id: None,
             created_at_ms: now_ms(),
+            idempotency_key: None,
         };
         engine.reserve(&sale, r.clone(), now_ms()).await.unwrap();
         accepted.push(r.id);
@@ -500,6 +501,7 @@ async fn reservations_left_by_a_dead_importer_are_claimed_and_recorded() {
             status: ReservationStatus::Reserved,
             order_id: None,
             created_at_ms: now_ms(),
+            idempotency_key: None,
         };
         engine.reserve(&sale, reservation.clone(), now_ms()).await.unwrap();
         ids.push(reservation.id);

@@ -10,12 +10,14 @@ use flashback_core::{
 };
 
 mod analytics;
+mod flash;
 mod ledger;
 mod node_lease;
 mod trade;
 mod withdraw;
 
 pub use analytics::*;
+pub use flash::*;
 pub use ledger::*;
 pub use node_lease::*;
 pub use trade::*;
@@ -55,6 +57,8 @@ macro_rules! conformance_suite {
             payments_are_recorded_once_and_move_by_compare_and_set
             a_flash_sale_carves_its_stock_and_ending_it_returns_the_unsold_once
             reservations_are_written_once_and_released_ones_are_listed
+            a_buyers_key_names_one_reservation_and_a_repeat_takes_nothing
+            an_attempt_in_doubt_is_recorded_once_and_settled_once
             ledger_transactions_balance_and_apply_once
             statements_walk_each_accounts_chain_and_the_audit_finds_a_break
             concurrent_withdrawals_never_overdraw

@@ -601,6 +601,7 @@ pub async fn reservations_are_written_once_and_released_ones_are_listed(t: &Test
         status: ReservationStatus::Reserved,
         order_id: None,
         created_at_ms: now,
+        idempotency_key: None,
     };
     let (a, b) = (row(1), row(2));
     store.insert_reservations(&[a.clone(), b.clone()]).await.expect("first write");

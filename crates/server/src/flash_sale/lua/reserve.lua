@@ -2,9 +2,23 @@
 -- atomic call. Nothing can be lost between taking the stock and queueing the reservation.
 --
 -- KEYS: 1 sale book (hash), 2 units held per buyer (hash), 3 reservation stream,
---       4 reservations accepted but not yet imported (hash id -> fields)
--- ARGV: 1 buyer, 2 units, 3 now (ms), 4 reservation id, 5 sale id
--- Returns OK, SOLDOUT, LIMIT, CLOSED, or NOBOOK (the book is not loaded: load and retry).
+--       4 reservations accepted but not yet imported (hash id -> fields),
+--       5 this attempt's fence (set by fence.lua when the attempt's answer was lost),
+--       6 (only with an idempotency key) the buyer's key
+-- ARGV: 1 buyer, 2 units, 3 now (ms), 4 reservation id, 5 sale id,
+--       6 (with a key) the key, 7 (with a key) how long Redis keeps the key (ms)
+-- Returns OK, SOLDOUT, LIMIT, CLOSED, NOBOOK (the book is not loaded: load and retry),
+-- FENCED (this attempt was given up on: it must not run), or DUP:<id>:<sale>:<units>:<at>
+-- (the key already names that reservation; nothing was taken).
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return 'FENCED'
+end
+if KEYS[6] then
+  local earlier = redis.call('GET', KEYS[6])
+  if earlier then
+    return 'DUP:' .. earlier
+  end
+end
 local book = redis.call('HMGET', KEYS[1], 'remaining', 'limit', 'starts', 'ends', 'open')
 if not book[1] then
   return 'NOBOOK'
@@ -25,6 +39,11 @@ end
 redis.call('HINCRBY', KEYS[1], 'remaining', -units)
 redis.call('HINCRBY', KEYS[1], 'queued', units)
 redis.call('HINCRBY', KEYS[2], ARGV[1], units)
-redis.call('XADD', KEYS[3], '*', 'r', ARGV[4], 's', ARGV[5], 'u', ARGV[1], 'q', ARGV[2], 't', ARGV[3])
+if KEYS[6] then
+  redis.call('XADD', KEYS[3], '*', 'r', ARGV[4], 's', ARGV[5], 'u', ARGV[1], 'q', ARGV[2], 't', ARGV[3], 'k', ARGV[6])
+  redis.call('SET', KEYS[6], ARGV[4] .. ':' .. ARGV[5] .. ':' .. ARGV[2] .. ':' .. ARGV[3], 'PX', ARGV[7])
+else
+  redis.call('XADD', KEYS[3], '*', 'r', ARGV[4], 's', ARGV[5], 'u', ARGV[1], 'q', ARGV[2], 't', ARGV[3])
+end
 redis.call('HSET', KEYS[4], ARGV[4], ARGV[5] .. ':' .. ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[3])
 return 'OK'

@@ -32,11 +32,9 @@ async fn extreme_numbers_in_a_new_flash_sale_or_a_purchase_get_prompt_answers_be
     app.shutdown().await;
 }
 
-/// Fails today: `starts_at` = i64::MIN overflows `ends - starts` in `flash_sale::create_sale`
-/// (a 500 in debug builds; in release it wraps and the sale is accepted). Its validation is
-/// being reworked with the rest of issue 20's flash-sale items; run with `--ignored` then.
+/// `starts_at` = i64::MIN once overflowed `ends - starts` in `flash_sale::create_sale` (a 500 in
+/// debug builds; in release it wrapped and the sale was accepted).
 #[tokio::test]
-#[ignore = "flash_sale::create_sale: `ends - starts` overflows; fixed with the flash-sale time validation"]
 async fn extreme_times_for_a_new_flash_sale_get_prompt_answers_below_500() {
     let app = TestApp::spawn().await;
     let w = world(&app).await;
