@@ -95,21 +95,24 @@ macro_rules! impl_flash_attempt_store {
             }
 
             async fn record_flash_attempt(&self, a: &$crate::FlashReservation) -> $crate::StoreResult<()> {
-                sqlx::query(concat!(
-                    "INSERT INTO flash_attempts (id, sale_id, user_id, quantity, idempotency_key, state, \
-                     created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    $keep_existing
-                ))
-                .bind(a.id)
-                .bind(a.sale_id.get())
-                .bind(a.user_id.get())
-                .bind(a.quantity)
-                .bind(a.idempotency_key.as_deref())
-                .bind(a.created_at_ms)
-                .bind($crate::now_ms())
-                .execute(self.writer()?)
-                .await?;
-                Ok(())
+                $crate::retry_deadlocks(|| async {
+                    sqlx::query(concat!(
+                        "INSERT INTO flash_attempts (id, sale_id, user_id, quantity, idempotency_key, state, \
+                         created_at_ms, updated_at_ms) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                        $keep_existing
+                    ))
+                    .bind(a.id)
+                    .bind(a.sale_id.get())
+                    .bind(a.user_id.get())
+                    .bind(a.quantity)
+                    .bind(a.idempotency_key.as_deref())
+                    .bind(a.created_at_ms)
+                    .bind($crate::now_ms())
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn flash_attempt(&self, id: i64) -> $crate::StoreResult<Option<$crate::FlashAttempt>> {
@@ -124,15 +127,18 @@ macro_rules! impl_flash_attempt_store {
             }
 
             async fn settle_flash_attempt(&self, id: i64, state: $crate::AttemptState) -> $crate::StoreResult<bool> {
-                let done = sqlx::query(
-                    "UPDATE flash_attempts SET state = ?, updated_at_ms = ? WHERE id = ? AND state = 'pending'",
-                )
-                .bind(state.as_str())
-                .bind($crate::now_ms())
-                .bind(id)
-                .execute(self.writer()?)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                $crate::retry_deadlocks(|| async {
+                    let done = sqlx::query(
+                        "UPDATE flash_attempts SET state = ?, updated_at_ms = ? WHERE id = ? AND state = 'pending'",
+                    )
+                    .bind(state.as_str())
+                    .bind($crate::now_ms())
+                    .bind(id)
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn pending_flash_attempts(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::FlashReservation>> {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::{LedgerError, ReserveError, StoreError, WithdrawRefusal};
+use crate::{LedgerError, ReserveError, SqlReserveRefusal, StoreError, WithdrawRefusal};
 
 /// How many attempts a contended transaction gets in all.
 const ATTEMPTS: u32 = 8;
@@ -38,6 +38,12 @@ impl Retryable for LedgerError {
 impl Retryable for ReserveError {
     fn is_retryable(&self) -> bool {
         matches!(self, ReserveError::Store(e) if e.is_retryable())
+    }
+}
+
+impl Retryable for SqlReserveRefusal {
+    fn is_retryable(&self) -> bool {
+        matches!(self, SqlReserveRefusal::Store(e) if e.is_retryable())
     }
 }
 

@@ -74,65 +74,68 @@ macro_rules! impl_flash_store {
         #[async_trait::async_trait]
         impl $crate::FlashSaleStore for $store {
             async fn create_sale(&self, new: $crate::NewFlashSale) -> $crate::StoreResult<$crate::FlashSale> {
-                let now = $crate::now_ms();
-                let mut tx = self.writer()?.begin().await?;
-                let carved = sqlx::query(
-                    "UPDATE inventory SET available = available - ?, version = version + 1, updated_at_ms = ? \
-                     WHERE product_id = ? AND available >= ? \
-                     AND product_id IN (SELECT id FROM products WHERE merchant_id = ?)",
-                )
-                .bind(new.stock)
-                .bind(now)
-                .bind(new.product_id.get())
-                .bind(new.stock)
-                .bind(new.merchant_id.get())
-                .execute(&mut *tx)
-                .await?;
-                if carved.rows_affected() != 1 {
-                    let owned: Option<i64> =
-                        sqlx::query_scalar("SELECT id FROM products WHERE id = ? AND merchant_id = ?")
-                            .bind(new.product_id.get())
-                            .bind(new.merchant_id.get())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    return Err(match owned {
-                        Some(_) => $crate::StoreError::ConditionFailed("stock"),
-                        None => $crate::StoreError::NotFound("product"),
-                    });
-                }
-                sqlx::query(
-                    "INSERT INTO flash_sales (id, merchant_id, product_id, sale_price_minor, stock, remaining, \
-                     per_user_limit, starts_at_ms, ends_at_ms, require_token, state, returned_units, created_at_ms) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', 0, ?)",
-                )
-                .bind(new.id.get())
-                .bind(new.merchant_id.get())
-                .bind(new.product_id.get())
-                .bind(new.sale_price.minor())
-                .bind(new.stock)
-                .bind(new.stock)
-                .bind(new.per_user_limit)
-                .bind(new.starts_at_ms)
-                .bind(new.ends_at_ms)
-                .bind(i64::from(new.require_token))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok($crate::FlashSale {
-                    id: new.id,
-                    merchant_id: new.merchant_id,
-                    product_id: new.product_id,
-                    sale_price: new.sale_price,
-                    stock: new.stock,
-                    per_user_limit: new.per_user_limit,
-                    starts_at_ms: new.starts_at_ms,
-                    ends_at_ms: new.ends_at_ms,
-                    require_token: new.require_token,
-                    state: $crate::SaleState::Open,
-                    returned_units: 0,
-                    created_at_ms: now,
+                $crate::retry_deadlocks(|| async {
+                    let now = $crate::now_ms();
+                    let mut tx = self.writer()?.begin().await?;
+                    let carved = sqlx::query(
+                        "UPDATE inventory SET available = available - ?, version = version + 1, updated_at_ms = ? \
+                         WHERE product_id = ? AND available >= ? \
+                         AND product_id IN (SELECT id FROM products WHERE merchant_id = ?)",
+                    )
+                    .bind(new.stock)
+                    .bind(now)
+                    .bind(new.product_id.get())
+                    .bind(new.stock)
+                    .bind(new.merchant_id.get())
+                    .execute(&mut *tx)
+                    .await?;
+                    if carved.rows_affected() != 1 {
+                        let owned: Option<i64> =
+                            sqlx::query_scalar("SELECT id FROM products WHERE id = ? AND merchant_id = ?")
+                                .bind(new.product_id.get())
+                                .bind(new.merchant_id.get())
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        return Err(match owned {
+                            Some(_) => $crate::StoreError::ConditionFailed("stock"),
+                            None => $crate::StoreError::NotFound("product"),
+                        });
+                    }
+                    sqlx::query(
+                        "INSERT INTO flash_sales (id, merchant_id, product_id, sale_price_minor, stock, remaining, \
+                         per_user_limit, starts_at_ms, ends_at_ms, require_token, state, returned_units, created_at_ms) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', 0, ?)",
+                    )
+                    .bind(new.id.get())
+                    .bind(new.merchant_id.get())
+                    .bind(new.product_id.get())
+                    .bind(new.sale_price.minor())
+                    .bind(new.stock)
+                    .bind(new.stock)
+                    .bind(new.per_user_limit)
+                    .bind(new.starts_at_ms)
+                    .bind(new.ends_at_ms)
+                    .bind(i64::from(new.require_token))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok($crate::FlashSale {
+                        id: new.id,
+                        merchant_id: new.merchant_id,
+                        product_id: new.product_id,
+                        sale_price: new.sale_price,
+                        stock: new.stock,
+                        per_user_limit: new.per_user_limit,
+                        starts_at_ms: new.starts_at_ms,
+                        ends_at_ms: new.ends_at_ms,
+                        require_token: new.require_token,
+                        state: $crate::SaleState::Open,
+                        returned_units: 0,
+                        created_at_ms: now,
+                    })
                 })
+                .await
             }
 
             async fn flash_sale(&self, id: flashback_core::SaleId) -> $crate::StoreResult<Option<$crate::FlashSale>> {
@@ -190,32 +193,35 @@ macro_rules! impl_flash_store {
             }
 
             async fn insert_reservations(&self, rows: &[$crate::FlashReservation]) -> $crate::StoreResult<()> {
-                if rows.is_empty() {
-                    return Ok(());
-                }
-                let mut tx = self.writer()?.begin().await?;
-                // Bounded statements: SQLite allows at most 32,766 parameters per statement.
-                for chunk in rows.chunks(1_000) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, updated_at_ms, \
-                         idempotency_key) ",
-                    );
-                    q.push_values(chunk, |mut b, r| {
-                        b.push_bind(r.id)
-                            .push_bind(r.sale_id.get())
-                            .push_bind(r.user_id.get())
-                            .push_bind(r.quantity)
-                            .push_bind(r.status.as_str())
-                            .push_bind(r.order_id.map(flashback_core::OrderId::get))
-                            .push_bind(r.created_at_ms)
-                            .push_bind(r.created_at_ms)
-                            .push_bind(r.idempotency_key.as_deref());
-                    });
-                    q.push($keep_existing);
-                    q.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                $crate::retry_deadlocks(|| async {
+                    if rows.is_empty() {
+                        return Ok(());
+                    }
+                    let mut tx = self.writer()?.begin().await?;
+                    // Bounded statements: SQLite allows at most 32,766 parameters per statement.
+                    for chunk in rows.chunks(1_000) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, updated_at_ms, \
+                             idempotency_key) ",
+                        );
+                        q.push_values(chunk, |mut b, r| {
+                            b.push_bind(r.id)
+                                .push_bind(r.sale_id.get())
+                                .push_bind(r.user_id.get())
+                                .push_bind(r.quantity)
+                                .push_bind(r.status.as_str())
+                                .push_bind(r.order_id.map(flashback_core::OrderId::get))
+                                .push_bind(r.created_at_ms)
+                                .push_bind(r.created_at_ms)
+                                .push_bind(r.idempotency_key.as_deref());
+                        });
+                        q.push($keep_existing);
+                        q.build().execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn flash_reservation(&self, id: i64) -> $crate::StoreResult<Option<$crate::FlashReservation>> {
@@ -255,75 +261,78 @@ macro_rules! impl_flash_store {
                 per_user_limit: i64,
                 now_ms: i64,
             ) -> Result<Option<$crate::FlashReservation>, $crate::SqlReserveRefusal> {
-                let mut tx = self.writer()?.begin().await?;
-                let taken = sqlx::query(
-                    "UPDATE flash_sales SET remaining = remaining - ? WHERE id = ? AND state = 'open' \
-                     AND remaining >= ? AND starts_at_ms <= ? AND ends_at_ms > ?",
-                )
-                .bind(r.quantity)
-                .bind(r.sale_id.get())
-                .bind(r.quantity)
-                .bind(now_ms)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(key) = &r.idempotency_key {
-                    // Read after the sale row's lock is ours: a reserve of this sale with the
-                    // same key that went first has committed by now, and is seen.
-                    let earlier = Self::flash_by_key(&mut *tx, r.user_id, key).await?;
-                    if earlier.is_some() {
-                        tx.rollback().await?;
-                        return Ok(earlier);
+                $crate::retry_deadlocks(|| async {
+                    let mut tx = self.writer()?.begin().await?;
+                    let taken = sqlx::query(
+                        "UPDATE flash_sales SET remaining = remaining - ? WHERE id = ? AND state = 'open' \
+                         AND remaining >= ? AND starts_at_ms <= ? AND ends_at_ms > ?",
+                    )
+                    .bind(r.quantity)
+                    .bind(r.sale_id.get())
+                    .bind(r.quantity)
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(key) = &r.idempotency_key {
+                        // Read after the sale row's lock is ours: a reserve of this sale with the
+                        // same key that went first has committed by now, and is seen.
+                        let earlier = Self::flash_by_key(&mut *tx, r.user_id, key).await?;
+                        if earlier.is_some() {
+                            tx.rollback().await?;
+                            return Ok(earlier);
+                        }
                     }
-                }
-                if taken.rows_affected() != 1 {
-                    tx.rollback().await?;
-                    return Err($crate::SqlReserveRefusal::SoldOut);
-                }
-                // Every reserve of this sale holds the sale row's lock from here to commit, so
-                // this sum cannot change under us.
-                let held: i64 = sqlx::query_scalar(
-                    "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM flash_reservations \
-                     WHERE sale_id = ? AND user_id = ? AND state <> 'released'",
-                )
-                .bind(r.sale_id.get())
-                .bind(r.user_id.get())
-                .fetch_one(&mut *tx)
-                .await?;
-                if held.checked_add(r.quantity).is_none_or(|total| total > per_user_limit) {
-                    // Undoes the decrement in the same transaction: it is never visible.
-                    tx.rollback().await?;
-                    return Err($crate::SqlReserveRefusal::LimitReached);
-                }
-                let inserted = sqlx::query(
-                    "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, \
-                     updated_at_ms, idempotency_key) VALUES (?, ?, ?, ?, 'reserved', NULL, ?, ?, ?)",
-                )
-                .bind(r.id)
-                .bind(r.sale_id.get())
-                .bind(r.user_id.get())
-                .bind(r.quantity)
-                .bind(r.created_at_ms)
-                .bind(r.created_at_ms)
-                .bind(r.idempotency_key.as_deref())
-                .execute(&mut *tx)
-                .await;
-                match inserted {
-                    Ok(_) => {}
-                    Err(e) if r.idempotency_key.is_some() && e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
-                        // The same key, reserved at once for another sale: that one stands.
+                    if taken.rows_affected() != 1 {
                         tx.rollback().await?;
-                        let key = r.idempotency_key.as_deref().unwrap_or_default();
-                        let earlier = Self::flash_by_key(self.writer()?, r.user_id, key).await?;
-                        return match earlier {
-                            Some(e) => Ok(Some(e)),
-                            None => Err($crate::SqlReserveRefusal::Store($crate::StoreError::Conflict("idempotency_key"))),
-                        };
+                        return Err($crate::SqlReserveRefusal::SoldOut);
                     }
-                    Err(e) => return Err(e.into()),
-                }
-                tx.commit().await?;
-                Ok(None)
+                    // Every reserve of this sale holds the sale row's lock from here to commit, so
+                    // this sum cannot change under us.
+                    let held: i64 = sqlx::query_scalar(
+                        "SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) FROM flash_reservations \
+                         WHERE sale_id = ? AND user_id = ? AND state <> 'released'",
+                    )
+                    .bind(r.sale_id.get())
+                    .bind(r.user_id.get())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if held.checked_add(r.quantity).is_none_or(|total| total > per_user_limit) {
+                        // Undoes the decrement in the same transaction: it is never visible.
+                        tx.rollback().await?;
+                        return Err($crate::SqlReserveRefusal::LimitReached);
+                    }
+                    let inserted = sqlx::query(
+                        "INSERT INTO flash_reservations (id, sale_id, user_id, quantity, state, order_id, created_at_ms, \
+                         updated_at_ms, idempotency_key) VALUES (?, ?, ?, ?, 'reserved', NULL, ?, ?, ?)",
+                    )
+                    .bind(r.id)
+                    .bind(r.sale_id.get())
+                    .bind(r.user_id.get())
+                    .bind(r.quantity)
+                    .bind(r.created_at_ms)
+                    .bind(r.created_at_ms)
+                    .bind(r.idempotency_key.as_deref())
+                    .execute(&mut *tx)
+                    .await;
+                    match inserted {
+                        Ok(_) => {}
+                        Err(e) if r.idempotency_key.is_some() && e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+                            // The same key, reserved at once for another sale: that one stands.
+                            tx.rollback().await?;
+                            let key = r.idempotency_key.as_deref().unwrap_or_default();
+                            let earlier = Self::flash_by_key(self.writer()?, r.user_id, key).await?;
+                            return match earlier {
+                                Some(e) => Ok(Some(e)),
+                                None => Err($crate::SqlReserveRefusal::Store($crate::StoreError::Conflict("idempotency_key"))),
+                            };
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    tx.commit().await?;
+                    Ok(None)
+                })
+                .await
             }
 
             async fn reservations_to_order(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::FlashReservation>> {
@@ -342,90 +351,99 @@ macro_rules! impl_flash_store {
                 id: i64,
                 order: flashback_core::OrderId,
             ) -> $crate::StoreResult<bool> {
-                let done = sqlx::query(
-                    "UPDATE flash_reservations SET state = 'ordered', order_id = ?, updated_at_ms = ? \
-                     WHERE id = ? AND state = 'reserved'",
-                )
-                .bind(order.get())
-                .bind($crate::now_ms())
-                .bind(id)
-                .execute(self.writer()?)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                $crate::retry_deadlocks(|| async {
+                    let done = sqlx::query(
+                        "UPDATE flash_reservations SET state = 'ordered', order_id = ?, updated_at_ms = ? \
+                         WHERE id = ? AND state = 'reserved'",
+                    )
+                    .bind(order.get())
+                    .bind($crate::now_ms())
+                    .bind(id)
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn mark_reservations_ordered(
                 &self,
                 made: &[(i64, flashback_core::OrderId)],
             ) -> $crate::StoreResult<u64> {
-                if made.is_empty() {
-                    return Ok(0);
-                }
-                let now = $crate::now_ms();
-                let mut tx = self.writer()?.begin().await?;
-                let mut marked = 0;
-                for (id, order) in made {
-                    marked += sqlx::query(
-                        "UPDATE flash_reservations SET state = 'ordered', order_id = ?, updated_at_ms = ? \
-                         WHERE id = ? AND state = 'reserved'",
-                    )
-                    .bind(order.get())
-                    .bind(now)
-                    .bind(*id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                }
-                tx.commit().await?;
-                Ok(marked)
+                $crate::retry_deadlocks(|| async {
+                    if made.is_empty() {
+                        return Ok(0);
+                    }
+                    let now = $crate::now_ms();
+                    let mut tx = self.writer()?.begin().await?;
+                    let mut marked = 0;
+                    for (id, order) in made {
+                        marked += sqlx::query(
+                            "UPDATE flash_reservations SET state = 'ordered', order_id = ?, updated_at_ms = ? \
+                             WHERE id = ? AND state = 'reserved'",
+                        )
+                        .bind(order.get())
+                        .bind(now)
+                        .bind(*id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    }
+                    tx.commit().await?;
+                    Ok(marked)
+                })
+                .await
             }
 
             async fn release_reservation(&self, id: i64) -> $crate::StoreResult<Option<$crate::FlashReservation>> {
-                let now = $crate::now_ms();
-                let mut tx = self.writer()?.begin().await?;
-                let row: Option<$crate::sql_flash::ReservationRow> = sqlx::query_as(
-                    "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms, CAST(idempotency_key AS CHAR) FROM flash_reservations WHERE id = ?",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(r) = row.map($crate::sql_flash::reservation).transpose()? else { return Ok(None) };
-                let moved = sqlx::query(
-                    "UPDATE flash_reservations SET state = 'released', updated_at_ms = ? WHERE id = ? AND state <> 'released'",
-                )
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                if moved.rows_affected() != 1 {
-                    return Ok(None);
-                }
-                let to_sale = sqlx::query(
-                    "UPDATE flash_sales SET remaining = remaining + ? WHERE id = ? AND state = 'open'",
-                )
-                .bind(r.quantity)
-                .bind(r.sale_id.get())
-                .execute(&mut *tx)
-                .await?;
-                if to_sale.rows_affected() == 0 {
-                    // The sale has ended: the units go back to the product, counted as returned.
-                    sqlx::query("UPDATE flash_sales SET returned_units = returned_units + ? WHERE id = ?")
-                        .bind(r.quantity)
-                        .bind(r.sale_id.get())
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(
-                        "UPDATE inventory SET available = available + ?, version = version + 1, updated_at_ms = ? \
-                         WHERE product_id = (SELECT product_id FROM flash_sales WHERE id = ?)",
+                $crate::retry_deadlocks(|| async {
+                    let now = $crate::now_ms();
+                    let mut tx = self.writer()?.begin().await?;
+                    let row: Option<$crate::sql_flash::ReservationRow> = sqlx::query_as(
+                        "SELECT id, sale_id, user_id, quantity, state, order_id, created_at_ms, CAST(idempotency_key AS CHAR) FROM flash_reservations WHERE id = ?",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(r) = row.map($crate::sql_flash::reservation).transpose()? else { return Ok(None) };
+                    let moved = sqlx::query(
+                        "UPDATE flash_reservations SET state = 'released', updated_at_ms = ? WHERE id = ? AND state <> 'released'",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if moved.rows_affected() != 1 {
+                        return Ok(None);
+                    }
+                    let to_sale = sqlx::query(
+                        "UPDATE flash_sales SET remaining = remaining + ? WHERE id = ? AND state = 'open'",
                     )
                     .bind(r.quantity)
-                    .bind(now)
                     .bind(r.sale_id.get())
                     .execute(&mut *tx)
                     .await?;
-                }
-                tx.commit().await?;
-                Ok(Some(r))
+                    if to_sale.rows_affected() == 0 {
+                        // The sale has ended: the units go back to the product, counted as returned.
+                        sqlx::query("UPDATE flash_sales SET returned_units = returned_units + ? WHERE id = ?")
+                            .bind(r.quantity)
+                            .bind(r.sale_id.get())
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query(
+                            "UPDATE inventory SET available = available + ?, version = version + 1, updated_at_ms = ? \
+                             WHERE product_id = (SELECT product_id FROM flash_sales WHERE id = ?)",
+                        )
+                        .bind(r.quantity)
+                        .bind(now)
+                        .bind(r.sale_id.get())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(Some(r))
+                })
+                .await
             }
 
             async fn sale_reservations(
