@@ -20,7 +20,6 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use utoipa::IntoParams;
 
 use super::payments::{Notification, PaymentProvider, ProviderPayment, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 use super::{TradeError, now_ms};
@@ -129,11 +128,10 @@ impl PaymentProvider for SimulatedProvider {
 }
 
 /// The pay link's signature.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PayLink {
     /// The signature the pay link carries (hex).
-    #[param(max_length = 64)]
     pub sig: Option<String>,
 }
 
@@ -141,7 +139,8 @@ pub struct PayLink {
 /// payment, which makes the provider send its signed notification to us. Mounted only while
 /// `trade.payment_provider = "simulated"`.
 #[utoipa::path(post, path = "/api/v1/payments/simulated/{payment_id}/complete", tag = "trade",
-    params(("payment_id" = String, Path, description = "Simulated payment id"), PayLink),
+    params(("payment_id" = String, Path, description = "Simulated payment id"),
+        ("sig" = Option<String>, Query, description = "The pay link's signature (hex)")),
     responses((status = 202, description = "the provider will notify"),
         (status = 403, body = Problem, description = "the link's signature is missing or wrong"),
         (status = 404, body = Problem)))]
