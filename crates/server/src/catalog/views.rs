@@ -92,14 +92,18 @@ pub struct ProductPage {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this category.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub category_id: Option<String>,
     /// Only this merchant.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub merchant_id: Option<String>,
     /// `on_shelf` or `off_shelf` (own listing only).
+    #[param(pattern = "^(on_shelf|off_shelf)$")]
     pub status: Option<String>,
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 

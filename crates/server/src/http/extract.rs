@@ -47,7 +47,8 @@ fn json_problem(rejection: &JsonRejection) -> Problem {
     }
 }
 
-/// Query string; 400 `invalid_query` naming the parameter.
+/// Query string; 400 `invalid_query` naming the parameter. A parameter sent empty (`?cursor=`,
+/// as HTML forms send a field left blank) counts as not sent.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
 
@@ -58,12 +59,16 @@ where
 {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|q| Query(q.0)).map_err(
-            |e: QueryRejection| {
-                Problem::bad_request("invalid_query", e.body_text().replace("Failed to deserialize query string: ", ""))
-            },
-        )
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or("");
+        let given = raw.split('&').filter(|pair| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty()));
+        let query = given.collect::<Vec<_>>().join("&");
+        let uri: axum::http::Uri = format!("/?{query}")
+            .parse()
+            .map_err(|_| Problem::bad_request("invalid_query", "the query string is malformed"))?;
+        axum::extract::Query::<T>::try_from_uri(&uri).map(|q| Query(q.0)).map_err(|e: QueryRejection| {
+            Problem::bad_request("invalid_query", e.body_text().replace("Failed to deserialize query string: ", ""))
+        })
     }
 }
 

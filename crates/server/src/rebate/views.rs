@@ -11,6 +11,7 @@ pub struct RebateQuery {
     /// From the previous page.
     pub cursor: Option<String>,
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 

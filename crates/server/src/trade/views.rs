@@ -115,6 +115,7 @@ pub struct OrderPage {
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
     /// Only this state.
+    #[param(pattern = "^(pending_payment|paid|shipped|completed|cancelled|refunded)$")]
     pub state: Option<String>,
     /// Placed at or after this time (RFC 3339 or Unix milliseconds).
     pub from: Option<String>,
@@ -123,6 +124,7 @@ pub struct OrderQuery {
     /// From a previous page's `next_cursor`.
     pub cursor: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 

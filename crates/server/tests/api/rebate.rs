@@ -599,6 +599,9 @@ async fn withdrawal_pages(app: &TestApp, token: &str, admin: &str, all: &Value) 
     let page: Vec<&Value> = second["items"].as_array().unwrap().iter().map(|w| &w["id"]).collect();
     assert_eq!(page, ids[3..]);
     assert!(second["next_cursor"].is_null());
+    // A parameter sent empty, as a form sends a blank field, is as if not sent.
+    let blank: Value = app.get_as("/api/v1/me/withdrawals?cursor=&state=&limit=", token).await.json().await.unwrap();
+    assert_eq!(blank["items"], all["items"]);
     for bad in ["cursor=abc", "cursor=-5", "limit=0", "limit=101", "state=lost", "before=1"] {
         let res = app.get_as(&format!("/api/v1/me/withdrawals?{bad}"), token).await;
         assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{bad}");
