@@ -484,6 +484,8 @@ macro_rules! impl_order_shard {
                 new: $crate::NewOrder,
                 ids: $crate::WriteIds,
             ) -> $crate::StoreResult<$crate::Created> {
+                // Each attempt answers the earlier order a key names, or `None` once it wrote
+                // this one, which is handed back (moved) after the attempts.
                 $crate::retry_deadlocks(|| async {
                     let o = &new.order;
                     let mut tx = self.writer()?.begin().await?;

@@ -61,12 +61,19 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let raw = parts.uri.query().unwrap_or("");
-        let given = raw.split('&').filter(|pair| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty()));
-        let query = given.collect::<Vec<_>>().join("&");
-        let uri: axum::http::Uri = format!("/?{query}")
-            .parse()
-            .map_err(|_| Problem::bad_request("invalid_query", "the query string is malformed"))?;
-        axum::extract::Query::<T>::try_from_uri(&uri).map(|q| Query(q.0)).map_err(|e: QueryRejection| {
+        let sent = |pair: &&str| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty());
+        // Rebuilt only when something was sent blank; most queries are read as they came.
+        let rebuilt;
+        let uri = if raw.is_empty() || raw.split('&').all(|pair| sent(&pair)) {
+            &parts.uri
+        } else {
+            let query = raw.split('&').filter(sent).collect::<Vec<_>>().join("&");
+            rebuilt = format!("/?{query}")
+                .parse::<axum::http::Uri>()
+                .map_err(|_| Problem::bad_request("invalid_query", "the query string is malformed"))?;
+            &rebuilt
+        };
+        axum::extract::Query::<T>::try_from_uri(uri).map(|q| Query(q.0)).map_err(|e: QueryRejection| {
             Problem::bad_request("invalid_query", e.body_text().replace("Failed to deserialize query string: ", ""))
         })
     }
