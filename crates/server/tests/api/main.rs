@@ -8,6 +8,7 @@ mod helpers;
 mod affiliate;
 mod analytics;
 mod analytics_edges;
+mod api_table;
 mod auth;
 mod backup;
 mod backup_scaled;
