@@ -218,20 +218,20 @@ pub trait RebateStore: Send + Sync {
     /// The stored rows among `keys` of one source (any order; absent keys are left out), as
     /// last committed: a read connection may answer while a write is in progress.
     async fn rebate_orders_by_keys(&self, source: &str, keys: &[String]) -> StoreResult<Vec<RebateOrder>>;
-    /// The rows `user` is paid from, as their list holds them (`rebate_list`): newest first by
-    /// when each became theirs (a row joins the lists of its buyer and their inviters when it
-    /// first has a buyer), after the entry `after` when given. A cursor that is not one of the
-    /// user's entries gives nothing.
+    /// A user's rows as their list holds them: the most recent to get this buyer first (a
+    /// row joins its buyer's list when it is first reported or claimed for them), after the
+    /// row `before` (source, line key) when given. A cursor that is not one of the user's rows
+    /// gives nothing.
     async fn rebates_of(
         &self,
         user: UserId,
-        after: Option<&crate::RebateCursor>,
+        before: Option<(String, String)>,
         limit: u32,
-    ) -> StoreResult<Vec<crate::ListedRebate>>;
+    ) -> StoreResult<Vec<RebateOrder>>;
     /// What is wrong with the users' lists of rebate rows (for `flashback audit ledger`):
-    /// each list's entries must be numbered 1 to the last number it gave; the rows a user
-    /// bought must form one chain, each linked to the one they bought before, from the head;
-    /// their shares must be exactly the rows naming them as inviter or inviter's inviter.
+    /// each user's rows must be numbered 1 to the count their list records, each linked to
+    /// the one numbered before it with the same buyer, the head the last; rows without a buyer
+    /// are in no list. Together: one unbroken list per user holding every row they bought.
     async fn rebate_list_breaks(&self) -> StoreResult<Vec<String>>;
     /// Settled rows whose hold has passed at `now_ms`, oldest first.
     async fn rebates_due(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<RebateOrder>>;

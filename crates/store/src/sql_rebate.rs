@@ -46,6 +46,62 @@ pub(crate) const UPDATE_JOINING: &str = concat!(
      WHERE source = ? AND line_key = ? AND version = ? AND user_id IS NULL"
 );
 
+/// One user's list of rebate rows as it stands: how many, and the newest (source, line key).
+/// Rows join a list once, when they first have a buyer; `rebates_of` walks it back from the
+/// head, and the audit checks it is one unbroken list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct RowList {
+    pub(crate) count: i64,
+    pub(crate) head: Option<(String, String)>,
+}
+
+impl RowList {
+    pub(crate) fn of(count: i64, source: Option<String>, line_key: Option<String>) -> Self {
+        Self { count, head: source.zip(line_key) }
+    }
+
+    /// Puts a row at the head: its number in the list and the row before it.
+    pub(crate) fn push(&mut self, source: &str, line_key: &str) -> (i64, Option<(String, String)>) {
+        self.count += 1;
+        (self.count, self.head.replace((source.to_owned(), line_key.to_owned())))
+    }
+}
+
+/// A row's place in its buyer's list: (source, line key, its number, the row before it).
+pub(crate) type Listed = (String, String, i64, Option<(String, String)>);
+
+/// Rows joining their buyers' lists, in the order they were written, with the lists as they
+/// stood: what each row's link is and where each list ends up.
+pub(crate) fn join(joined: &[(&str, &str, i64)], lists: &mut std::collections::HashMap<i64, RowList>) -> Vec<Listed> {
+    joined
+        .iter()
+        .map(|(source, key, user)| {
+            let (no, prev) = lists.entry(*user).or_default().push(source, key);
+            ((*source).to_owned(), (*key).to_owned(), no, prev)
+        })
+        .collect()
+}
+
+/// The JSON parameters of the list statements: each joined row's link
+/// `[[source, line_key, no, prev_source, prev_line_key], …]` and each list's new head
+/// `[[user, count, source, line_key], …]`.
+pub(crate) fn lists_json(
+    links: &[Listed],
+    lists: &std::collections::HashMap<i64, RowList>,
+) -> Result<(String, String), StoreError> {
+    let links: Vec<serde_json::Value> = links
+        .iter()
+        .map(|(s, k, n, prev)| {
+            let (ps, pk) = prev.as_ref().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
+            serde_json::json!([s, k, n, ps, pk])
+        })
+        .collect();
+    let heads: Vec<(i64, i64, &str, &str)> =
+        lists.iter().filter_map(|(u, l)| l.head.as_ref().map(|(s, k)| (*u, l.count, s.as_str(), k.as_str()))).collect();
+    let json = |v: serde_json::Result<String>| v.map_err(|e| corrupt(format!("rebate lists: {e}")));
+    Ok((json(serde_json::to_string(&links))?, json(serde_json::to_string(&heads))?))
+}
+
 /// What writing one row did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Wrote {
@@ -136,47 +192,6 @@ impl TryFrom<OrderRow> for RebateOrder {
         })
     }
 }
-
-/// A row of a user's list as [`LIST_PAGE`] reads it.
-#[derive(sqlx::FromRow)]
-pub(crate) struct ListedRow {
-    #[sqlx(flatten)]
-    row: OrderRow,
-    entry_no: i64,
-    entry_role: String,
-}
-
-impl TryFrom<ListedRow> for crate::ListedRebate {
-    type Error = StoreError;
-    fn try_from(r: ListedRow) -> Result<Self, StoreError> {
-        let role = crate::RebateRole::parse(&r.entry_role)
-            .ok_or_else(|| StoreError::Corrupt { table: "rebate_shares", reason: format!("role {}", r.entry_role) })?;
-        Ok(Self { no: r.entry_no, role, row: r.row.try_into()? })
-    }
-}
-
-/// A page of a user's list, newest first: the rows they bought, walked back from a start row
-/// (one primary-key read each), merged with their shares by number. Binds: the start row's
-/// source and line key, the page's length, the user and the number the page stays below; the
-/// user, that number and the length again; the length.
-pub(crate) static LIST_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH RECURSIVE list (s, k, n) AS (SELECT source, line_key, CAST(1 AS SIGNED) FROM rebate_orders \
-             WHERE source = ? AND line_key = ? \
-             UNION ALL \
-             SELECT r.prev_source, r.prev_line_key, l.n + 1 FROM list l \
-             JOIN rebate_orders r ON r.source = l.s AND r.line_key = l.k \
-             WHERE r.prev_line_key IS NOT NULL AND l.n < ?) \
-         SELECT {ORDER_COLUMNS}, r.list_no AS entry_no, 'buyer' AS entry_role \
-         FROM list l JOIN rebate_orders r ON r.source = l.s AND r.line_key = l.k \
-         WHERE r.user_id = ? AND r.list_no < ? \
-         UNION ALL \
-         SELECT {ORDER_COLUMNS}, e.no, e.role FROM (SELECT source AS es, line_key AS ek, list_no AS no, role \
-             FROM rebate_shares WHERE user_id = ? AND list_no < ? ORDER BY list_no DESC LIMIT ?) e \
-         JOIN rebate_orders r ON r.source = e.es AND r.line_key = e.ek \
-         ORDER BY entry_no DESC LIMIT ?"
-    )
-});
 
 pub(crate) fn profile(user_id: i64, tier: String, inviter: Option<i64>) -> Result<crate::RebateProfile, StoreError> {
     let bad = |e: flashback_core::ParseError| StoreError::Corrupt { table: "rebate_profiles", reason: e.to_string() };
@@ -375,41 +390,26 @@ macro_rules! impl_rebate_store {
                 })
             }
 
-            /// Puts rows that have just got their first buyer (in the order written) into the
-            /// lists of their buyers and inviters (`rebate_list`): locks the lists (creating those
-            /// absent), links each bought row to the one before it, writes the shares, moves the
-            /// lists on.
+            /// Puts rows that have just got their buyer (source, line key, buyer; in the order
+            /// written) at the heads of their buyers' lists: locks the lists (creating those
+            /// absent), links each row to the one before it, moves the heads.
             async fn join_lists_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                joining: &[&$crate::RebateOrder],
+                joining: &[(&str, &str, i64)],
             ) -> $crate::StoreResult<()> {
                 if joining.is_empty() {
                     return Ok(());
                 }
-                let users = serde_json::to_string(&$crate::rebate_list::members(joining))
+                // In user order, so that concurrent writers lock lists in the same order.
+                let users: std::collections::BTreeSet<i64> = joining.iter().map(|j| j.2).collect();
+                let users = serde_json::to_string(&users)
                     .map_err(|e| $crate::StoreError::Corrupt { table: "rebate_lists", reason: e.to_string() })?;
                 let found: Vec<(i64, i64, Option<String>, Option<String>)> =
                     sqlx::query_as($lock_lists).bind(users).fetch_all(&mut **tx).await?;
-                let mut lists: std::collections::HashMap<i64, $crate::rebate_list::RowList> =
-                    found.into_iter().map(|(u, n, s, k)| (u, $crate::rebate_list::RowList::of(n, s, k))).collect();
-                let (links, shares) = $crate::rebate_list::join(joining, &mut lists);
-                for chunk in shares.chunks(500) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO rebate_shares (user_id, list_no, source, line_key, role, head_source, head_line_key) ",
-                    );
-                    q.push_values(chunk, |mut b, s| {
-                        let (hs, hk) = s.head.as_ref().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
-                        b.push_bind(s.user)
-                            .push_bind(s.no)
-                            .push_bind(s.source.as_str())
-                            .push_bind(s.line_key.as_str())
-                            .push_bind(s.role.as_str())
-                            .push_bind(hs)
-                            .push_bind(hk);
-                    });
-                    q.build().execute(&mut **tx).await?;
-                }
-                let (links, heads) = $crate::rebate_list::lists_json(&links, &lists)?;
+                let mut lists: std::collections::HashMap<i64, $crate::sql_rebate::RowList> =
+                    found.into_iter().map(|(u, n, s, k)| (u, $crate::sql_rebate::RowList::of(n, s, k))).collect();
+                let links = $crate::sql_rebate::join(joining, &mut lists);
+                let (links, heads) = $crate::sql_rebate::lists_json(&links, &lists)?;
                 sqlx::query($set_links).bind(links).execute(&mut **tx).await?;
                 sqlx::query($set_lists).bind(heads).execute(&mut **tx).await?;
                 Ok(())
@@ -426,7 +426,7 @@ macro_rules! impl_rebate_store {
                 match Self::write_row_in(&mut tx, row, expected).await? {
                     Wrote::Nothing => return Ok($crate::Applied::Conflict),
                     Wrote::Row => {}
-                    Wrote::Joining(_) => Self::join_lists_in(&mut tx, &[row]).await?,
+                    Wrote::Joining(user) => Self::join_lists_in(&mut tx, &[(&row.source, &row.line_key, user)]).await?,
                 }
                 if let Some(txn) = txn {
                     Self::post_in(&mut tx, txn).await?;
@@ -611,72 +611,37 @@ macro_rules! impl_rebate_store {
             async fn rebates_of(
                 &self,
                 user: flashback_core::UserId,
-                after: Option<&$crate::RebateCursor>,
+                before: Option<(String, String)>,
                 limit: u32,
-            ) -> $crate::StoreResult<Vec<$crate::ListedRebate>> {
+            ) -> $crate::StoreResult<Vec<$crate::RebateOrder>> {
                 if limit == 0 {
                     return Ok(Vec::new());
                 }
-                let reader = self.reader()?;
-                type Key = (Option<String>, Option<String>);
-                // Where the rows they bought continue, and the numbers still to show. A cursor
-                // that is not one of the user's entries gives nothing.
-                let (start, below) = match after {
-                    None => {
-                        let head: Option<Key> = sqlx::query_as(
-                            "SELECT head_source, head_line_key FROM rebate_lists WHERE user_id = ?",
-                        )
-                        .bind(user.get())
-                        .fetch_optional(reader)
-                        .await?;
-                        (head.and_then(|(s, k)| s.zip(k)), i64::MAX)
-                    }
-                    Some(c) => {
-                        let share: Option<Key> = sqlx::query_as(
-                            "SELECT head_source, head_line_key FROM rebate_shares \
-                             WHERE user_id = ? AND list_no = ? AND source = ? AND line_key = ?",
-                        )
-                        .bind(user.get())
-                        .bind(c.no)
-                        .bind(&c.source)
-                        .bind(&c.line_key)
-                        .fetch_optional(reader)
-                        .await?;
-                        let bought = match share {
-                            Some(head) => Some(head),
-                            None => {
-                                sqlx::query_as(
-                                    "SELECT prev_source, prev_line_key FROM rebate_orders \
-                                     WHERE source = ? AND line_key = ? AND user_id = ? AND list_no = ?",
-                                )
-                                .bind(&c.source)
-                                .bind(&c.line_key)
-                                .bind(user.get())
-                                .bind(c.no)
-                                .fetch_optional(reader)
-                                .await?
-                            }
-                        };
-                        match bought {
-                            Some((s, k)) => (s.zip(k), c.no),
-                            None => return Ok(Vec::new()),
-                        }
-                    }
+                // Back along the user's list from its head, or from the row before the cursor's
+                // (which must be theirs), one primary-key read per row.
+                let start = match before {
+                    None => "SELECT head_source, head_line_key, CAST(1 AS SIGNED) FROM rebate_lists \
+                             WHERE user_id = ? AND head_line_key IS NOT NULL",
+                    Some(_) => "SELECT prev_source, prev_line_key, CAST(1 AS SIGNED) FROM rebate_orders \
+                                WHERE source = ? AND line_key = ? AND user_id = ? AND prev_line_key IS NOT NULL",
                 };
-                let (source, key) = start.unzip();
-                let rows: Vec<$crate::sql_rebate::ListedRow> = sqlx::query_as(&$crate::sql_rebate::LIST_PAGE)
-                    .bind(source)
-                    .bind(key)
-                    .bind(i64::from(limit))
-                    .bind(user.get())
-                    .bind(below)
-                    .bind(user.get())
-                    .bind(below)
-                    .bind(i64::from(limit))
-                    .bind(i64::from(limit))
-                    .fetch_all(reader)
-                    .await?;
-                rows.into_iter().map($crate::ListedRebate::try_from).collect()
+                let sql = format!(
+                    "WITH RECURSIVE list (s, k, n) AS ({start} \
+                         UNION ALL \
+                         SELECT r.prev_source, r.prev_line_key, l.n + 1 FROM list l \
+                         JOIN rebate_orders r ON r.source = l.s AND r.line_key = l.k \
+                         WHERE r.prev_line_key IS NOT NULL AND l.n < ?) \
+                     SELECT {} FROM list l JOIN rebate_orders r ON r.source = l.s AND r.line_key = l.k \
+                     WHERE r.user_id = ? ORDER BY l.n",
+                    $crate::sql_rebate::ORDER_COLUMNS
+                );
+                let mut q = sqlx::query_as::<_, $crate::sql_rebate::OrderRow>(&sql);
+                if let Some((source, key)) = before {
+                    q = q.bind(source).bind(key);
+                }
+                let rows =
+                    q.bind(user.get()).bind(i64::from(limit)).bind(user.get()).fetch_all(self.reader()?).await?;
+                rows.into_iter().map($crate::RebateOrder::try_from).collect()
             }
 
             async fn rebate_list_breaks(&self) -> $crate::StoreResult<Vec<String>> {
@@ -684,21 +649,61 @@ macro_rules! impl_rebate_store {
                 // One read transaction: a consistent snapshot on both backends.
                 let mut tx = self.writer()?.begin().await?;
                 let mut out = Vec::new();
-                let counts: Vec<(i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> =
-                    sqlx::query_as($crate::rebate_list::NUMBERING).bind(SHOWN).fetch_all(&mut *tx).await?;
+                let counts: Vec<(i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT l.user_id, l.listed, s.n, s.lo, s.hi, s.d FROM rebate_lists l LEFT JOIN \
+                     (SELECT user_id, COUNT(*) AS n, MIN(list_no) AS lo, MAX(list_no) AS hi, \
+                      COUNT(DISTINCT list_no) AS d FROM rebate_orders WHERE user_id IS NOT NULL GROUP BY user_id) s \
+                     ON s.user_id = l.user_id \
+                     WHERE COALESCE(s.n, 0) <> l.listed OR s.lo <> 1 OR s.hi <> s.n OR s.d <> s.n LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut *tx)
+                .await?;
                 for (user, listed, n, lo, hi, distinct) in counts {
                     out.push(format!(
-                        "user {user}: lists {listed} rebate entries; has {} numbered {}..{} ({} distinct)",
+                        "user {user}: lists {listed} rebate rows; has {} numbered {}..{} ({} distinct)",
                         n.unwrap_or(0),
                         lo.unwrap_or(0),
                         hi.unwrap_or(0),
                         distinct.unwrap_or(0)
                     ));
                 }
-                for (check, says) in $crate::rebate_list::CHECKS {
-                    let found: Vec<(Option<i64>, Option<String>, Option<String>)> =
-                        sqlx::query_as(check).bind(SHOWN).fetch_all(&mut *tx).await?;
-                    out.extend(found.into_iter().map(|(u, s, k)| $crate::rebate_list::describe(says, u, s, k)));
+                let unlisted: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT r.source, r.line_key FROM rebate_orders r \
+                     WHERE (r.user_id IS NULL AND (r.list_no IS NOT NULL OR r.prev_line_key IS NOT NULL)) \
+                     OR (r.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rebate_lists l WHERE l.user_id = r.user_id)) \
+                     LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (source, key) in unlisted {
+                    out.push(format!("rebate row {source}:{key}: its list is not its buyer's"));
+                }
+                let heads: Vec<i64> = sqlx::query_scalar(
+                    "SELECT l.user_id FROM rebate_lists l \
+                     LEFT JOIN rebate_orders r ON r.source = l.head_source AND r.line_key = l.head_line_key \
+                     WHERE (l.listed > 0 AND (r.source IS NULL OR r.user_id <> l.user_id OR r.list_no <> l.listed)) \
+                     OR (l.listed = 0 AND l.head_line_key IS NOT NULL) LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut *tx)
+                .await?;
+                for user in heads {
+                    out.push(format!("user {user}: the head of their rebate list is not their last row"));
+                }
+                let links: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT r.source, r.line_key FROM rebate_orders r \
+                     LEFT JOIN rebate_orders p ON p.source = r.prev_source AND p.line_key = r.prev_line_key \
+                     WHERE r.user_id IS NOT NULL AND ((r.list_no = 1 AND r.prev_line_key IS NOT NULL) \
+                     OR (r.list_no <> 1 AND (p.source IS NULL OR p.user_id <> r.user_id OR p.list_no <> r.list_no - 1))) \
+                     LIMIT ?",
+                )
+                .bind(SHOWN)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (source, key) in links {
+                    out.push(format!("rebate row {source}:{key}: not linked to the row before it in its buyer's list"));
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -942,8 +947,8 @@ macro_rules! impl_sqlx_rebate_batch {
                             None => $crate::sql_rebate::Wrote::Nothing,
                             Some(_) => Self::write_row_in(&mut tx, r, item.expected).await?,
                         };
-                        if let $crate::sql_rebate::Wrote::Joining(_) = wrote {
-                            joining.push(r);
+                        if let $crate::sql_rebate::Wrote::Joining(user) = wrote {
+                            joining.push((r.source.as_str(), r.line_key.as_str(), user));
                         }
                         if wrote == $crate::sql_rebate::Wrote::Nothing {
                             outcomes.push($crate::Applied::Conflict);

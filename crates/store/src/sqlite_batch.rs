@@ -21,8 +21,8 @@ use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
 use crate::ledger::{LedgerError, NewTxn, Posting};
-use crate::rebate_list::{RowList, inviters};
 use crate::sql_ledger::{Chain, changes_json, checked_unguarded, deltas, entry_rows, heads_json, link, returned_chain};
+use crate::sql_rebate::RowList;
 use crate::{Applied, RebateChange, RebateOrder, RebateReject, StoreError};
 
 /// Ledger entries per insert statement (eight values each; SQLite takes up to 32,766).
@@ -94,7 +94,7 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
                     push_place(&mut values, place.as_ref().map(|p| &p.1));
                     let n = insert.execute(params_from_iter(&values)).map_err(failed)?;
                     if let (1, Some((u, _))) = (n, place) {
-                        lists.push(u, r)?;
+                        lists.push(u, r);
                     }
                     n
                 }
@@ -124,7 +124,7 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
                                 values.extend(key);
                                 let n = joining.execute(params_from_iter(&values)).map_err(failed)?;
                                 if n == 1 {
-                                    lists.push(u, r)?;
+                                    lists.push(u, r);
                                 }
                                 n
                             }
@@ -159,11 +159,10 @@ fn push_place(values: &mut Vec<ToSqlOutput<'_>>, place: Option<&Place>) {
     ]);
 }
 
-/// The lists a batch changes (`rebate_list`), read when first needed and written back once at
-/// the end (the batch holds SQLite's write lock throughout).
+/// The buyers' lists a batch changes, read when first needed and written back once at the end
+/// (the batch holds SQLite's write lock throughout).
 struct Lists<'c> {
     read: rusqlite::Statement<'c>,
-    share: rusqlite::Statement<'c>,
     db: &'c Connection,
     lists: HashMap<i64, RowList>,
 }
@@ -173,13 +172,7 @@ impl<'c> Lists<'c> {
         let read = db
             .prepare("SELECT listed, head_source, head_line_key FROM rebate_lists WHERE user_id = ?")
             .map_err(failed)?;
-        let share = db
-            .prepare(
-                "INSERT INTO rebate_shares (user_id, list_no, source, line_key, role, head_source, head_line_key) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .map_err(failed)?;
-        Ok(Self { read, share, db, lists: HashMap::new() })
+        Ok(Self { read, db, lists: HashMap::new() })
     }
 
     fn list(&mut self, user: i64) -> Result<&mut RowList, LedgerError> {
@@ -200,18 +193,9 @@ impl<'c> Lists<'c> {
         Ok((list.count + 1, list.head.clone()))
     }
 
-    /// Puts a written row at the head of its buyer's list (read by [`Self::next`] just before)
-    /// and gives its inviters their shares.
-    fn push(&mut self, user: i64, row: &RebateOrder) -> Result<(), LedgerError> {
+    /// Puts a written row at the head of its buyer's list (read by [`Self::next`] just before).
+    fn push(&mut self, user: i64, row: &RebateOrder) {
         self.lists.entry(user).or_default().push(&row.source, &row.line_key);
-        for (inviter, role) in inviters(row) {
-            let (no, head) = self.list(inviter)?.share();
-            let (hs, hk) = head.unzip();
-            self.share
-                .execute(params![inviter, no, row.source, row.line_key, role.as_str(), hs, hk])
-                .map_err(failed)?;
-        }
-        Ok(())
     }
 
     fn save(self) -> Result<(), LedgerError> {
@@ -224,8 +208,7 @@ impl<'c> Lists<'c> {
             )
             .map_err(failed)?;
         for (user, list) in &self.lists {
-            if list.count > 0 {
-                let (source, key) = list.head.clone().unzip();
+            if let Some((source, key)) = &list.head {
                 upsert.execute(params![user, list.count, source, key]).map_err(failed)?;
             }
         }

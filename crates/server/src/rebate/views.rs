@@ -1,16 +1,14 @@
 //! Query parameters of the rebate routes.
 
-use flashback_store::RebateRole;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 /// Paging.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RebateQuery {
-    /// From the previous page (`next_cursor`).
-    #[param(pattern = r"^[1-9][0-9]{0,17}\.[^.]+\..+$")]
+    /// From the previous page.
     pub cursor: Option<String>,
     /// 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -24,23 +22,4 @@ pub struct RebateQuery {
 pub struct MonthQuery {
     /// `YYYY-MM` (Beijing time, as networks settle).
     pub month: String,
-}
-
-/// Whose share of a row a user is paid.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RoleName {
-    Buyer,
-    Inviter,
-    GrandInviter,
-}
-
-impl From<RebateRole> for RoleName {
-    fn from(r: RebateRole) -> Self {
-        match r {
-            RebateRole::Buyer => RoleName::Buyer,
-            RebateRole::Inviter => RoleName::Inviter,
-            RebateRole::GrandInviter => RoleName::GrandInviter,
-        }
-    }
 }
