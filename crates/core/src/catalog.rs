@@ -15,11 +15,12 @@ macro_rules! bounded_text {
         pub struct $name(String);
 
         impl $name {
-            /// Trims surrounding whitespace and checks the length in characters.
+            /// Trims surrounding whitespace and checks the length in characters (at most the
+            /// maximum as sent, at least the minimum once trimmed).
             pub fn parse(raw: &str) -> Result<Self, ParseError> {
                 let text = raw.trim();
                 let n = text.chars().count();
-                if !($min..=$max).contains(&n) {
+                if !($min..=$max).contains(&n) || raw.chars().count() > $max {
                     return Err(ParseError::new($field, concat!("must be ", $min, " to ", $max, " characters")));
                 }
                 if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
@@ -302,11 +303,12 @@ impl Regions {
 impl TryFrom<Vec<Region>> for Regions {
     type Error = ParseError;
     fn try_from(mut v: Vec<Region>) -> Result<Self, Self::Error> {
-        v.sort();
-        v.dedup();
+        // Counted as sent: the limit bounds the request, not only what is kept.
         if v.len() > Self::MAX {
             return Err(ParseError::new("regions", format!("at most {} regions", Self::MAX)));
         }
+        v.sort();
+        v.dedup();
         Ok(Self(v))
     }
 }

@@ -7,6 +7,10 @@
 //!   (`overloaded`, `timeout`, `store_unavailable`, `contention`); with a bearer token `401` and
 //!   `403`; with a body `413`, `415`, `422` and `408` (a body that stalls); with parameters `400`;
 //!   with an id in its path `404`.
+//! - An optional query parameter sent empty counts as not sent (`http::extract::Query`):
+//!   `allowEmptyValue`.
+//! - A `text/event-stream` answer is described event by event: each event an object whose
+//!   `data` is JSON of the schema the route names.
 
 use serde_json::{Map, Value, json};
 
@@ -46,6 +50,12 @@ fn shared_statuses(op: &Map<String, Value>, path_has_id: bool) -> Vec<(&'static 
 /// not list itself.
 fn finish_operation(op: &mut Map<String, Value>, path_has_id: bool) {
     let shared = shared_statuses(op, path_has_id);
+    for param in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
+        let required = param.get("required").and_then(Value::as_bool).unwrap_or(false);
+        if param.get("in").and_then(Value::as_str) == Some("query") && !required {
+            param["allowEmptyValue"] = Value::Bool(true);
+        }
+    }
     let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { return };
     for response in responses.values_mut() {
         let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) else { continue };
@@ -57,12 +67,29 @@ fn finish_operation(op: &mut Map<String, Value>, path_has_id: bool) {
         if is_problem && let Some(body) = content.remove("application/json") {
             content.insert(PROBLEM_TYPE.to_owned(), body);
         }
+        if let Some(schema) = content.get_mut("text/event-stream").and_then(|c| c.get_mut("schema")) {
+            *schema = event_schema(schema.take());
+        }
     }
     for (status, description) in shared {
         responses.entry(status).or_insert_with(
             || json!({"description": description, "content": {PROBLEM_TYPE: {"schema": {"$ref": PROBLEM_REF}}}}),
         );
     }
+}
+
+/// One Server-Sent Event whose `data` is JSON of `data`.
+fn event_schema(data: Value) -> Value {
+    json!({
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer", "minimum": 0},
+            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+        },
+    })
 }
 
 /// Finishes the document (see the module's documentation).

@@ -60,6 +60,7 @@ fn max_range(state: &AppState) -> i64 {
 #[into_params(parameter_in = Query)]
 pub struct SummaryQuery {
     /// `YYYY-MM-DD` in the business day's offset (default today).
+    #[param(format = Date)]
     pub day: Option<String>,
 }
 
@@ -79,9 +80,6 @@ pub async fn summary(
         Some(d) => {
             let format = time::macros::format_description!("[year]-[month]-[day]");
             let date = time::Date::parse(d, format).map_err(|_| AnalyticsError::BadDay)?;
-            if date.year() < 1970 {
-                return Err(AnalyticsError::BadDay.into());
-            }
             let midnight = date.midnight().assume_utc().unix_timestamp() * 1000;
             midnight - i64::from(live.config().utc_offset_minutes) * MINUTE
         }
@@ -100,8 +98,10 @@ pub struct SeriesQuery {
     /// `second` or `minute` (default).
     pub granularity: Option<Granularity>,
     /// Start, Unix ms (default: 60 points before `to_ms`).
+    #[param(minimum = 0, maximum = 253_402_300_799_999_i64)]
     pub from_ms: Option<i64>,
     /// End, exclusive, Unix ms (default now).
+    #[param(minimum = 0, maximum = 253_402_300_799_999_i64)]
     pub to_ms: Option<i64>,
 }
 
@@ -144,10 +144,13 @@ pub async fn gmv(
 #[into_params(parameter_in = Query)]
 pub struct TopQuery {
     /// Start, Unix ms (default: start of today).
+    #[param(minimum = 0, maximum = 253_402_300_799_999_i64)]
     pub from_ms: Option<i64>,
     /// End, exclusive, Unix ms (default now).
+    #[param(minimum = 0, maximum = 253_402_300_799_999_i64)]
     pub to_ms: Option<i64>,
     /// 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -174,6 +177,7 @@ pub async fn top_skus(
 #[into_params(parameter_in = Query)]
 pub struct LimitQuery {
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -197,8 +201,10 @@ pub async fn flash_sales(
 #[into_params(parameter_in = Query)]
 pub struct PendingQuery {
     /// Only this user (their pending balance).
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub user_id: Option<String>,
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 

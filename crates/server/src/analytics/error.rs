@@ -20,8 +20,8 @@ pub enum AnalyticsError {
     /// `limit` outside 1 to 100.
     #[error("limit: 1 to 100")]
     BadLimit,
-    /// `day` is not a `YYYY-MM-DD` date from 1970 to 9999.
-    #[error("day: a date as YYYY-MM-DD, from 1970 to 9999")]
+    /// `day` is not a `YYYY-MM-DD` calendar date.
+    #[error("day: a calendar date as YYYY-MM-DD")]
     BadDay,
     /// `user_id` is not an id.
     #[error("user_id: an id")]

@@ -46,10 +46,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CredentialsBody {
     /// 3–32 of letters, digits, `_ . -`; case-insensitive.
-    #[schema(value_type = String, example = "alice")]
+    #[schema(value_type = crate::http::schema::LoginName, example = "alice")]
     pub username: Username,
     /// 8–128 characters.
-    #[schema(value_type = String, example = "correct horse battery")]
+    #[schema(value_type = String, example = "correct horse battery", min_length = 8, max_length = 128)]
     pub password: Password,
 }
 

@@ -9,7 +9,8 @@ use flashback_store::{NewProduct, Product, ProductFilter, ProductPatch};
 
 use super::CatalogError;
 use super::views::{
-    AdjustStock, CreateProduct, ListQuery, ProductPage, ProductView, SetInventory, SetStatus, UpdateProduct,
+    AdjustStock, CreateProduct, ListQuery, OwnListQuery, ProductPage, ProductView, SetInventory, SetStatus,
+    UpdateProduct,
 };
 use crate::AppState;
 use crate::auth::Caller;
@@ -56,7 +57,7 @@ pub async fn list_products(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<ProductPage>, Problem> {
-    if q.status.is_some() {
+    if q.status.as_deref().is_some_and(|s| s != "on_shelf") {
         return Err(Problem::bad_request("invalid_query", "status: public listings show on-shelf products only"));
     }
     let filter = ProductFilter {
@@ -64,33 +65,35 @@ pub async fn list_products(
         merchant_id: q.merchant_id.as_deref().map(MerchantId::parse).transpose().map_err(query_problem)?,
         status: Some(ProductStatus::OnShelf),
     };
-    page(&state, filter, &q).await
+    page(&state, filter, q.cursor.as_deref(), q.limit).await
 }
 
 /// The calling merchant's own products, any status, newest first.
-#[utoipa::path(get, path = "/api/v1/merchant/products", tag = "catalog", security(("bearer" = [])), params(ListQuery),
-    responses((status = 200, body = ProductPage), (status = 403, body = Problem)))]
+#[utoipa::path(get, path = "/api/v1/merchant/products", tag = "catalog", security(("bearer" = [])), params(OwnListQuery),
+    responses((status = 200, body = ProductPage), (status = 400, body = Problem), (status = 403, body = Problem)))]
 pub async fn own_products(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<OwnListQuery>,
 ) -> Result<axum::Json<ProductPage>, Problem> {
     caller.require(&[Role::Merchant])?;
     let merchant = caller.merchant.ok_or(CatalogError::MerchantRequired("this account runs no merchant"))?;
-    if q.merchant_id.is_some() {
-        return Err(Problem::bad_request("invalid_query", "merchant_id: this listing is always your own"));
-    }
     let filter = ProductFilter {
         category_id: q.category_id.as_deref().map(CategoryId::parse).transpose().map_err(query_problem)?,
         merchant_id: Some(merchant),
         status: q.status.as_deref().map(str::parse).transpose().map_err(query_problem)?,
     };
-    page(&state, filter, &q).await
+    page(&state, filter, q.cursor.as_deref(), q.limit).await
 }
 
-async fn page(state: &AppState, filter: ProductFilter, q: &ListQuery) -> Result<axum::Json<ProductPage>, Problem> {
-    let after = q.cursor.as_deref().map(Cursor::decode).transpose().map_err(query_problem)?;
-    let limit = q.limit.map(PageLimit::try_from).transpose().map_err(query_problem)?.unwrap_or_default();
+async fn page(
+    state: &AppState,
+    filter: ProductFilter,
+    cursor: Option<&str>,
+    limit: Option<i64>,
+) -> Result<axum::Json<ProductPage>, Problem> {
+    let after = cursor.map(Cursor::decode).transpose().map_err(query_problem)?;
+    let limit = limit.map(PageLimit::try_from).transpose().map_err(query_problem)?.unwrap_or_default();
     let rows = state.store.products(filter, after, limit).await.map_err(CatalogError::Store)?;
     let next_cursor = (rows.len() == usize::from(limit.get()))
         .then(|| rows.last().map(|p| Cursor { before_id: p.id.get() }.encode()))
@@ -100,7 +103,8 @@ async fn page(state: &AppState, filter: ProductFilter, q: &ListQuery) -> Result<
 
 /// Create a product with its initial stock (merchants for themselves, admins for a named merchant).
 #[utoipa::path(post, path = "/api/v1/products", tag = "catalog", security(("bearer" = [])), request_body = CreateProduct,
-    responses((status = 201, body = ProductView), (status = 403, body = Problem), (status = 409, body = Problem),
+    responses((status = 201, body = ProductView), (status = 403, body = Problem),
+        (status = 404, body = Problem, description = "the named merchant does not exist"), (status = 409, body = Problem),
         (status = 422, body = Problem)))]
 pub async fn create_product(
     State(state): State<AppState>,

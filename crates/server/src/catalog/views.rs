@@ -7,6 +7,8 @@ use flashback_store::{Category, Merchant, Product};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::http::schema;
+
 /// Milliseconds since the epoch as RFC 3339 text.
 pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -86,21 +88,41 @@ pub struct ProductPage {
     pub next_cursor: Option<String>,
 }
 
-/// Listing filters and paging. Ids are decimal strings.
+/// Public listing filters and paging. Ids are decimal strings; a blank parameter is absent.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this category.
-    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub category_id: Option<String>,
     /// Only this merchant.
-    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub merchant_id: Option<String>,
-    /// `on_shelf` or `off_shelf` (own listing only).
-    #[param(pattern = "^(on_shelf|off_shelf)$")]
+    /// `on_shelf` (the only products listed publicly).
+    #[param(pattern = "^(on_shelf)?$")]
     pub status: Option<String>,
     /// From a previous page's `next_cursor`.
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
+    pub cursor: Option<String>,
+    /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+}
+
+/// A merchant's own listing: filters and paging.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OwnListQuery {
+    /// Only this category.
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
+    pub category_id: Option<String>,
+    /// `on_shelf` or `off_shelf` (default both).
+    #[param(pattern = "^(on_shelf|off_shelf)?$")]
+    pub status: Option<String>,
+    /// From a previous page's `next_cursor`.
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub cursor: Option<String>,
     /// 1–100, default 20.
     #[param(minimum = 1, maximum = 100)]
@@ -111,29 +133,32 @@ pub struct ListQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    #[schema(value_type = String, example = "TEA-LJ-250")]
+    /// 1–64 of letters, digits, `-`, `_`, `.`; kept upper-cased.
+    #[schema(value_type = schema::SkuCode, example = "TEA-LJ-250")]
     pub sku: Sku,
-    #[schema(value_type = String, example = "West Lake Longjing 250 g")]
+    /// 1–200 characters, no control characters.
+    #[schema(value_type = schema::Text200, example = "West Lake Longjing 250 g")]
     pub title: Title,
-    #[schema(value_type = Option<String>)]
+    /// Up to 10,000 characters.
+    #[schema(value_type = Option<schema::Text10000>)]
     pub description: Option<Description>,
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<schema::ImageUrl>, max_items = 20)]
     pub images: Images,
-    #[schema(value_type = i64, example = 12900)]
+    #[schema(value_type = i64, example = 12900, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub list_price_minor: Money,
-    #[schema(value_type = String)]
+    #[schema(value_type = schema::Id)]
     pub category_id: CategoryId,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<schema::ShelfStatus>)]
     pub status: Option<ProductStatus>,
     #[serde(default)]
-    #[schema(value_type = i64)]
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000)]
     pub available: Stock,
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<schema::RegionCode>, max_items = 64)]
     pub regions: Regions,
     /// Admins only: the merchant to create for.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<schema::Id>)]
     pub merchant_id: Option<MerchantId>,
 }
 
@@ -141,15 +166,15 @@ pub struct CreateProduct {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<schema::Text200>)]
     pub title: Option<Title>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<schema::Text10000>)]
     pub description: Option<Description>,
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<schema::ImageUrl>>, max_items = 20)]
     pub images: Option<Images>,
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub list_price_minor: Option<Money>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<schema::Id>)]
     pub category_id: Option<CategoryId>,
 }
 
@@ -157,7 +182,7 @@ pub struct UpdateProduct {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStatus {
-    #[schema(value_type = String, example = "off_shelf")]
+    #[schema(value_type = schema::ShelfStatus, example = "off_shelf")]
     pub status: ProductStatus,
 }
 
@@ -165,9 +190,9 @@ pub struct SetStatus {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetInventory {
-    #[schema(value_type = i64)]
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000)]
     pub available: Stock,
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<schema::RegionCode>>, max_items = 64)]
     pub regions: Option<Regions>,
     pub expected_version: Option<i64>,
 }
@@ -176,7 +201,8 @@ pub struct SetInventory {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustStock {
-    /// Units to add (negative to remove); the result must stay within 0..=1e9.
+    /// Units to add (negative to remove), not zero; the result must stay within 0..=1e9.
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub delta: i64,
 }
 
@@ -199,7 +225,7 @@ impl From<Category> for CategoryView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCategory {
-    #[schema(value_type = String, example = "Tea")]
+    #[schema(value_type = schema::Text200, example = "Tea")]
     pub name: Title,
 }
 

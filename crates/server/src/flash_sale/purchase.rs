@@ -43,7 +43,8 @@ pub use super::runtime::{FlashRuntime, PurchaseToken, TOKEN_HEADER};
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseBody {
-    /// Units, 1 to the sale's per-user limit.
+    /// Units, 1 to the sale's per-user limit (at most 100).
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: Option<i64>,
 }
 
@@ -78,7 +79,7 @@ pub(super) async fn sale(state: &AppState, id: SaleId) -> Result<Option<FlashSal
 #[utoipa::path(post, path = "/api/v1/flash-sales/{id}/purchase", tag = "flash-sales", security(("bearer" = [])),
     params(("id" = String, Path, description = "Sale id"),
         ("x-purchase-token" = Option<String>, Header, description = "Required when the sale requires tokens"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Optional; 1–128 visible ASCII characters, \
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Optional; 1–128 visible ASCII characters, \
             unique per purchase. A retry with the same key (same sale, same quantity) answers 202 with the \
             same ticket and `Idempotent-Replayed: true` instead of buying again, on any instance and after \
             restarts; the same key with another sale or quantity is 422 `idempotency_key_reused`.")),
@@ -216,7 +217,11 @@ fn quantity(state: &AppState, body: &Bytes) -> Result<i64, Problem> {
     }
     let b: PurchaseBody =
         serde_json::from_slice(body).map_err(|e| refuse(state, "invalid", Problem::invalid(e.to_string())))?;
-    Ok(b.quantity.unwrap_or(1))
+    // No sale allows more than 100 a buyer (its own limit is checked once it is read).
+    match b.quantity.unwrap_or(1) {
+        q @ 1..=100 => Ok(q),
+        _ => Err(refuse(state, "invalid", Problem::invalid("quantity: 1 to the sale's per-user limit (at most 100)"))),
+    }
 }
 
 fn sold_out() -> Problem {

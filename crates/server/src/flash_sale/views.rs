@@ -12,14 +12,16 @@ use crate::catalog::views::rfc3339;
 #[serde(deny_unknown_fields)]
 pub struct CreateSale {
     /// The product on sale (the merchant's own; admins may name any).
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::http::schema::Id)]
     pub product_id: ProductId,
     /// The price during the sale, integer minor units.
-    #[schema(value_type = i64)]
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub sale_price_minor: Money,
     /// Units carved out of the product's available inventory (1–1,000,000).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub stock: i64,
     /// Units one buyer may take (1–100).
+    #[schema(minimum = 1, maximum = 100)]
     pub per_user_limit: i64,
     /// Start: RFC 3339 or Unix milliseconds, from 2000-01-01 to 9999-12-31 (it may be in the
     /// past: a sale may start at once).
@@ -139,8 +141,12 @@ pub struct SalePage {
 #[into_params(parameter_in = Query)]
 pub struct SaleQuery {
     /// `open` or `ended`.
+    #[param(pattern = "^(open|ended)?$")]
     pub state: Option<String>,
+    /// From a previous page's `next_cursor`.
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub cursor: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }

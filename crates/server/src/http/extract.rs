@@ -10,7 +10,9 @@ use serde::de::DeserializeOwned;
 use super::error::Problem;
 
 /// JSON body; 400 `malformed_json`, 415 `unsupported_media_type`, 413 `payload_too_large`,
-/// 422 `invalid_body` (wrong types, out-of-range numbers, failed field rules).
+/// 422 `invalid_body` (wrong types, out-of-range numbers, failed field rules). A number with a
+/// zero fraction (`3.0`, `1e3`) is the integer it equals, as JSON Schema's `integer` says,
+/// up to 2^53 (beyond, a float no longer names one integer).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -22,10 +24,37 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rejection) => Err(json_problem(&rejection)),
+        let mut value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(rejection) => return Err(json_problem(&rejection)),
+        };
+        match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(v) => Ok(Json(v)),
+            Err(_) if integral_floats_to_integers(&mut value) => {
+                serde_path_to_error::deserialize::<_, T>(&value).map(Json).map_err(|e| Problem::invalid(e.to_string()))
+            }
+            Err(e) => Err(Problem::invalid(e.to_string())),
         }
+    }
+}
+
+/// Rewrites every number with a zero fraction and a magnitude up to 2^53 as an integer;
+/// whether it changed anything.
+fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match v {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            #[allow(clippy::cast_possible_truncation)]
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => {
+                *v = Value::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items.iter_mut().fold(false, |changed, i| integral_floats_to_integers(i) | changed),
+        Value::Object(fields) => fields.values_mut().fold(false, |changed, f| integral_floats_to_integers(f) | changed),
+        _ => false,
     }
 }
 

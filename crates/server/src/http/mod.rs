@@ -4,6 +4,7 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod schema;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -35,8 +35,10 @@ pub const CLAIM_WINDOW_MS: i64 = 24 * 3600 * 1000;
 #[serde(deny_unknown_fields)]
 pub struct LinkBody {
     /// The network's item id.
+    #[schema(value_type = crate::http::schema::Code64)]
     pub item_id: String,
-    /// The item's page at the network (`https://…`).
+    /// The item's page at the network (`https://…`, at most 900 characters).
+    #[schema(value_type = crate::http::schema::HttpsUrl)]
     pub url: String,
 }
 
@@ -143,6 +145,7 @@ pub async fn follow(
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     /// The network's order number (`trade_parent_id`) or line number (`trade_id`).
+    #[schema(value_type = crate::http::schema::Code64)]
     pub order_no: String,
 }
 

@@ -239,7 +239,8 @@ pub async fn my_profile(State(state): State<AppState>, caller: Caller) -> Result
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JoinBody {
-    /// The inviter's invite code; set once, never changed.
+    /// The inviter's invite code (their user id); set once, never changed.
+    #[schema(value_type = Option<crate::http::schema::Id>)]
     pub invite_code: Option<String>,
 }
 
@@ -289,15 +290,17 @@ pub async fn join(
 #[serde(deny_unknown_fields)]
 pub struct BindBody {
     /// The user.
+    #[schema(value_type = crate::http::schema::Id)]
     pub user_id: String,
     /// `special_id`, `relation_id` or `sub_id`.
+    #[schema(value_type = crate::http::schema::TrackingKindName)]
     pub kind: String,
 }
 
 /// Bind a network-issued tracking id (a member's `special_id` or `relation_id`) to a user
 /// (admins; done when the user authorises the network account).
 #[utoipa::path(put, path = "/api/v1/admin/tracking-ids/{code}", tag = "rebates", security(("bearer" = [])),
-    params(("code" = String, Path, description = "The tracking id")), request_body = BindBody,
+    params(("code" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "The tracking id")), request_body = BindBody,
     responses((status = 204), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn bind_tracking_id(
     State(state): State<AppState>,

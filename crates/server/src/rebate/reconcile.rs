@@ -55,7 +55,7 @@ pub struct Reconciliation {
 pub fn month_bounds(month: &str) -> Option<(i64, i64)> {
     let (y, m) = month.split_once('-')?;
     let (y, m): (i32, u8) = (y.parse().ok()?, m.parse().ok()?);
-    if month.len() != 7 || !(1..=12).contains(&m) {
+    if month.len() != 7 || !(1..=12).contains(&m) || !(1970..=9998).contains(&y) {
         return None;
     }
     let start = |y: i32, m: u8| {
@@ -170,6 +170,10 @@ pub async fn run(
     body: String,
 ) -> Result<axum::Json<Reconciliation>, Problem> {
     caller.require(&[flashback_core::Role::Admin])?;
+    // The query before the body, as every route checks them.
+    if month_bounds(&q.month).is_none() {
+        return Err(Problem::bad_request("invalid_query", "month: YYYY-MM, 1970-01 to 9998-12"));
+    }
     let theirs = parse_report(&body).map_err(Problem::invalid)?;
     Ok(axum::Json(reconcile(&state, &q.month, &theirs).await?))
 }

@@ -8,7 +8,8 @@ use utoipa::IntoParams;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RebateQuery {
-    /// From the previous page.
+    /// From the previous page (`next_cursor`).
+    #[param(pattern = r"^([^.]+\.[\s\S]+)?$")]
     pub cursor: Option<String>,
     /// 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -20,6 +21,7 @@ pub struct RebateQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct MonthQuery {
-    /// `YYYY-MM` (Beijing time, as networks settle).
+    /// `YYYY-MM` (Beijing time, as networks settle), 1970-01 to 9998-12.
+    #[param(pattern = "^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])$")]
     pub month: String,
 }

@@ -133,8 +133,10 @@ impl From<&Withdrawal> for WithdrawalView {
 #[serde(deny_unknown_fields)]
 pub struct WithdrawBody {
     /// How much, in minor units (at least `rebate.withdraw_min_minor`).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount_minor: i64,
-    /// The Alipay account to pay.
+    /// The Alipay account to pay: 1–64 characters, no control characters.
+    #[schema(value_type = crate::http::schema::Text64)]
     pub payee: String,
 }
 
@@ -205,6 +207,7 @@ pub async fn request(
 #[serde(deny_unknown_fields)]
 pub struct ReviewBody {
     /// `approve` or `reject`.
+    #[schema(value_type = crate::http::schema::Decision)]
     pub decision: String,
     /// Why (required to reject).
     pub reason: Option<String>,

@@ -20,10 +20,10 @@ use crate::http::extract::Query;
 pub struct WithdrawalQuery {
     /// Only this state: `requested`, `approved`, `paid`, `rejected` or `failed`, or `all`.
     /// Your own list shows all by default; the review list, `requested`.
-    #[param(pattern = "^(requested|approved|paid|rejected|failed|all)$")]
+    #[param(pattern = "^(requested|approved|paid|rejected|failed|all)?$")]
     pub state: Option<String>,
     /// From a previous page's `next_cursor`.
-    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub cursor: Option<String>,
     /// 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]

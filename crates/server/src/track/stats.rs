@@ -57,18 +57,25 @@ mod query {
     #[derive(Debug, Deserialize, IntoParams)]
     pub struct RangeQuery {
         /// First day, `YYYY-MM-DD`.
+        #[param(format = Date)]
         pub(super) from: String,
         /// Last day, inclusive.
+        #[param(format = Date)]
         pub(super) to: String,
-        /// The action (`view`).
+        /// The action (`view`); required by stats and top.
+        #[param(min_length = 1, max_length = 64)]
         pub(super) action: Option<String>,
         /// Only this module.
+        #[param(min_length = 1, max_length = 64)]
         pub(super) module: Option<String>,
         /// Only this object's type (with `object_id`).
+        #[param(min_length = 1, max_length = 32)]
         pub(super) object_type: Option<String>,
         /// Only this object (with `object_type`).
+        #[param(min_length = 1, max_length = 64)]
         pub(super) object_id: Option<String>,
         /// Top-N: how many objects (1–100, default 10).
+        #[param(minimum = 1, maximum = 100)]
         pub(super) limit: Option<u32>,
         /// Funnel: the actions in order, comma-separated (default `view,add_to_cart,order`).
         pub(super) steps: Option<String>,
@@ -78,14 +85,19 @@ mod query {
     #[derive(Debug, Deserialize, IntoParams)]
     pub struct DayQuery {
         /// The day, `YYYY-MM-DD`.
+        #[param(format = Date)]
         pub(super) day: String,
         /// The action (`view`).
+        #[param(min_length = 1, max_length = 64)]
         pub(super) action: Option<String>,
         /// Only this module.
+        #[param(min_length = 1, max_length = 64)]
         pub(super) module: Option<String>,
         /// Only this object's type (with `object_id`).
+        #[param(min_length = 1, max_length = 32)]
         pub(super) object_type: Option<String>,
         /// Only this object (with `object_type`).
+        #[param(min_length = 1, max_length = 64)]
         pub(super) object_id: Option<String>,
     }
 }
@@ -178,6 +190,15 @@ fn day(field: &str, s: &str) -> Result<Day, Problem> {
     Day::parse(s).map_err(|_| Problem::bad_request("invalid_day", format!("{field}: must be a date as YYYY-MM-DD")))
 }
 
+/// A top list's length (1–100, default 10); checked wherever it is sent.
+fn limit(raw: Option<u32>) -> Result<u32, Problem> {
+    let limit = raw.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::bad_request("invalid_query", "limit: must be 1–100"));
+    }
+    Ok(limit)
+}
+
 fn range(from: &str, to: &str, max: u32) -> Result<(Day, Day), Problem> {
     let (from, to) = (day("from", from)?, day("to", to)?);
     match from.span_to(to) {
@@ -190,11 +211,18 @@ fn range(from: &str, to: &str, max: u32) -> Result<(Day, Day), Problem> {
 fn action(s: &Selection) -> Result<String, Problem> {
     s.action
         .clone()
-        .filter(|a| !a.is_empty() && a.len() <= 64)
+        .filter(|a| !a.is_empty() && a.chars().count() <= 64)
         .ok_or_else(|| Problem::bad_request("invalid_query", "action: required (1–64 bytes)"))
 }
 
 fn filter(s: &Selection) -> Result<EventFilter, Problem> {
+    for (name, value, max) in
+        [("module", &s.module, 64), ("object_type", &s.object_type, 32), ("object_id", &s.object_id, 64)]
+    {
+        if value.as_ref().is_some_and(|v| v.is_empty() || v.chars().count() > max) {
+            return Err(Problem::bad_request("invalid_query", format!("{name}: 1 to {max} characters")));
+        }
+    }
     let object = match (&s.object_type, &s.object_id) {
         (Some(t), Some(id)) => Some((t.clone(), id.clone())),
         (None, None) => None,
@@ -228,6 +256,7 @@ async fn stats(
 ) -> Result<axum::Json<StatsView>, Problem> {
     caller.require(&[Role::Admin])?;
     let (from, to) = range(&q.from, &q.to, MAX_DAYS)?;
+    limit(q.limit)?;
     let action = action(&selection_of!(q))?;
     let (scope, key) = scope_of(&filter(&selection_of!(q))?);
     let counts = state.track.store.counts(scope, &key, &action, from, to).await.map_err(|e| store_error(&e))?;
@@ -263,10 +292,7 @@ async fn top(
     caller.require(&[Role::Admin])?;
     let (from, to) = range(&q.from, &q.to, MAX_DAYS)?;
     let action = action(&selection_of!(q))?;
-    let limit = q.limit.unwrap_or(10);
-    if !(1..=100).contains(&limit) {
-        return Err(Problem::bad_request("invalid_query", "limit: must be 1–100"));
-    }
+    let limit = limit(q.limit)?;
     if q.module.is_some() || q.object_id.is_some() {
         return Err(Problem::bad_request("invalid_query", "top takes an action and optionally an object_type"));
     }
@@ -324,6 +350,7 @@ async fn funnel(
 ) -> Result<axum::Json<FunnelView>, Problem> {
     caller.require(&[Role::Admin])?;
     let (from, to) = range(&q.from, &q.to, MAX_FUNNEL_DAYS)?;
+    limit(q.limit)?;
     let steps: Vec<String> =
         q.steps.as_deref().unwrap_or("view,add_to_cart,order").split(',').map(|s| s.trim().to_owned()).collect();
     if !(2..=5).contains(&steps.len()) || steps.iter().any(|s| s.is_empty() || s.len() > 64) {

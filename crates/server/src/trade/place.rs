@@ -30,7 +30,7 @@ pub const MAX_LINES: usize = 50;
 /// Place an order. Send an `Idempotency-Key` header: retrying with the same key and body
 /// returns the same order (200, `Idempotent-Replayed: true`) instead of placing another.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "trade", security(("bearer" = [])), request_body = PlaceOrder,
-    params(("Idempotency-Key" = String, Header, description = "1–128 visible ASCII characters, unique per order attempt")),
+    params(("Idempotency-Key" = String, Header, pattern = "^[!-~]{1,128}$", description = "1–128 visible ASCII characters, unique per order attempt")),
     responses((status = 201, body = OrderView), (status = 200, body = OrderView, description = "replayed"),
         (status = 400, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn place_order(

@@ -11,10 +11,10 @@ use crate::catalog::views::rfc3339;
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::http::schema::Id)]
     pub product_id: ProductId,
     /// 1–999.
-    #[schema(value_type = i64)]
+    #[schema(value_type = i64, minimum = 1, maximum = 999)]
     pub quantity: Quantity,
 }
 
@@ -23,10 +23,11 @@ pub struct LineRequest {
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
     /// 1–50 lines, each product at most once.
+    #[schema(min_items = 1, max_items = 50)]
     pub lines: Vec<LineRequest>,
     /// Points to redeem; one point pays one minor unit.
     #[serde(default)]
-    #[schema(value_type = i64)]
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub points: Points,
 }
 
@@ -115,13 +116,16 @@ pub struct OrderPage {
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
     /// Only this state.
-    #[param(pattern = "^(pending_payment|paid|shipped|completed|cancelled|refunded)$")]
+    #[param(pattern = "^(pending_payment|paid|shipped|completed|cancelled|refunded)?$")]
     pub state: Option<String>,
-    /// Placed at or after this time (RFC 3339 or Unix milliseconds).
+    /// Placed at or after this time: Unix milliseconds (an RFC 3339 time is taken too).
+    #[param(pattern = "^(-?[0-9]{1,18})?$")]
     pub from: Option<String>,
-    /// Placed before this time (RFC 3339 or Unix milliseconds).
+    /// Placed before this time: Unix milliseconds (an RFC 3339 time is taken too).
+    #[param(pattern = "^(-?[0-9]{1,18})?$")]
     pub to: Option<String>,
     /// From a previous page's `next_cursor`.
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub cursor: Option<String>,
     /// 1–100, default 20.
     #[param(minimum = 1, maximum = 100)]

@@ -17,6 +17,7 @@ mod catalog;
 mod cli;
 mod cli_setup;
 mod cold_start;
+mod contract;
 mod dashboard;
 mod deploy_config;
 mod deploy_metrics;
