@@ -66,6 +66,9 @@ pub trait FlashAttemptStore: Send + Sync {
     async fn settle_flash_attempt(&self, id: i64, state: AttemptState) -> StoreResult<bool>;
     /// Attempts still pending, oldest first.
     async fn pending_flash_attempts(&self, limit: u32) -> StoreResult<Vec<FlashReservation>>;
+    /// Deletes up to `limit` settled attempts last changed before `settled_before_ms` (pending
+    /// ones stay, whatever their age); how many it deleted.
+    async fn prune_flash_attempts(&self, settled_before_ms: i64, limit: u32) -> StoreResult<u64>;
 }
 
 /// A recorded attempt as selected: id, sale, buyer, quantity, state, created, key.
@@ -150,6 +153,22 @@ macro_rules! impl_flash_attempt_store {
                 .fetch_all(self.writer()?)
                 .await?;
                 rows.into_iter().map(|r| $crate::flash_attempts::attempt(r).map(|a| a.reservation)).collect()
+            }
+
+            async fn prune_flash_attempts(&self, settled_before_ms: i64, limit: u32) -> $crate::StoreResult<u64> {
+                $crate::retry_deadlocks(|| async {
+                    // The inner select is wrapped: MariaDB takes no LIMIT in an IN subquery.
+                    let done = sqlx::query(
+                        "DELETE FROM flash_attempts WHERE id IN (SELECT id FROM (SELECT id FROM flash_attempts \
+                         WHERE state <> 'pending' AND updated_at_ms < ? ORDER BY id LIMIT ?) AS old)",
+                    )
+                    .bind(settled_before_ms)
+                    .bind(i64::from(limit))
+                    .execute(self.writer()?)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+                .await
             }
         }
     };

@@ -123,4 +123,11 @@ pub async fn an_attempt_in_doubt_is_recorded_once_and_settled_once(t: &TestStore
     let pending: Vec<i64> = store.pending_flash_attempts(10).await.expect("pending").iter().map(|r| r.id).collect();
     assert_eq!(pending, vec![b.id]);
     assert!(store.flash_attempt(next(&g, Ok::<i64, flashback_core::ParseError>)).await.expect("read").is_none());
+    // Settled attempts are pruned once old enough; a pending one stays, whatever its age.
+    assert_eq!(store.prune_flash_attempts(0, 10).await.expect("prune"), 0, "none settled that long ago");
+    let later = crate::now_ms() + 1;
+    assert_eq!(store.prune_flash_attempts(later, 10).await.expect("prune"), 1);
+    assert!(store.flash_attempt(a.id).await.expect("read").is_none());
+    assert_eq!(store.flash_attempt(b.id).await.expect("read").expect("kept").state, AttemptState::Pending);
+    assert_eq!(store.prune_flash_attempts(later, 10).await.expect("prune"), 0);
 }
