@@ -6,8 +6,8 @@ use crate::ParseError;
 
 /// Where the next page starts: the id of the last row of the previous page, rows being listed
 /// newest (highest id) first. Clients treat it as an opaque string; it is written as the
-/// decimal id (`^[1-9][0-9]{0,17}$`, [`Cursor::PATTERN`]), so that any string the pattern
-/// admits is a cursor this server answers (an id of no row simply pages from there).
+/// decimal id (`^[1-9][0-9]{0,17}$`), so that any string the pattern admits is a cursor this
+/// server answers (an id of no row simply pages from there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     /// Rows with an id strictly below this one come next.
@@ -15,9 +15,6 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The cursors this server issues and accepts.
-    pub const PATTERN: &str = "^[1-9][0-9]{0,17}$";
-
     /// The text form handed to clients.
     pub fn encode(self) -> String {
         self.before_id.to_string()

@@ -38,6 +38,8 @@ use views::{CreateSale, SalePage, SaleQuery, SaleView};
 
 /// How long a sale's public view (its remaining stock) may lag.
 pub const VIEW_TTL: Duration = Duration::from_secs(1);
+/// The most units any sale lets one buyer take (its own `per_user_limit` is 1 to this).
+pub const MAX_PER_USER: i64 = 100;
 /// The longest a sale may run: its stock is out of the product's inventory meanwhile.
 pub const MAX_DURATION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// No sale starts or ends before 2000-01-01T00:00:00Z: an earlier time is a client's mistake
@@ -95,7 +97,7 @@ pub async fn create_sale(
     if !(1..=1_000_000).contains(&body.stock) {
         return Err(invalid("stock: 1 to 1,000,000 units"));
     }
-    if !(1..=100).contains(&body.per_user_limit) {
+    if !(1..=MAX_PER_USER).contains(&body.per_user_limit) {
         return Err(invalid("per_user_limit: 1 to 100 units"));
     }
     let product = state

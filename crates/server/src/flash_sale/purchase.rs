@@ -219,7 +219,7 @@ fn quantity(state: &AppState, body: &Bytes) -> Result<i64, Problem> {
         serde_json::from_slice(body).map_err(|e| refuse(state, "invalid", Problem::invalid(e.to_string())))?;
     // No sale allows more than 100 a buyer (its own limit is checked once it is read).
     match b.quantity.unwrap_or(1) {
-        q @ 1..=100 => Ok(q),
+        q @ 1..=super::MAX_PER_USER => Ok(q),
         _ => Err(refuse(state, "invalid", Problem::invalid("quantity: 1 to the sale's per-user limit (at most 100)"))),
     }
 }

@@ -24,16 +24,25 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let mut value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(axum::Json(v)) => v,
+        // Content type, size and syntax checked by axum; the text kept as sent.
+        let raw = match axum::Json::<Box<serde_json::value::RawValue>>::from_request(req, state).await {
+            Ok(axum::Json(raw)) => raw,
             Err(rejection) => return Err(json_problem(&rejection)),
         };
-        match serde_path_to_error::deserialize::<_, T>(&value) {
+        let typed = |text: &str| {
+            serde_path_to_error::deserialize::<_, T>(&mut serde_json::Deserializer::from_str(text))
+                .map_err(|e| Problem::invalid(e.to_string()))
+        };
+        match typed(raw.get()) {
             Ok(v) => Ok(Json(v)),
-            Err(_) if integral_floats_to_integers(&mut value) => {
+            // Only a body that failed is read again as a tree, for its integral floats.
+            Err(problem) => {
+                let mut value: serde_json::Value = serde_json::from_str(raw.get()).map_err(|_| problem.clone())?;
+                if !integral_floats_to_integers(&mut value) {
+                    return Err(problem);
+                }
                 serde_path_to_error::deserialize::<_, T>(&value).map(Json).map_err(|e| Problem::invalid(e.to_string()))
             }
-            Err(e) => Err(Problem::invalid(e.to_string())),
         }
     }
 }

@@ -5,9 +5,6 @@
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
-/// A decimal id, as every id travels in JSON (`^[1-9][0-9]{0,17}$`).
-pub const ID: &str = "^[1-9][0-9]{0,17}$";
-
 /// A string schema: `pattern`, and at most `max` characters.
 fn string(pattern: &str, max: Option<usize>) -> RefOr<Schema> {
     ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern)).max_length(max).into()
@@ -36,7 +33,7 @@ macro_rules! schema {
 
 schema!(
     /// A decimal id.
-    Id => string(ID, None)
+    Id => string("^[1-9][0-9]{0,17}$", None)
 );
 schema!(
     /// A title or name: 1–200 characters after trimming, no control characters (tab and

@@ -89,13 +89,13 @@ pub fn parse_report(csv: &str) -> Result<BTreeMap<String, i64>, String> {
     Ok(out)
 }
 
-/// Compares the report with our rows settled in `month`.
+/// Compares the report with our rows settled in `month` (`[from, to)`, from [`month_bounds`]).
 pub async fn reconcile(
     state: &AppState,
     month: &str,
+    (from, to): (i64, i64),
     theirs: &BTreeMap<String, i64>,
 ) -> Result<Reconciliation, Problem> {
-    let (from, to) = month_bounds(month).ok_or_else(|| Problem::bad_request("invalid_query", "month: YYYY-MM"))?;
     let mut ours: BTreeMap<String, i64> = BTreeMap::new();
     let mut after = None;
     loop {
@@ -171,11 +171,10 @@ pub async fn run(
 ) -> Result<axum::Json<Reconciliation>, Problem> {
     caller.require(&[flashback_core::Role::Admin])?;
     // The query before the body, as every route checks them.
-    if month_bounds(&q.month).is_none() {
-        return Err(Problem::bad_request("invalid_query", "month: YYYY-MM, 1970-01 to 9998-12"));
-    }
+    let bounds = month_bounds(&q.month)
+        .ok_or_else(|| Problem::bad_request("invalid_query", "month: YYYY-MM, 1970-01 to 9998-12"))?;
     let theirs = parse_report(&body).map_err(Problem::invalid)?;
-    Ok(axum::Json(reconcile(&state, &q.month, &theirs).await?))
+    Ok(axum::Json(reconcile(&state, &q.month, bounds, &theirs).await?))
 }
 
 #[cfg(test)]
