@@ -16,6 +16,8 @@ mod model;
 mod mysql;
 mod node_lease;
 mod rebate;
+mod rebate_list;
+mod rebate_list_sql;
 mod retry;
 mod shards;
 mod sql;
@@ -64,6 +66,7 @@ pub use rebate::{
     Applied, Click, Link, RebateChange, RebateOrder, RebateProfile, RebateReject, RebateStore, TrackingKind,
     WithdrawRefusal, Withdrawal, WithdrawalMove, WithdrawalState, WithdrawalStore,
 };
+pub use rebate_list::{ListedRebate, RebateCursor, RebateRole};
 pub use retry::Retryable;
 pub(crate) use retry::{retry_deadlocks, retry_when};
 pub use shards::{ShardOptions, Shards, open_shards};

@@ -81,14 +81,19 @@ crate::sql_rebate::impl_rebate_store!(
     "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE user_id = user_id",
     "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE name = name",
     "INSERT INTO rebate_lists (user_id, listed) SELECT j.u, 0 FROM JSON_TABLE(?, '$[*]' COLUMNS (u BIGINT PATH '$')) AS j \
-     ON DUPLICATE KEY UPDATE listed = listed RETURNING user_id, listed, head_source, head_line_key",
+     ON DUPLICATE KEY UPDATE listed = listed RETURNING user_id, listed, head_source, head_line_key, CAST(head_role AS SIGNED)",
     "UPDATE JSON_TABLE(?, '$[*]' COLUMNS (source VARCHAR(32) COLLATE utf8mb4_unicode_ci PATH '$[0]', \
-     line_key VARCHAR(64) COLLATE utf8mb4_unicode_ci PATH '$[1]', n BIGINT PATH '$[2]', ps VARCHAR(32) PATH '$[3]', \
-     pk VARCHAR(64) PATH '$[4]')) AS j STRAIGHT_JOIN rebate_orders r ON r.source = j.source AND r.line_key = j.line_key \
-     SET r.list_no = j.n, r.prev_source = j.ps, r.prev_line_key = j.pk",
+     line_key VARCHAR(64) COLLATE utf8mb4_unicode_ci PATH '$[1]', \
+     n0 BIGINT PATH '$[2]', ps0 VARCHAR(32) PATH '$[3]', pk0 VARCHAR(64) PATH '$[4]', pr0 SMALLINT PATH '$[5]', \
+     n1 BIGINT PATH '$[6]', ps1 VARCHAR(32) PATH '$[7]', pk1 VARCHAR(64) PATH '$[8]', pr1 SMALLINT PATH '$[9]', \
+     n2 BIGINT PATH '$[10]', ps2 VARCHAR(32) PATH '$[11]', pk2 VARCHAR(64) PATH '$[12]', pr2 SMALLINT PATH '$[13]')) AS j \
+     STRAIGHT_JOIN rebate_orders r ON r.source = j.source AND r.line_key = j.line_key \
+     SET r.list_no = j.n0, r.prev_source = j.ps0, r.prev_line_key = j.pk0, r.prev_role = j.pr0, \
+     r.inv_list_no = j.n1, r.inv_prev_source = j.ps1, r.inv_prev_line_key = j.pk1, r.inv_prev_role = j.pr1, \
+     r.grand_list_no = j.n2, r.grand_prev_source = j.ps2, r.grand_prev_line_key = j.pk2, r.grand_prev_role = j.pr2",
     "UPDATE rebate_lists l JOIN JSON_TABLE(?, '$[*]' COLUMNS (u BIGINT PATH '$[0]', n BIGINT PATH '$[1]', \
-     s VARCHAR(32) PATH '$[2]', k VARCHAR(64) PATH '$[3]')) AS j ON l.user_id = j.u \
-     SET l.listed = j.n, l.head_source = j.s, l.head_line_key = j.k"
+     s VARCHAR(32) PATH '$[2]', k VARCHAR(64) PATH '$[3]', r SMALLINT PATH '$[4]')) AS j ON l.user_id = j.u \
+     SET l.listed = j.n, l.head_source = j.s, l.head_line_key = j.k, l.head_role = j.r"
 );
 crate::sql_rebate::impl_sqlx_rebate_batch!(
     MySqlStore,

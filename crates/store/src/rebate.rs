@@ -218,20 +218,20 @@ pub trait RebateStore: Send + Sync {
     /// The stored rows among `keys` of one source (any order; absent keys are left out), as
     /// last committed: a read connection may answer while a write is in progress.
     async fn rebate_orders_by_keys(&self, source: &str, keys: &[String]) -> StoreResult<Vec<RebateOrder>>;
-    /// A user's rows as their list holds them: the most recent to get this buyer first (a
-    /// row joins its buyer's list when it is first reported or claimed for them), after the
-    /// row `before` (source, line key) when given. A cursor that is not one of the user's rows
-    /// gives nothing.
+    /// The rows `user` is paid from, as their list holds them (`rebate_list.rs`): newest first
+    /// by when each became theirs (a row joins the lists of its buyer and of the buyer's
+    /// inviters when it first has a buyer), once per role they hold on it, after the entry
+    /// `after` when given. A cursor that is not one of the user's entries gives nothing.
     async fn rebates_of(
         &self,
         user: UserId,
-        before: Option<(String, String)>,
+        after: Option<&crate::RebateCursor>,
         limit: u32,
-    ) -> StoreResult<Vec<RebateOrder>>;
+    ) -> StoreResult<Vec<crate::ListedRebate>>;
     /// What is wrong with the users' lists of rebate rows (for `flashback audit ledger`):
-    /// each user's rows must be numbered 1 to the count their list records, each linked to
-    /// the one numbered before it with the same buyer, the head the last; rows without a buyer
-    /// are in no list. Together: one unbroken list per user holding every row they bought.
+    /// each list's entries must be numbered 1 to the last number it gave, each linked to the
+    /// one numbered before it, the head the last; a row is listed exactly for those it pays,
+    /// once it has a buyer. Together: one unbroken list per user of every row paying them.
     async fn rebate_list_breaks(&self) -> StoreResult<Vec<String>>;
     /// Settled rows whose hold has passed at `now_ms`, oldest first.
     async fn rebates_due(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<RebateOrder>>;

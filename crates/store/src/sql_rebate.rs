@@ -38,69 +38,14 @@ pub(crate) const UPDATE_OWNED: &str =
 pub(crate) const UPDATE_UNOWNED: &str =
     concat!(set_row!(), " WHERE source = ? AND line_key = ? AND version = ? AND user_id IS NULL");
 
-/// [`UPDATE_UNOWNED`] giving the row its first buyer and its place in their list at once
-/// (`list_no`, `prev_source`, `prev_line_key` after the columns).
+/// [`UPDATE_UNOWNED`] giving the row its first buyer and its places in the lists of everyone
+/// it pays at once ([`crate::rebate_list::LINK_COLUMNS`] after the columns).
 pub(crate) const UPDATE_JOINING: &str = concat!(
     set_row!(),
-    ", list_no = ?, prev_source = ?, prev_line_key = ? \
-     WHERE source = ? AND line_key = ? AND version = ? AND user_id IS NULL"
+    ", list_no = ?, prev_source = ?, prev_line_key = ?, prev_role = ?, inv_list_no = ?, inv_prev_source = ?, \
+     inv_prev_line_key = ?, inv_prev_role = ?, grand_list_no = ?, grand_prev_source = ?, grand_prev_line_key = ?, \
+     grand_prev_role = ? WHERE source = ? AND line_key = ? AND version = ? AND user_id IS NULL"
 );
-
-/// One user's list of rebate rows as it stands: how many, and the newest (source, line key).
-/// Rows join a list once, when they first have a buyer; `rebates_of` walks it back from the
-/// head, and the audit checks it is one unbroken list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct RowList {
-    pub(crate) count: i64,
-    pub(crate) head: Option<(String, String)>,
-}
-
-impl RowList {
-    pub(crate) fn of(count: i64, source: Option<String>, line_key: Option<String>) -> Self {
-        Self { count, head: source.zip(line_key) }
-    }
-
-    /// Puts a row at the head: its number in the list and the row before it.
-    pub(crate) fn push(&mut self, source: &str, line_key: &str) -> (i64, Option<(String, String)>) {
-        self.count += 1;
-        (self.count, self.head.replace((source.to_owned(), line_key.to_owned())))
-    }
-}
-
-/// A row's place in its buyer's list: (source, line key, its number, the row before it).
-pub(crate) type Listed = (String, String, i64, Option<(String, String)>);
-
-/// Rows joining their buyers' lists, in the order they were written, with the lists as they
-/// stood: what each row's link is and where each list ends up.
-pub(crate) fn join(joined: &[(&str, &str, i64)], lists: &mut std::collections::HashMap<i64, RowList>) -> Vec<Listed> {
-    joined
-        .iter()
-        .map(|(source, key, user)| {
-            let (no, prev) = lists.entry(*user).or_default().push(source, key);
-            ((*source).to_owned(), (*key).to_owned(), no, prev)
-        })
-        .collect()
-}
-
-/// The JSON parameters of the list statements: each joined row's link
-/// `[[source, line_key, no, prev_source, prev_line_key], …]` and each list's new head
-/// `[[user, count, source, line_key], …]`.
-pub(crate) fn lists_json(
-    links: &[Listed],
-    lists: &std::collections::HashMap<i64, RowList>,
-) -> Result<(String, String), StoreError> {
-    let links: Vec<serde_json::Value> = links
-        .iter()
-        .map(|(s, k, n, prev)| {
-            let (ps, pk) = prev.as_ref().map(|(s, k)| (s.as_str(), k.as_str())).unzip();
-            serde_json::json!([s, k, n, ps, pk])
-        })
-        .collect();
-    let heads: Vec<(i64, i64, &str, &str)> =
-        lists.iter().filter_map(|(u, l)| l.head.as_ref().map(|(s, k)| (*u, l.count, s.as_str(), k.as_str()))).collect();
-    let json = |v: serde_json::Result<String>| v.map_err(|e| corrupt(format!("rebate lists: {e}")));
-    Ok((json(serde_json::to_string(&links))?, json(serde_json::to_string(&heads))?))
-}
 
 /// What writing one row did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +54,8 @@ pub(crate) enum Wrote {
     Nothing,
     /// The row; it keeps its place (or has no buyer).
     Row,
-    /// The row, which now has its first buyer and must join their list.
-    Joining(i64),
+    /// The row, which now has its first buyer and must join the lists of everyone it pays.
+    Joining,
 }
 
 #[derive(sqlx::FromRow)]
@@ -190,6 +135,21 @@ impl TryFrom<OrderRow> for RebateOrder {
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
         })
+    }
+}
+
+/// An entry of a user's list as [`crate::rebate_list_sql::walk`] reads it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ListedRow {
+    role: i64,
+    #[sqlx(flatten)]
+    row: OrderRow,
+}
+
+impl TryFrom<ListedRow> for crate::ListedRebate {
+    type Error = StoreError;
+    fn try_from(r: ListedRow) -> Result<Self, StoreError> {
+        Ok(Self { role: crate::RebateRole::from_code(r.role)?, row: RebateOrder::try_from(r.row)? })
     }
 }
 
@@ -345,7 +305,7 @@ macro_rules! impl_rebate_store {
                 use $crate::sql_rebate::Wrote;
                 let user = row.user_id.map(flashback_core::UserId::get);
                 let joining = |n: u64| match (n, user) {
-                    (1, Some(u)) => Wrote::Joining(u),
+                    (1, Some(_)) => Wrote::Joining,
                     (1, None) => Wrote::Row,
                     _ => Wrote::Nothing,
                 };
@@ -390,26 +350,32 @@ macro_rules! impl_rebate_store {
                 })
             }
 
-            /// Puts rows that have just got their buyer (source, line key, buyer; in the order
-            /// written) at the heads of their buyers' lists: locks the lists (creating those
-            /// absent), links each row to the one before it, moves the heads.
+            /// Puts rows that have just got their buyer (in the order written) at the heads of
+            /// the lists of everyone they pay: locks the lists (creating those absent), links each
+            /// entry to the one before it, moves the heads.
             async fn join_lists_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
-                joining: &[(&str, &str, i64)],
+                joining: &[&$crate::RebateOrder],
             ) -> $crate::StoreResult<()> {
                 if joining.is_empty() {
                     return Ok(());
                 }
                 // In user order, so that concurrent writers lock lists in the same order.
-                let users: std::collections::BTreeSet<i64> = joining.iter().map(|j| j.2).collect();
+                let users: std::collections::BTreeSet<i64> =
+                    joining.iter().flat_map(|r| $crate::rebate_list::holders(r)).flatten().collect();
                 let users = serde_json::to_string(&users)
                     .map_err(|e| $crate::StoreError::Corrupt { table: "rebate_lists", reason: e.to_string() })?;
-                let found: Vec<(i64, i64, Option<String>, Option<String>)> =
+                let found: Vec<(i64, i64, Option<String>, Option<String>, Option<i64>)> =
                     sqlx::query_as($lock_lists).bind(users).fetch_all(&mut **tx).await?;
-                let mut lists: std::collections::HashMap<i64, $crate::sql_rebate::RowList> =
-                    found.into_iter().map(|(u, n, s, k)| (u, $crate::sql_rebate::RowList::of(n, s, k))).collect();
-                let links = $crate::sql_rebate::join(joining, &mut lists);
-                let (links, heads) = $crate::sql_rebate::lists_json(&links, &lists)?;
+                let mut lists = std::collections::HashMap::with_capacity(found.len());
+                for (u, n, s, k, r) in found {
+                    lists.insert(u, $crate::rebate_list::RowList::of(n, s, k, r)?);
+                }
+                let mut joined = Vec::with_capacity(joining.len());
+                for row in joining {
+                    joined.push((*row, $crate::rebate_list::place(row, &mut lists)));
+                }
+                let (links, heads) = $crate::rebate_list::lists_json(&joined, &lists)?;
                 sqlx::query($set_links).bind(links).execute(&mut **tx).await?;
                 sqlx::query($set_lists).bind(heads).execute(&mut **tx).await?;
                 Ok(())
@@ -426,7 +392,7 @@ macro_rules! impl_rebate_store {
                 match Self::write_row_in(&mut tx, row, expected).await? {
                     Wrote::Nothing => return Ok($crate::Applied::Conflict),
                     Wrote::Row => {}
-                    Wrote::Joining(user) => Self::join_lists_in(&mut tx, &[(&row.source, &row.line_key, user)]).await?,
+                    Wrote::Joining => Self::join_lists_in(&mut tx, &[row]).await?,
                 }
                 if let Some(txn) = txn {
                     Self::post_in(&mut tx, txn).await?;
@@ -611,37 +577,20 @@ macro_rules! impl_rebate_store {
             async fn rebates_of(
                 &self,
                 user: flashback_core::UserId,
-                before: Option<(String, String)>,
+                after: Option<&$crate::RebateCursor>,
                 limit: u32,
-            ) -> $crate::StoreResult<Vec<$crate::RebateOrder>> {
+            ) -> $crate::StoreResult<Vec<$crate::ListedRebate>> {
                 if limit == 0 {
                     return Ok(Vec::new());
                 }
-                // Back along the user's list from its head, or from the row before the cursor's
-                // (which must be theirs), one primary-key read per row.
-                let start = match before {
-                    None => "SELECT head_source, head_line_key, CAST(1 AS SIGNED) FROM rebate_lists \
-                             WHERE user_id = ? AND head_line_key IS NOT NULL",
-                    Some(_) => "SELECT prev_source, prev_line_key, CAST(1 AS SIGNED) FROM rebate_orders \
-                                WHERE source = ? AND line_key = ? AND user_id = ? AND prev_line_key IS NOT NULL",
-                };
-                let sql = format!(
-                    "WITH RECURSIVE list (s, k, n) AS ({start} \
-                         UNION ALL \
-                         SELECT r.prev_source, r.prev_line_key, l.n + 1 FROM list l \
-                         JOIN rebate_orders r ON r.source = l.s AND r.line_key = l.k \
-                         WHERE r.prev_line_key IS NOT NULL AND l.n < ?) \
-                     SELECT {} FROM list l JOIN rebate_orders r ON r.source = l.s AND r.line_key = l.k \
-                     WHERE r.user_id = ? ORDER BY l.n",
-                    $crate::sql_rebate::ORDER_COLUMNS
-                );
-                let mut q = sqlx::query_as::<_, $crate::sql_rebate::OrderRow>(&sql);
-                if let Some((source, key)) = before {
-                    q = q.bind(source).bind(key);
+                let sql = $crate::rebate_list_sql::walk(after.map(|c| c.role));
+                let mut q = sqlx::query_as::<_, $crate::sql_rebate::ListedRow>(&sql);
+                if let Some(c) = after {
+                    q = q.bind(&c.source).bind(&c.line_key);
                 }
                 let rows =
                     q.bind(user.get()).bind(i64::from(limit)).bind(user.get()).fetch_all(self.reader()?).await?;
-                rows.into_iter().map($crate::RebateOrder::try_from).collect()
+                rows.into_iter().map($crate::ListedRebate::try_from).collect()
             }
 
             async fn rebate_list_breaks(&self) -> $crate::StoreResult<Vec<String>> {
@@ -649,61 +598,31 @@ macro_rules! impl_rebate_store {
                 // One read transaction: a consistent snapshot on both backends.
                 let mut tx = self.writer()?.begin().await?;
                 let mut out = Vec::new();
-                let counts: Vec<(i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
-                    "SELECT l.user_id, l.listed, s.n, s.lo, s.hi, s.d FROM rebate_lists l LEFT JOIN \
-                     (SELECT user_id, COUNT(*) AS n, MIN(list_no) AS lo, MAX(list_no) AS hi, \
-                      COUNT(DISTINCT list_no) AS d FROM rebate_orders WHERE user_id IS NOT NULL GROUP BY user_id) s \
-                     ON s.user_id = l.user_id \
-                     WHERE COALESCE(s.n, 0) <> l.listed OR s.lo <> 1 OR s.hi <> s.n OR s.d <> s.n LIMIT ?",
-                )
-                .bind(SHOWN)
-                .fetch_all(&mut *tx)
-                .await?;
+                let counts: Vec<(i64, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> =
+                    sqlx::query_as(&$crate::rebate_list_sql::miscounted()).bind(SHOWN).fetch_all(&mut *tx).await?;
                 for (user, listed, n, lo, hi, distinct) in counts {
                     out.push(format!(
-                        "user {user}: lists {listed} rebate rows; has {} numbered {}..{} ({} distinct)",
+                        "user {user}: lists {listed} rebate entries; has {} numbered {}..{} ({} distinct)",
                         n.unwrap_or(0),
                         lo.unwrap_or(0),
                         hi.unwrap_or(0),
                         distinct.unwrap_or(0)
                     ));
                 }
-                let unlisted: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT r.source, r.line_key FROM rebate_orders r \
-                     WHERE (r.user_id IS NULL AND (r.list_no IS NOT NULL OR r.prev_line_key IS NOT NULL)) \
-                     OR (r.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM rebate_lists l WHERE l.user_id = r.user_id)) \
-                     LIMIT ?",
-                )
-                .bind(SHOWN)
-                .fetch_all(&mut *tx)
-                .await?;
-                for (source, key) in unlisted {
-                    out.push(format!("rebate row {source}:{key}: its list is not its buyer's"));
+                let misplaced: Vec<(String, String)> =
+                    sqlx::query_as(&$crate::rebate_list_sql::misplaced()).bind(SHOWN).fetch_all(&mut *tx).await?;
+                for (source, key) in misplaced {
+                    out.push(format!("rebate row {source}:{key}: listed for someone it does not pay"));
                 }
-                let heads: Vec<i64> = sqlx::query_scalar(
-                    "SELECT l.user_id FROM rebate_lists l \
-                     LEFT JOIN rebate_orders r ON r.source = l.head_source AND r.line_key = l.head_line_key \
-                     WHERE (l.listed > 0 AND (r.source IS NULL OR r.user_id <> l.user_id OR r.list_no <> l.listed)) \
-                     OR (l.listed = 0 AND l.head_line_key IS NOT NULL) LIMIT ?",
-                )
-                .bind(SHOWN)
-                .fetch_all(&mut *tx)
-                .await?;
+                let heads: Vec<i64> =
+                    sqlx::query_scalar(&$crate::rebate_list_sql::misheaded()).bind(SHOWN).fetch_all(&mut *tx).await?;
                 for user in heads {
-                    out.push(format!("user {user}: the head of their rebate list is not their last row"));
+                    out.push(format!("user {user}: the head of their rebate list is not their newest entry"));
                 }
-                let links: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT r.source, r.line_key FROM rebate_orders r \
-                     LEFT JOIN rebate_orders p ON p.source = r.prev_source AND p.line_key = r.prev_line_key \
-                     WHERE r.user_id IS NOT NULL AND ((r.list_no = 1 AND r.prev_line_key IS NOT NULL) \
-                     OR (r.list_no <> 1 AND (p.source IS NULL OR p.user_id <> r.user_id OR p.list_no <> r.list_no - 1))) \
-                     LIMIT ?",
-                )
-                .bind(SHOWN)
-                .fetch_all(&mut *tx)
-                .await?;
-                for (source, key) in links {
-                    out.push(format!("rebate row {source}:{key}: not linked to the row before it in its buyer's list"));
+                let links: Vec<(i64, String, String)> =
+                    sqlx::query_as(&$crate::rebate_list_sql::unlinked()).bind(SHOWN).fetch_all(&mut *tx).await?;
+                for (user, source, key) in links {
+                    out.push(format!("user {user}: rebate row {source}:{key} is not linked to their entry before it"));
                 }
                 tx.commit().await?;
                 Ok(out)
@@ -940,15 +859,13 @@ macro_rules! impl_sqlx_rebate_batch {
                         let r = &item.row;
                         let wrote = match item.expected {
                             None if inserted.remove(&(r.source.clone(), r.line_key.clone())) => {
-                                r.user_id.map_or($crate::sql_rebate::Wrote::Row, |u| {
-                                    $crate::sql_rebate::Wrote::Joining(u.get())
-                                })
+                                r.user_id.map_or($crate::sql_rebate::Wrote::Row, |_| $crate::sql_rebate::Wrote::Joining)
                             }
                             None => $crate::sql_rebate::Wrote::Nothing,
                             Some(_) => Self::write_row_in(&mut tx, r, item.expected).await?,
                         };
-                        if let $crate::sql_rebate::Wrote::Joining(user) = wrote {
-                            joining.push((r.source.as_str(), r.line_key.as_str(), user));
+                        if wrote == $crate::sql_rebate::Wrote::Joining {
+                            joining.push(r);
                         }
                         if wrote == $crate::sql_rebate::Wrote::Nothing {
                             outcomes.push($crate::Applied::Conflict);

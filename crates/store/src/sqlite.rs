@@ -184,11 +184,14 @@ crate::sql_rebate::impl_rebate_store!(
     "INSERT INTO rebate_profiles (user_id, tier, inviter_id, created_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
     "INSERT INTO sync_cursors (name, position_ms, updated_at_ms) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
     "INSERT INTO rebate_lists (user_id, listed) SELECT value, 0 FROM json_each(?) WHERE true \
-     ON CONFLICT (user_id) DO UPDATE SET listed = listed RETURNING user_id, listed, head_source, head_line_key",
-    "UPDATE rebate_orders SET list_no = j.value ->> 2, prev_source = j.value ->> 3, prev_line_key = j.value ->> 4 \
+     ON CONFLICT (user_id) DO UPDATE SET listed = listed RETURNING user_id, listed, head_source, head_line_key, head_role",
+    "UPDATE rebate_orders SET list_no = j.value ->> 2, prev_source = j.value ->> 3, prev_line_key = j.value ->> 4, \
+     prev_role = j.value ->> 5, inv_list_no = j.value ->> 6, inv_prev_source = j.value ->> 7, \
+     inv_prev_line_key = j.value ->> 8, inv_prev_role = j.value ->> 9, grand_list_no = j.value ->> 10, \
+     grand_prev_source = j.value ->> 11, grand_prev_line_key = j.value ->> 12, grand_prev_role = j.value ->> 13 \
      FROM json_each(?) AS j WHERE rebate_orders.source = j.value ->> 0 AND rebate_orders.line_key = j.value ->> 1",
-    "UPDATE rebate_lists SET listed = j.value ->> 1, head_source = j.value ->> 2, head_line_key = j.value ->> 3 \
-     FROM json_each(?) AS j WHERE rebate_lists.user_id = j.value ->> 0"
+    "UPDATE rebate_lists SET listed = j.value ->> 1, head_source = j.value ->> 2, head_line_key = j.value ->> 3, \
+     head_role = j.value ->> 4 FROM json_each(?) AS j WHERE rebate_lists.user_id = j.value ->> 0"
 );
 crate::backup::impl_backup_store!(SqliteStore);
 crate::node_lease::impl_node_lease_store!(

@@ -21,8 +21,8 @@ use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
 use crate::ledger::{LedgerError, NewTxn, Posting};
+use crate::rebate_list::{Places, RowList};
 use crate::sql_ledger::{Chain, changes_json, checked_unguarded, deltas, entry_rows, heads_json, link, returned_chain};
-use crate::sql_rebate::RowList;
 use crate::{Applied, RebateChange, RebateOrder, RebateReject, StoreError};
 
 /// Ledger entries per insert statement (eight values each; SQLite takes up to 32,766).
@@ -69,16 +69,17 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
     {
         let mut insert = db
             .prepare(&format!(
-                "INSERT INTO rebate_orders ({}, list_no, prev_source, prev_line_key) VALUES ({}) ON CONFLICT DO NOTHING",
+                "INSERT INTO rebate_orders ({}, {}) VALUES ({}) ON CONFLICT DO NOTHING",
                 crate::sql_rebate::ORDER_COLUMNS,
-                vec!["?"; 33].join(", ")
+                crate::rebate_list::LINK_COLUMNS,
+                vec!["?"; 42].join(", ")
             ))
             .map_err(failed)?;
         let mut owned = db.prepare(crate::sql_rebate::UPDATE_OWNED).map_err(failed)?;
         let mut unowned = db.prepare(crate::sql_rebate::UPDATE_UNOWNED).map_err(failed)?;
         let mut joining = db.prepare(crate::sql_rebate::UPDATE_JOINING).map_err(failed)?;
         let mut lists = Lists::new(db)?;
-        let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(34);
+        let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(45);
         for item in items {
             let r = &item.row;
             values.clear();
@@ -87,14 +88,11 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
             let written = match item.expected {
                 // A row another writer inserted first (or twice in this batch) is not written.
                 None => {
-                    let place = match user {
-                        Some(u) => Some((u, lists.next(u)?)),
-                        None => None,
-                    };
-                    push_place(&mut values, place.as_ref().map(|p| &p.1));
+                    let (places, undo) = lists.place(r)?;
+                    push_places(&mut values, &places);
                     let n = insert.execute(params_from_iter(&values)).map_err(failed)?;
-                    if let (1, Some((u, _))) = (n, place) {
-                        lists.push(u, r);
+                    if n != 1 {
+                        lists.undo(undo);
                     }
                     n
                 }
@@ -117,14 +115,14 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
                             if n == 1 {
                                 n
                             } else {
-                                // Its first buyer: it joins their list.
-                                let place = lists.next(u)?;
+                                // Its first buyer: it joins the lists of everyone it pays.
+                                let (places, undo) = lists.place(r)?;
                                 let key = values.split_off(values.len() - 3);
-                                push_place(&mut values, Some(&place));
+                                push_places(&mut values, &places);
                                 values.extend(key);
                                 let n = joining.execute(params_from_iter(&values)).map_err(failed)?;
-                                if n == 1 {
-                                    lists.push(u, r);
+                                if n != 1 {
+                                    lists.undo(undo);
                                 }
                                 n
                             }
@@ -145,71 +143,81 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
     Ok(outcomes)
 }
 
-/// A row's place in its buyer's list: its number and the row before it.
-type Place = (i64, Option<(String, String)>);
-
-/// Appends a row's place (`list_no, prev_source, prev_line_key`), or three nulls.
-fn push_place(values: &mut Vec<ToSqlOutput<'_>>, place: Option<&Place>) {
+/// Appends a row's places ([`crate::rebate_list::LINK_COLUMNS`]), nulls where nobody holds
+/// a role.
+fn push_places(values: &mut Vec<ToSqlOutput<'_>>, places: &Places) {
     let text = |t: Option<&String>| ToSqlOutput::Owned(t.map_or(Value::Null, |t| Value::Text(t.clone())));
-    let prev = place.and_then(|p| p.1.as_ref());
-    values.extend([
-        ToSqlOutput::Owned(place.map_or(Value::Null, |p| Value::Integer(p.0))),
-        text(prev.map(|p| &p.0)),
-        text(prev.map(|p| &p.1)),
-    ]);
+    let int = |i: Option<i64>| ToSqlOutput::Owned(i.map_or(Value::Null, Value::Integer));
+    for place in places {
+        let prev = place.as_ref().and_then(|p| p.1.as_ref());
+        values.extend([
+            int(place.as_ref().map(|p| p.0)),
+            text(prev.map(|p| &p.0)),
+            text(prev.map(|p| &p.1)),
+            int(prev.map(|p| p.2.code())),
+        ]);
+    }
 }
 
-/// The buyers' lists a batch changes, read when first needed and written back once at the end
-/// (the batch holds SQLite's write lock throughout).
+/// The lists a batch changes, read when first needed and written back once at the end (the
+/// batch holds SQLite's write lock throughout).
 struct Lists<'c> {
     read: rusqlite::Statement<'c>,
     db: &'c Connection,
     lists: HashMap<i64, RowList>,
 }
 
+/// The lists a row's places changed, as they were before.
+type Undo = Vec<(i64, RowList)>;
+
 impl<'c> Lists<'c> {
     fn new(db: &'c Connection) -> Result<Self, LedgerError> {
         let read = db
-            .prepare("SELECT listed, head_source, head_line_key FROM rebate_lists WHERE user_id = ?")
+            .prepare("SELECT listed, head_source, head_line_key, head_role FROM rebate_lists WHERE user_id = ?")
             .map_err(failed)?;
         Ok(Self { read, db, lists: HashMap::new() })
     }
 
-    fn list(&mut self, user: i64) -> Result<&mut RowList, LedgerError> {
-        if !self.lists.contains_key(&user) {
-            let found = self
-                .read
-                .query_row([user], |r| Ok(RowList::of(r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-                .map_err(failed)?;
-            self.lists.insert(user, found.unwrap_or_default());
+    /// Puts a row at the heads of the lists of everyone it pays: its places, and how to take
+    /// them back if the row is not written after all.
+    fn place(&mut self, row: &RebateOrder) -> Result<(Places, Undo), LedgerError> {
+        let mut undo = Undo::new();
+        for user in crate::rebate_list::holders(row).into_iter().flatten() {
+            if !self.lists.contains_key(&user) {
+                let found = self
+                    .read
+                    .query_row([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .optional()
+                    .map_err(failed)?;
+                let list = match found {
+                    Some((n, s, k, role)) => RowList::of(n, s, k, role)?,
+                    None => RowList::default(),
+                };
+                self.lists.insert(user, list);
+            }
+            if !undo.iter().any(|(u, _)| *u == user) {
+                undo.push((user, self.lists.get(&user).cloned().unwrap_or_default()));
+            }
         }
-        Ok(self.lists.entry(user).or_default())
+        Ok((crate::rebate_list::place(row, &mut self.lists), undo))
     }
 
-    /// Where a row would go in `user`'s list.
-    fn next(&mut self, user: i64) -> Result<Place, LedgerError> {
-        let list = self.list(user)?;
-        Ok((list.count + 1, list.head.clone()))
-    }
-
-    /// Puts a written row at the head of its buyer's list (read by [`Self::next`] just before).
-    fn push(&mut self, user: i64, row: &RebateOrder) {
-        self.lists.entry(user).or_default().push(&row.source, &row.line_key);
+    fn undo(&mut self, undo: Undo) {
+        self.lists.extend(undo);
     }
 
     fn save(self) -> Result<(), LedgerError> {
         let mut upsert = self
             .db
             .prepare(
-                "INSERT INTO rebate_lists (user_id, listed, head_source, head_line_key) VALUES (?, ?, ?, ?) \
+                "INSERT INTO rebate_lists (user_id, listed, head_source, head_line_key, head_role) VALUES (?, ?, ?, ?, ?) \
                  ON CONFLICT (user_id) DO UPDATE SET listed = excluded.listed, head_source = excluded.head_source, \
-                 head_line_key = excluded.head_line_key",
+                 head_line_key = excluded.head_line_key, head_role = excluded.head_role",
             )
             .map_err(failed)?;
         for (user, list) in &self.lists {
-            if let Some((source, key)) = &list.head {
-                upsert.execute(params![user, list.count, source, key]).map_err(failed)?;
+            if let Some((source, key, role)) = &list.head {
+                upsert.execute(params![user, list.count, source, key, role.code()]).map_err(failed)?;
             }
         }
         Ok(())

@@ -62,18 +62,18 @@ fn migrations_before(dialect: &str, to: &Path) -> PathBuf {
 /// The keys of a user's rebate rows as listed.
 async fn listed(store: &dyn Store, user: i64) -> Vec<String> {
     let rows = store.rebates_of(UserId::new(user).expect("user"), None, 10).await.expect("rebates");
-    rows.into_iter().map(|r| r.line_key).collect()
+    rows.into_iter().map(|e| format!("{}:{}", e.row.line_key, e.role.as_str())).collect()
 }
 
 /// What the store must show after the migration.
 async fn check(store: &dyn Store) {
     let audit = store.audit_ledger().await.expect("audit");
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
-    // Rebate rows written before lists existed: each buyer's, listed in the order they were
-    // created (not updated); a row without a buyer in no list.
+    // Rebate rows written before lists existed: listed for their buyer and inviters in the
+    // order they were created (not updated); a row without a buyer in no list.
     assert_eq!(store.rebate_list_breaks().await.expect("lists"), Vec::<String>::new());
-    assert_eq!(listed(store, 7).await, ["2", "1"]);
-    assert!(listed(store, 8).await.is_empty(), "an inviter's share does not list the row");
+    assert_eq!(listed(store, 7).await, ["2:buyer", "1:buyer"]);
+    assert_eq!(listed(store, 8).await, ["2:inviter"], "an inviter's share lists the row");
     assert_eq!((audit.transactions, audit.entries, audit.accounts), (2, 7, 4));
     let seven = Account::Pending(UserId::new(7).expect("user"));
     let mut balances = store.balances().await.expect("balances");
@@ -110,7 +110,7 @@ async fn check(store: &dyn Store) {
     claimed.version = 2;
     let applied = store.apply_rebate(&claimed, Some(1), None).await.expect("claim");
     assert_eq!(applied, flashback_store::Applied::Done);
-    assert_eq!(listed(store, 7).await, ["3", "2", "1"]);
+    assert_eq!(listed(store, 7).await, ["3:buyer", "2:buyer", "1:buyer"]);
     assert_eq!(store.rebate_list_breaks().await.expect("lists"), Vec::<String>::new());
     assert_eq!(store.balance(seven).await.expect("balance"), 100);
     let audit = store.audit_ledger().await.expect("audit");

@@ -23,7 +23,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use flashback_core::rebate::lifecycle::RebateState;
 use flashback_core::{Role, SplitPolicy, Tier, UserId};
-use flashback_store::{LedgerError, RebateOrder, RebateProfile, StoreError, TrackingKind, Wallet};
+use flashback_store::{LedgerError, ListedRebate, RebateCursor, RebateProfile, StoreError, TrackingKind, Wallet};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -33,7 +33,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::http::Problem;
 use crate::http::extract::{Json, Path, Query};
-use views::RebateQuery;
+use views::{RebateQuery, RoleName};
 
 /// The rebate settings every handler needs.
 #[derive(Debug)]
@@ -99,7 +99,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rejects))
 }
 
-/// One order line of a user's rebates.
+/// One order line you are paid from, in one role.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RebateView {
     pub source: String,
@@ -107,36 +107,36 @@ pub struct RebateView {
     pub parent_key: String,
     pub item_id: String,
     pub item_title: String,
+    /// Whose share you are paid: `buyer` (you bought it), `inviter` (you invited the buyer)
+    /// or `grand_inviter` (you invited the buyer's inviter).
+    pub role: RoleName,
     /// `estimated`, `received`, `settled`, `available`, `invalid` or `reversed`.
     pub state: &'static str,
-    /// What you paid, in minor units.
+    /// What the buyer paid, in minor units.
     pub paid_minor: i64,
     /// The commission the network reports (estimate until settled), in minor units.
     pub commission_minor: i64,
-    /// Your share of it, in minor units (zero once invalid or reversed).
+    /// Your share of it in this role, in minor units (zero once invalid or reversed).
     pub rebate_minor: i64,
     /// When your share becomes available (settled rows).
     pub available_at_ms: Option<i64>,
     pub updated_at_ms: i64,
 }
 
-impl RebateView {
-    fn new(r: &RebateOrder, me: UserId) -> Self {
-        let mine = [(r.user_id, r.buyer_share), (r.inviter_id, r.inviter_share), (r.grand_inviter_id, r.grand_share)]
-            .iter()
-            .filter(|(u, _)| *u == Some(me))
-            .map(|(_, s)| s)
-            .sum();
+impl From<&ListedRebate> for RebateView {
+    fn from(e: &ListedRebate) -> Self {
+        let r = &e.row;
         Self {
             source: r.source.clone(),
             line_key: r.line_key.clone(),
             parent_key: r.parent_key.clone(),
             item_id: r.item_id.clone(),
             item_title: r.item_title.clone(),
+            role: e.role.into(),
             state: r.state.as_str(),
             paid_minor: r.paid_minor,
             commission_minor: r.commission_minor,
-            rebate_minor: mine,
+            rebate_minor: e.share(),
             available_at_ms: (r.state == RebateState::Settled).then_some(r.available_at_ms).flatten(),
             updated_at_ms: r.updated_at_ms,
         }
@@ -151,14 +151,9 @@ pub struct RebatePage {
     pub next_cursor: Option<String>,
 }
 
-/// A page's cursor: the last row shown, as `source.line_key` (a source's name has no dot).
-fn cursor(raw: &str) -> Option<(String, String)> {
-    let (source, key) = raw.split_once('.')?;
-    (!source.is_empty() && !key.is_empty()).then(|| (source.to_owned(), key.to_owned()))
-}
-
-/// Your rebates, newest first: each row is listed from the moment it is yours (reported with
-/// your tracking id, or claimed), visible as soon as a network reports it.
+/// The rows you are paid from, newest first by when each became yours: a row you bought from
+/// when it is reported with your tracking id or claimed, a row your invitee (or theirs) bought
+/// from when it became theirs. Visible as soon as a network reports it.
 #[utoipa::path(get, path = "/api/v1/me/rebates", tag = "rebates", security(("bearer" = [])), params(RebateQuery),
     responses((status = 200, body = RebatePage), (status = 400, body = Problem)))]
 pub async fn my_rebates(
@@ -170,16 +165,18 @@ pub async fn my_rebates(
     if !(1..=100).contains(&limit) {
         return Err(Problem::bad_request("invalid_query", "limit: 1 to 100"));
     }
-    let before = q
+    let after = q
         .cursor
         .as_deref()
-        .map(|c| cursor(c).ok_or_else(|| Problem::bad_request("invalid_query", "cursor: not one we issued")))
+        .map(|c| {
+            RebateCursor::parse(c).ok_or_else(|| Problem::bad_request("invalid_query", "cursor: not one we issued"))
+        })
         .transpose()?;
-    let rows = state.store.rebates_of(caller.id, before, limit).await.map_err(|e| Problem::from_store(&e))?;
+    let rows = state.store.rebates_of(caller.id, after.as_ref(), limit).await.map_err(|e| Problem::from_store(&e))?;
     let next_cursor = (rows.len() == usize::try_from(limit).unwrap_or(usize::MAX))
-        .then(|| rows.last().map(|r| format!("{}.{}", r.source, r.line_key)))
+        .then(|| rows.last().map(|r| r.cursor().to_string()))
         .flatten();
-    Ok(axum::Json(RebatePage { items: rows.iter().map(|r| RebateView::new(r, caller.id)).collect(), next_cursor }))
+    Ok(axum::Json(RebatePage { items: rows.iter().map(RebateView::from).collect(), next_cursor }))
 }
 
 /// Balances in minor units.

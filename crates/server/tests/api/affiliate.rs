@@ -127,7 +127,8 @@ async fn the_order_feed_lands_every_row_on_its_user_and_follows_it_to_the_end() 
 
     // Every user's wallet is exactly the sum of their rows' shares.
     for user in users.values() {
-        let rows = app.state.store.rebates_of(*user, None, 1_000).await.unwrap();
+        let listed = app.state.store.rebates_of(*user, None, 1_000).await.unwrap();
+        let rows: Vec<_> = listed.into_iter().map(|e| e.row).collect();
         let available: i64 = rows.iter().filter(|r| r.state == RebateState::Available).map(|r| r.buyer_share).sum();
         let pending: i64 = rows
             .iter()

@@ -105,8 +105,15 @@ async fn lifecycle(app: &TestApp) {
     let mine: Value = app.get_as("/api/v1/me/rebates", &buyer.token).await.json().await.unwrap();
     assert_eq!(mine["items"][0]["state"], "estimated");
     assert_eq!(mine["items"][0]["rebate_minor"], 500);
-    let theirs: Value = app.get_as("/api/v1/me/rebates", &inviter.token).await.json().await.unwrap();
-    assert!(theirs["items"].as_array().unwrap().is_empty(), "a buyer's rows are the buyer's");
+    assert_eq!(mine["items"][0]["role"], "buyer");
+    // The inviters see the row too, each with their own role and share.
+    for (who, role, share) in [(&inviter, "inviter", 100), (&grand, "grand_inviter", 50)] {
+        let theirs: Value = app.get_as("/api/v1/me/rebates", &who.token).await.json().await.unwrap();
+        let items = theirs["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{theirs}");
+        assert_eq!((items[0]["line_key"].as_str(), items[0]["role"].as_str()), (Some("L1"), Some(role)));
+        assert_eq!(items[0]["rebate_minor"], share);
+    }
 
     applied(app, &line("L1", Some("sid-buyer"), NetworkStatus::Received, 1_001, 0, t + 10)).await;
     assert_eq!(wallet(app, &buyer).await, (500, 0, 0));
@@ -125,6 +132,11 @@ async fn lifecycle(app: &TestApp) {
     assert_eq!(wallet(app, &grand).await, (0, 40, 0));
     let mine: Value = app.get_as("/api/v1/me/rebates", &buyer.token).await.json().await.unwrap();
     assert_eq!(mine["items"][0]["state"], "available");
+    let theirs: Value = app.get_as("/api/v1/me/rebates", &inviter.token).await.json().await.unwrap();
+    assert_eq!(
+        (theirs["items"][0]["state"].as_str(), theirs["items"][0]["rebate_minor"].as_i64()),
+        (Some("available"), Some(80))
+    );
     assert_eq!(release_due(&app.state).await.unwrap(), 0, "released once");
     ledger_clean(app).await;
 }
@@ -448,8 +460,10 @@ async fn joining_and_binding_refuse_bad_input() {
     .await;
     assert_problem(app.get_as("/api/v1/me/rebates?limit=0", &user).await, StatusCode::BAD_REQUEST, "invalid_query")
         .await;
-    assert_problem(app.get_as("/api/v1/me/rebates?cursor=zz", &user).await, StatusCode::BAD_REQUEST, "invalid_query")
-        .await;
+    for cursor in ["zz", "taobao.L1", "seller.taobao.L1", "buyer..L1", "inviter.taobao."] {
+        let url = format!("/api/v1/me/rebates?cursor={cursor}");
+        assert_problem(app.get_as(&url, &user).await, StatusCode::BAD_REQUEST, "invalid_query").await;
+    }
     assert_eq!(app.get("/api/v1/me/wallet").await.status(), StatusCode::UNAUTHORIZED);
 }
 

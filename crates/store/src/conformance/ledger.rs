@@ -458,15 +458,19 @@ pub async fn rebate_lists_hold_each_buyers_rows_newest_first_and_the_audit_finds
     assert_eq!(apply(5, Some(buyer), 2, Some(1)).await, Applied::Done);
     assert_eq!(apply(5, Some(other), 3, Some(2)).await, Applied::Conflict, "not the other's to take");
 
-    let keys = |rows: Vec<crate::RebateOrder>| rows.into_iter().map(|r| r.line_key).collect::<Vec<_>>();
+    let keys = |rows: Vec<crate::ListedRebate>| rows.into_iter().map(|e| e.row.line_key).collect::<Vec<_>>();
     let all = keys(store.rebates_of(buyer, None, 10).await.expect("list"));
     assert_eq!(all, ["r5", "r2", "r4", "r3", "r1"]);
-    let first = keys(store.rebates_of(buyer, None, 2).await.expect("first page"));
-    assert_eq!(first, ["r5", "r2"]);
-    let rest = keys(store.rebates_of(buyer, Some((source.clone(), key(2))), 10).await.expect("next page"));
+    let first = store.rebates_of(buyer, None, 2).await.expect("first page");
+    assert_eq!(keys(first.clone()), ["r5", "r2"]);
+    let rest = keys(store.rebates_of(buyer, Some(&first[1].cursor()), 10).await.expect("next page"));
     assert_eq!(rest, ["r4", "r3", "r1"], "the next page goes on where the first stopped");
-    assert!(store.rebates_of(buyer, Some((source.clone(), key(1))), 10).await.expect("past the end").is_empty());
-    assert!(store.rebates_of(buyer, Some((source.clone(), key(6))), 10).await.expect("theirs").is_empty());
+    let at = |role: crate::RebateRole, n: u32| crate::RebateCursor { role, source: source.clone(), line_key: key(n) };
+    let buyers = crate::RebateRole::Buyer;
+    assert!(store.rebates_of(buyer, Some(&at(buyers, 1)), 10).await.expect("past the end").is_empty());
+    assert!(store.rebates_of(buyer, Some(&at(buyers, 6)), 10).await.expect("theirs").is_empty());
+    let as_inviter = at(crate::RebateRole::Inviter, 2);
+    assert!(store.rebates_of(buyer, Some(&as_inviter), 10).await.expect("not in that role").is_empty());
     assert_eq!(keys(store.rebates_of(other, None, 10).await.expect("other")), ["r6"]);
     assert!(store.rebates_of(buyer, None, 0).await.expect("none").is_empty());
     clean(store).await;
@@ -474,14 +478,104 @@ pub async fn rebate_lists_hold_each_buyers_rows_newest_first_and_the_audit_finds
     t.tamper(&format!("UPDATE rebate_orders SET prev_source = NULL, prev_line_key = NULL WHERE source = '{source}' AND line_key = 'r3'"))
         .await;
     let breaks = store.rebate_list_breaks().await.expect("audit");
-    assert_eq!(breaks, [format!("rebate row {source}:r3: not linked to the row before it in its buyer's list")]);
+    assert_eq!(breaks, [format!("user {buyer}: rebate row {source}:r3 is not linked to their entry before it")]);
     t.tamper(&format!("UPDATE rebate_lists SET listed = listed + 1 WHERE user_id = {buyer}")).await;
     let breaks = store.rebate_list_breaks().await.expect("audit");
-    assert!(breaks.iter().any(|b| b.starts_with(&format!("user {buyer}: lists 6 rebate rows"))), "{breaks:?}");
+    assert!(breaks.iter().any(|b| b.starts_with(&format!("user {buyer}: lists 6 rebate entries"))), "{breaks:?}");
     assert!(
-        breaks.contains(&format!("user {buyer}: the head of their rebate list is not their last row")),
+        breaks.contains(&format!("user {buyer}: the head of their rebate list is not their newest entry")),
         "{breaks:?}"
     );
+}
+
+/// A row that gets its first buyer joins the lists of the buyer's inviter and their inviter
+/// too, in one numbering with the rows each bought: every user sees the rows they are paid
+/// from, in their role, newest first, paged across roles; the audit finds an entry in the
+/// wrong role, a missing one and one listed for nobody.
+pub async fn rebate_lists_hold_the_rows_inviters_are_paid_from(t: &TestStore) {
+    use crate::{Applied, RebateChange, RebateRole};
+    let g = ids();
+    let store = &t.store;
+    let [grand, inviter, buyer, buyer2] = [(); 4].map(|_| next(&g, UserId::new));
+    let source = format!("shares{grand}");
+    let row = |n: u32, who: [Option<UserId>; 3], version: i64| {
+        let mut r = rebate_row(&source, &format!("r{n}"), who[0], version);
+        (r.inviter_id, r.grand_inviter_id) = (who[1], who[2]);
+        (r.buyer_share, r.inviter_share, r.grand_share) = (10, who[1].map_or(0, |_| 4), who[2].map_or(0, |_| 2));
+        r.platform_share = 20 - r.buyer_share - r.inviter_share - r.grand_share;
+        r
+    };
+    let by_inviter = [Some(inviter), Some(grand), None];
+    let invited = |u: UserId| [Some(u), Some(inviter), Some(grand)];
+    assert_eq!(store.apply_rebate(&row(1, by_inviter, 1), None, None).await.expect("r1"), Applied::Done);
+    assert_eq!(store.apply_rebate(&row(2, invited(buyer), 1), None, None).await.expect("r2"), Applied::Done);
+    let mut unclaimed = row(3, invited(buyer2), 1);
+    (unclaimed.user_id, unclaimed.inviter_id, unclaimed.grand_inviter_id) = (None, None, None);
+    (unclaimed.buyer_share, unclaimed.inviter_share, unclaimed.grand_share, unclaimed.platform_share) = (0, 0, 0, 20);
+    assert_eq!(store.apply_rebate(&unclaimed, None, None).await.expect("r3"), Applied::Done);
+    let batch = vec![
+        RebateChange { row: row(4, invited(buyer), 1), expected: None, txn: None },
+        // Claimed by its buyer: it joins their list and their inviters'.
+        RebateChange { row: row(3, invited(buyer2), 2), expected: Some(1), txn: None },
+        // Moves on in place: no new entries.
+        RebateChange { row: row(1, by_inviter, 2), expected: Some(1), txn: None },
+        // Inserted twice in one batch: the second is not written, and takes no place.
+        RebateChange { row: row(4, invited(buyer), 1), expected: None, txn: None },
+    ];
+    let done = [Applied::Done, Applied::Done, Applied::Done, Applied::Conflict];
+    assert_eq!(store.apply_rebates(&batch, &[]).await.expect("batch"), done);
+    assert_eq!(store.apply_rebate(&row(5, by_inviter, 1), None, None).await.expect("r5"), Applied::Done);
+
+    let entries = |rows: Vec<crate::ListedRebate>| {
+        rows.into_iter().map(|e| (e.row.line_key.clone(), e.role, e.share())).collect::<Vec<_>>()
+    };
+    let e = |n: u32, role: RebateRole, share: i64| (format!("r{n}"), role, share);
+    let (b, i, gi) = (RebateRole::Buyer, RebateRole::Inviter, RebateRole::GrandInviter);
+    let all = store.rebates_of(inviter, None, 10).await.expect("inviter's");
+    assert_eq!(entries(all), [e(5, b, 10), e(3, i, 4), e(4, i, 4), e(2, i, 4), e(1, b, 10)]);
+    assert_eq!(
+        entries(store.rebates_of(grand, None, 10).await.expect("grand's")),
+        [e(5, i, 4), e(3, gi, 2), e(4, gi, 2), e(2, gi, 2), e(1, i, 4)]
+    );
+    assert_eq!(entries(store.rebates_of(buyer, None, 10).await.expect("buyer's")), [e(4, b, 10), e(2, b, 10)]);
+    assert_eq!(entries(store.rebates_of(buyer2, None, 10).await.expect("buyer2's")), [e(3, b, 10)]);
+    // Pages of two, each going on from the last entry shown, whichever role it was.
+    let mut pages = Vec::new();
+    let mut after: Option<crate::RebateCursor> = None;
+    loop {
+        let page = store.rebates_of(inviter, after.as_ref(), 2).await.expect("page");
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor());
+        pages.push(entries(page));
+    }
+    assert_eq!(pages, [vec![e(5, b, 10), e(3, i, 4)], vec![e(4, i, 4), e(2, i, 4)], vec![e(1, b, 10)]]);
+    // Another user's entry, or an entry in a role the user does not hold, is no cursor of theirs.
+    let at = |role: RebateRole| crate::RebateCursor { role, source: source.clone(), line_key: "r3".into() };
+    assert!(store.rebates_of(buyer, Some(&at(i)), 10).await.expect("foreign").is_empty());
+    assert!(store.rebates_of(inviter, Some(&at(gi)), 10).await.expect("wrong role").is_empty());
+    assert_eq!(entries(store.rebates_of(inviter, Some(&at(i)), 1).await.expect("after r3")), [e(4, i, 4)]);
+    clean(store).await;
+
+    t.tamper(&format!("UPDATE rebate_orders SET inv_prev_role = 2 WHERE source = '{source}' AND line_key = 'r3'"))
+        .await;
+    let breaks = store.rebate_list_breaks().await.expect("audit");
+    assert_eq!(breaks, [format!("user {inviter}: rebate row {source}:r3 is not linked to their entry before it")]);
+    t.tamper(&format!(
+        "UPDATE rebate_orders SET grand_list_no = NULL, grand_prev_source = NULL, grand_prev_line_key = NULL, \
+         grand_prev_role = NULL WHERE source = '{source}' AND line_key = 'r4'"
+    ))
+    .await;
+    let breaks = store.rebate_list_breaks().await.expect("audit");
+    assert!(
+        breaks
+            .iter()
+            .any(|b| b.starts_with(&format!("user {grand}: lists 5 rebate entries; has 5 numbered 1..5 (4 distinct)"))),
+        "{breaks:?}"
+    );
+    t.tamper(&format!("UPDATE rebate_orders SET grand_list_no = 9 WHERE source = '{source}' AND line_key = 'r1'"))
+        .await;
+    let breaks = store.rebate_list_breaks().await.expect("audit");
+    assert!(breaks.contains(&format!("rebate row {source}:r1: listed for someone it does not pay")), "{breaks:?}");
 }
 
 /// A batch writes each row's compare-and-set and the ledger transactions of the rows that were

@@ -69,6 +69,7 @@ macro_rules! conformance_suite {
             a_rebate_row_and_its_ledger_move_together_once
             a_batch_of_row_changes_writes_only_what_won_its_race
             rebate_lists_hold_each_buyers_rows_newest_first_and_the_audit_finds_a_break
+            rebate_lists_hold_the_rows_inviters_are_paid_from
             rollups_count_each_event_once_per_minute_and_product
             pending_rebates_are_the_ledgers_pending_balances
             backup_verifications_are_recorded_and_the_newest_is_reported
