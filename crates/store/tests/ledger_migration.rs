@@ -42,7 +42,9 @@ INSERT INTO rebate_orders (source, line_key, parent_key, user_id, inviter_id, gr
     ('taobao', '1', '1', 7, NULL, NULL, NULL, 'i', 't', NULL, 'estimated', '12', 1000, 100, 0, 0, 100, 60, 0, 0, 40, 0,
      NULL, NULL, NULL, NULL, 1000, 1, 1000, 1000),
     ('taobao', '3', '3', NULL, NULL, NULL, NULL, 'i', 't', NULL, 'estimated', '12', 100, 10, 0, 0, 10, 0, 0, 0, 10, 0,
-     NULL, NULL, NULL, NULL, 3000, 1, 3000, 3000);
+     NULL, NULL, NULL, NULL, 3000, 1, 3000, 3000),
+    ('taobao', '4', '4', 9, 7, NULL, NULL, 'i', 't', NULL, 'estimated', '12', 300, 30, 0, 0, 30, 10, 5, 0, 15, 0,
+     NULL, NULL, NULL, NULL, 2500, 1, 2500, 2500);
 ";
 
 /// The migrations of `dialect` before the accounts migration, copied to `to`.
@@ -72,8 +74,10 @@ async fn check(store: &dyn Store) {
     // Rebate rows written before lists existed: listed for their buyer and inviters in the
     // order they were created (not updated); a row without a buyer in no list.
     assert_eq!(store.rebate_list_breaks().await.expect("lists"), Vec::<String>::new());
-    assert_eq!(listed(store, 7).await, ["2:buyer", "1:buyer"]);
+    // An inviter's entries of rows written before (20261223000017) follow the entries they had.
+    assert_eq!(listed(store, 7).await, ["4:inviter", "2:buyer", "1:buyer"]);
     assert_eq!(listed(store, 8).await, ["2:inviter"], "an inviter's share lists the row");
+    assert_eq!(listed(store, 9).await, ["4:buyer"]);
     assert_eq!((audit.transactions, audit.entries, audit.accounts), (2, 7, 4));
     let seven = Account::Pending(UserId::new(7).expect("user"));
     let mut balances = store.balances().await.expect("balances");
@@ -110,7 +114,7 @@ async fn check(store: &dyn Store) {
     claimed.version = 2;
     let applied = store.apply_rebate(&claimed, Some(1), None).await.expect("claim");
     assert_eq!(applied, flashback_store::Applied::Done);
-    assert_eq!(listed(store, 7).await, ["3:buyer", "2:buyer", "1:buyer"]);
+    assert_eq!(listed(store, 7).await, ["3:buyer", "4:inviter", "2:buyer", "1:buyer"]);
     assert_eq!(store.rebate_list_breaks().await.expect("lists"), Vec::<String>::new());
     assert_eq!(store.balance(seven).await.expect("balance"), 100);
     let audit = store.audit_ledger().await.expect("audit");
