@@ -188,15 +188,32 @@ pub(crate) type Place = (i64, Option<Entry>);
 /// [`RebateRole::ALL`] order; `None` where the row has nobody in that role).
 pub(crate) type Places = [Option<Place>; 3];
 
-/// The users a row that has just got its buyer is listed for, in [`RebateRole::ALL`] order.
+/// The users a row is listed for, in [`RebateRole::ALL`] order: nobody until it has a buyer.
 pub(crate) fn holders(row: &RebateOrder) -> [Option<i64>; 3] {
-    RebateRole::ALL.map(|role| role.of(row))
+    let listed = row.user_id.is_some();
+    RebateRole::ALL.map(|role| role.of(row).filter(|_| listed))
 }
 
 /// Puts a row at the heads of the lists of everyone it pays (`lists` holds each list as it
 /// stands; one absent is empty): the row's places.
 pub(crate) fn place(row: &RebateOrder, lists: &mut HashMap<i64, RowList>) -> Places {
-    RebateRole::ALL.map(|role| role.of(row).map(|u| lists.entry(u).or_default().push(&row.source, &row.line_key, role)))
+    let users = holders(row);
+    // In role order (`from_fn` calls in index order): a user in two roles gets two entries.
+    std::array::from_fn(|i| {
+        users[i].map(|u| lists.entry(u).or_default().push(&row.source, &row.line_key, RebateRole::ALL[i]))
+    })
+}
+
+/// Takes back [`place`]'s places of a row that was not written after all.
+pub(crate) fn unplace(row: &RebateOrder, places: Places, lists: &mut HashMap<i64, RowList>) {
+    for (user, place) in holders(row).into_iter().zip(places).rev() {
+        if let (Some(user), Some((_, prev))) = (user, place)
+            && let Some(list) = lists.get_mut(&user)
+        {
+            list.count -= 1;
+            list.head = prev;
+        }
+    }
 }
 
 /// The JSON parameters of the list statements: each joined row's links

@@ -14,6 +14,7 @@
 //! compare-and-set, the ledger transactions of the rows written (once per key), the balances
 //! and chains of the accounts they name, and the inputs kept for review — or nothing.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use flashback_core::{Account, UserId};
@@ -88,11 +89,11 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
             let written = match item.expected {
                 // A row another writer inserted first (or twice in this batch) is not written.
                 None => {
-                    let (places, undo) = lists.place(r)?;
+                    let places = lists.place(r)?;
                     push_places(&mut values, &places);
                     let n = insert.execute(params_from_iter(&values)).map_err(failed)?;
                     if n != 1 {
-                        lists.undo(undo);
+                        lists.unplace(r, places);
                     }
                     n
                 }
@@ -116,13 +117,13 @@ fn write_in(db: &Connection, items: &[RebateChange], review: &[RebateReject]) ->
                                 n
                             } else {
                                 // Its first buyer: it joins the lists of everyone it pays.
-                                let (places, undo) = lists.place(r)?;
+                                let places = lists.place(r)?;
                                 let key = values.split_off(values.len() - 3);
                                 push_places(&mut values, &places);
                                 values.extend(key);
                                 let n = joining.execute(params_from_iter(&values)).map_err(failed)?;
                                 if n != 1 {
-                                    lists.undo(undo);
+                                    lists.unplace(r, places);
                                 }
                                 n
                             }
@@ -167,9 +168,6 @@ struct Lists<'c> {
     lists: HashMap<i64, RowList>,
 }
 
-/// The lists a row's places changed, as they were before.
-type Undo = Vec<(i64, RowList)>;
-
 impl<'c> Lists<'c> {
     fn new(db: &'c Connection) -> Result<Self, LedgerError> {
         let read = db
@@ -178,32 +176,27 @@ impl<'c> Lists<'c> {
         Ok(Self { read, db, lists: HashMap::new() })
     }
 
-    /// Puts a row at the heads of the lists of everyone it pays: its places, and how to take
-    /// them back if the row is not written after all.
-    fn place(&mut self, row: &RebateOrder) -> Result<(Places, Undo), LedgerError> {
-        let mut undo = Undo::new();
+    /// Puts a row at the heads of the lists of everyone it pays (read when first needed): its
+    /// places, to be taken back with [`Self::unplace`] if the row is not written after all.
+    fn place(&mut self, row: &RebateOrder) -> Result<Places, LedgerError> {
         for user in crate::rebate_list::holders(row).into_iter().flatten() {
-            if !self.lists.contains_key(&user) {
+            if let Entry::Vacant(slot) = self.lists.entry(user) {
                 let found = self
                     .read
                     .query_row([user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                     .optional()
                     .map_err(failed)?;
-                let list = match found {
+                slot.insert(match found {
                     Some((n, s, k, role)) => RowList::of(n, s, k, role)?,
                     None => RowList::default(),
-                };
-                self.lists.insert(user, list);
-            }
-            if !undo.iter().any(|(u, _)| *u == user) {
-                undo.push((user, self.lists.get(&user).cloned().unwrap_or_default()));
+                });
             }
         }
-        Ok((crate::rebate_list::place(row, &mut self.lists), undo))
+        Ok(crate::rebate_list::place(row, &mut self.lists))
     }
 
-    fn undo(&mut self, undo: Undo) {
-        self.lists.extend(undo);
+    fn unplace(&mut self, row: &RebateOrder, places: Places) {
+        crate::rebate_list::unplace(row, places, &mut self.lists);
     }
 
     fn save(self) -> Result<(), LedgerError> {
