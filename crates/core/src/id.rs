@@ -46,11 +46,16 @@ macro_rules! id_type {
                 self.0
             }
 
-            /// Parses an id from its decimal text form (path segments, JSON strings).
+            /// Parses an id from its decimal text form (path segments, JSON strings), as
+            /// [`fmt::Display`] writes it: digits only, no sign, no leading zero, no spaces.
             pub fn parse(text: &str) -> Result<Self, ParseError> {
-                text.trim()
-                    .parse::<i64>()
-                    .map_err(|_| ParseError::new($what, "must be a decimal id"))
+                let canonical = (1..=19).contains(&text.len())
+                    && text.bytes().all(|b| b.is_ascii_digit())
+                    && !text.starts_with('0');
+                canonical
+                    .then(|| text.parse::<i64>().ok())
+                    .flatten()
+                    .ok_or_else(|| ParseError::new($what, "must be a decimal id"))
                     .and_then(Self::new)
             }
         }
@@ -295,6 +300,11 @@ mod tests {
         assert_eq!(small.get(), 42);
         assert!(serde_json::from_str::<UserId>("\"-3\"").is_err());
         assert!(serde_json::from_str::<UserId>("\"abc\"").is_err());
+        // Only the form ids are written in: one id has one spelling.
+        for other in ["+5", "007", " 5", "5 ", "0", "", "9223372036854775808", "1e3", "5\n"] {
+            assert!(UserId::parse(other).is_err(), "{other:?}");
+        }
+        assert_eq!(UserId::parse("9223372036854775807").unwrap().get(), i64::MAX);
         assert!(IdGenerator::new(MAX_NODE + 1).is_err());
     }
 }
