@@ -1,12 +1,16 @@
 //! Purchases answered `pending`, for every engine that can lose a reserve step's answer
-//! (`redis`): recording the attempt so that any instance can settle it, recording how
+//! (`redis`, `sql`): recording the attempt so that any instance can settle it, recording how
 //! it settled, and the periodic pass that settles what is still pending and prunes what was
 //! settled long ago. How an attempt is fenced is the engine's own ([`Engine::settle`]).
+
+use std::time::Duration;
 
 use flashback_store::{AttemptState, FlashReservation, Store};
 
 use super::engine::{Engine, Refusal, Reserved};
 
+/// How often the periodic pass runs.
+pub const SETTLE_EVERY: Duration = Duration::from_secs(10);
 /// Pending attempts settled per pass.
 const SETTLE_BATCH: u32 = 100;
 /// Settled attempts pruned per pass.

@@ -1,12 +1,21 @@
 //! The `sql` engine: each attempt is one transaction in the store
 //! ([`flashback_store::FlashSaleStore::sql_reserve`]).
+//!
+//! A commit whose answer is lost (the connection dropped or reset, a timeout) may have taken
+//! effect. The store then fences the attempt: it reads the reservation's row once the
+//! transaction that wrote it has ended, and answers with what it found (`202`, or `503` with
+//! nothing taken). If the fence cannot answer either (the database is still unreachable), the
+//! attempt is answered `pending` and settled later by the same fence, on ticket reads and in a
+//! periodic pass ([`super::pending`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use flashback_store::{FlashReservation, FlashSale, SqlReserveRefusal, Store};
+use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Refusal, Reserved, in_window};
+use super::pending::{self, SETTLE_EVERY};
 
 /// The `sql` engine.
 #[derive(Debug)]
@@ -37,6 +46,32 @@ impl Engine for SqlEngine {
             Err(SqlReserveRefusal::SoldOut) => Err(Refusal::SoldOut),
             Err(SqlReserveRefusal::LimitReached) => Err(Refusal::LimitReached),
             Err(SqlReserveRefusal::Store(e)) => Err(Refusal::Unavailable(e.to_string())),
+            Err(doubt @ SqlReserveRefusal::InDoubt { .. }) => {
+                Ok(pending::answer_pending(&*self.store, &reservation, &doubt).await)
+            }
         }
+    }
+
+    async fn settle(&self, attempt: &FlashReservation) -> Result<bool, Refusal> {
+        let reserved = self
+            .store
+            .sql_reservation_settled(attempt.id)
+            .await
+            .map_err(|e| Refusal::Unavailable(format!("the fence: {e}")))?;
+        pending::record_settled(&*self.store, attempt.id, reserved).await;
+        Ok(reserved)
+    }
+
+    fn background(self: Arc<Self>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![tokio::spawn(async move {
+            // At once on start too: attempts left pending before a restart.
+            loop {
+                pending::tend(&*self, &*self.store).await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(SETTLE_EVERY) => {}
+                }
+            }
+        })]
     }
 }
