@@ -31,6 +31,7 @@ mod flash_sale_times;
 mod flash_sql_doubt;
 mod ha;
 mod health;
+mod http2_idle;
 mod nginx;
 mod nginx_drain;
 mod nginx_retry;
