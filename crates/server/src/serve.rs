@@ -14,7 +14,7 @@
 //! every later request head, which also ends a kept-alive connection left idle that long. An
 //! HTTP/2 connection with no request in flight for that long (a request counts until its
 //! response body is finished or dropped, so a long stream keeps it open) is closed gracefully
-//! (GOAWAY).
+//! (GOAWAY); HTTP/2 pings ([`H2_PING_INTERVAL`]) cut a peer that stops answering meanwhile.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +37,10 @@ mod in_flight;
 
 /// How long open connections may still deliver a request once the listener has closed.
 pub const LINGER: Duration = Duration::from_millis(500);
+/// How often the server pings each HTTP/2 peer.
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// How long an HTTP/2 ping may go unanswered before the connection is closed.
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `router` on `listener` until `stop` is cancelled, then stops as the module docs say;
 /// returns once every connection has closed. A request head must arrive within
@@ -44,6 +48,7 @@ pub const LINGER: Duration = Duration::from_millis(500);
 pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, header_read_timeout: Duration) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(H2_PING_INTERVAL).keep_alive_timeout(H2_PING_TIMEOUT);
     let accept = Accept {
         builder,
         header_read_timeout,
