@@ -438,7 +438,7 @@ pub struct HttpConfig {
     #[serde(rename = "request_timeout_ms", with = "millis")]
     pub request_timeout: Duration,
     /// A connection that has not sent a whole request head this long after it opened (or after
-    /// its last answer) is closed.
+    /// its last answer; on HTTP/2, with no request in flight that long) is closed.
     #[serde(rename = "header_read_timeout_ms", with = "millis")]
     pub header_read_timeout: Duration,
     /// Largest request body accepted.

@@ -11,7 +11,10 @@
 //! Slow clients cannot hold connections: a connection that has not delivered a whole request
 //! head within `http.header_read_timeout_ms` of opening is closed, whatever it sent (nothing, a
 //! partial HTTP/2 preface, half a header), and on HTTP/1 hyper's own timer does the same for
-//! every later request head, which also ends a kept-alive connection left idle that long.
+//! every later request head, which also ends a kept-alive connection left idle that long. An
+//! HTTP/2 connection with no request in flight for that long (a request counts until its
+//! response body is finished or dropped, so a long stream keeps it open) is closed gracefully
+//! (GOAWAY); HTTP/2 pings ([`H2_PING_INTERVAL`]) cut a peer that stops answering meanwhile.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,19 +28,27 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use in_flight::{InFlight, Tracked};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod in_flight;
+
 /// How long open connections may still deliver a request once the listener has closed.
 pub const LINGER: Duration = Duration::from_millis(500);
+/// How often the server pings each HTTP/2 peer.
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// How long an HTTP/2 ping may go unanswered before the connection is closed.
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves `router` on `listener` until `stop` is cancelled, then stops as the module docs say;
 /// returns once every connection has closed. A request head must arrive within
-/// `header_read_timeout`.
+/// `header_read_timeout`, and an HTTP/2 connection idle that long is closed.
 pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken, header_read_timeout: Duration) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(H2_PING_INTERVAL).keep_alive_timeout(H2_PING_TIMEOUT);
     let accept = Accept {
         builder,
         header_read_timeout,
@@ -96,25 +107,32 @@ impl Accept {
         let router = self.router.clone();
         let builder = self.builder.clone();
         let close_idle = self.close_idle.clone();
-        let first_head = tokio::time::sleep(self.header_read_timeout);
+        let idle_after = self.header_read_timeout;
+        let first_head = tokio::time::sleep(idle_after);
         self.connections.spawn(async move {
             let started = Arc::new(AtomicBool::new(false));
+            let http2 = Arc::new(AtomicBool::new(false));
+            let (in_flight, mut activity) = InFlight::new();
             let service = hyper::service::service_fn({
-                let started = Arc::clone(&started);
+                let (started, http2) = (Arc::clone(&started), Arc::clone(&http2));
                 move |mut req: hyper::Request<Incoming>| {
                     started.store(true, Ordering::Relaxed);
+                    if req.version() == hyper::Version::HTTP_2 {
+                        http2.store(true, Ordering::Relaxed);
+                    }
+                    let guard = in_flight.start();
                     req.extensions_mut().insert(ConnectInfo(peer));
                     let router = router.clone();
                     async move {
-                        Ok::<_, Infallible>(
-                            tower::ServiceExt::oneshot(router, req).await.unwrap_or_else(|e| match e {}),
-                        )
+                        let res = tower::ServiceExt::oneshot(router, req).await.unwrap_or_else(|e| match e {});
+                        Ok::<_, Infallible>(res.map(|body| Tracked::new(body, guard)))
                     }
                 }
             });
             let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
             let mut first_head = pin!(first_head);
-            let (mut asked, mut timed) = (false, true);
+            let mut idle = pin!(tokio::time::sleep(idle_after));
+            let (mut asked, mut timed, mut watching, mut idle_armed) = (false, true, true, false);
             loop {
                 tokio::select! {
                     result = conn.as_mut() => {
@@ -134,6 +152,23 @@ impl Accept {
                         if !started.load(Ordering::Relaxed) {
                             tracing::debug!(%peer, "no request head in time; closing the connection");
                             return;
+                        }
+                    }
+                    // Requests in flight went up or down: with none left, the idle period starts.
+                    changed = activity.changed(), if watching => {
+                        watching = changed.is_ok();
+                        idle_armed = watching && *activity.borrow_and_update() == 0;
+                        if idle_armed {
+                            idle.as_mut().reset(tokio::time::Instant::now() + idle_after);
+                        }
+                    }
+                    // HTTP/1 has hyper's own timer; an idle HTTP/2 connection is told to go.
+                    () = idle.as_mut(), if idle_armed && !asked => {
+                        idle_armed = false;
+                        if http2.load(Ordering::Relaxed) {
+                            tracing::debug!(%peer, "HTTP/2 connection idle; closing it");
+                            asked = true;
+                            conn.as_mut().graceful_shutdown();
                         }
                     }
                 }

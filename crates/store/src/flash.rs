@@ -141,7 +141,8 @@ pub struct FlashReservation {
     pub idempotency_key: Option<String>,
 }
 
-/// Why the `sql` engine's reserve step refused; nothing was taken.
+/// Why the `sql` engine's reserve step did not reserve: nothing was taken, except after
+/// [`SqlReserveRefusal::InDoubt`].
 #[derive(Debug, thiserror::Error)]
 pub enum SqlReserveRefusal {
     /// No units left (or the sale is closed).
@@ -150,9 +151,19 @@ pub enum SqlReserveRefusal {
     /// The buyer would exceed the per-user limit.
     #[error("limit reached")]
     LimitReached,
-    /// The store failed.
+    /// The store failed before the commit, or the commit failed and the fence found no
+    /// reservation: nothing was taken.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The commit's answer was lost and the fence could not say whether it took effect: the
+    /// reservation may exist. [`FlashSaleStore::sql_reservation_settled`] says later.
+    #[error("the reserve's outcome is in doubt ({lost}); the fence failed: {fence}")]
+    InDoubt {
+        /// Why the commit failed.
+        lost: StoreError,
+        /// Why the fence failed.
+        fence: StoreError,
+    },
 }
 
 impl From<sqlx::Error> for SqlReserveRefusal {
@@ -193,13 +204,20 @@ pub trait FlashSaleStore: Send + Sync {
     /// sale's `remaining` (only while open and inside its window), the buyer's total checked
     /// under that row lock, and the reservation row (with its idempotency key, if any).
     /// `Ok(None)`: reserved. `Ok(Some(earlier))`: the buyer's key already names `earlier`
-    /// (of any sale); nothing was taken.
+    /// (of any sale); nothing was taken. A failed commit is never taken to mean "nothing was
+    /// taken": the step then fences ([`Self::sql_reservation_settled`]) and answers with what
+    /// the fence found, or [`SqlReserveRefusal::InDoubt`].
     async fn sql_reserve(
         &self,
         reservation: &FlashReservation,
         per_user_limit: i64,
         now_ms: i64,
     ) -> Result<Option<FlashReservation>, SqlReserveRefusal>;
+    /// The fence after a `sql` reserve step whose commit's answer was lost: waits (a bounded
+    /// while) until the transaction that wrote reservation `id` has ended, then says whether
+    /// the reservation exists. Final once answered: the step never runs again. An error: the
+    /// store cannot say yet.
+    async fn sql_reservation_settled(&self, id: i64) -> StoreResult<bool>;
 
     /// Reservations still waiting for their order, oldest first.
     async fn reservations_to_order(&self, limit: u32) -> StoreResult<Vec<FlashReservation>>;

@@ -10,6 +10,7 @@ mod backup;
 mod error;
 mod flash;
 mod flash_attempts;
+mod flash_fence;
 mod gate;
 mod ledger;
 mod model;

@@ -329,10 +329,19 @@ macro_rules! impl_flash_store {
                         }
                         Err(e) => return Err(e.into()),
                     }
-                    tx.commit().await?;
-                    Ok(None)
+                    let Err(lost) = tx.commit().await else { return Ok(None) };
+                    // The commit may have taken effect though its answer never came back.
+                    match self.reservation_fence(r.id).await {
+                        Ok(true) => Ok(None),
+                        Ok(false) => Err(lost.into()),
+                        Err(fence) => Err($crate::SqlReserveRefusal::InDoubt { lost: lost.into(), fence }),
+                    }
                 })
                 .await
+            }
+
+            async fn sql_reservation_settled(&self, id: i64) -> $crate::StoreResult<bool> {
+                self.reservation_fence(id).await
             }
 
             async fn reservations_to_order(&self, limit: u32) -> $crate::StoreResult<Vec<$crate::FlashReservation>> {

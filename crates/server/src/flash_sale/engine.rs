@@ -2,8 +2,8 @@
 //!
 //! - `memory` ([`MemoryEngine`]): books in process, each accepted reservation journaled (group
 //!   commit) before it is answered, imported into the store in batches.
-//! - `sql`: one transaction per attempt: conditional decrement of the sale row, the buyer's
-//!   total checked under that row's lock, the reservation row. The plain baseline.
+//! - `sql` ([`SqlEngine`]): one transaction per attempt: conditional decrement of the sale row,
+//!   the buyer's total checked under that row's lock, the reservation row. The plain baseline.
 //! - `redis` ([`super::redis_engine::RedisEngine`]): books in Redis, one Lua call per attempt.
 //!
 //! Idempotency keys: a purchase may carry the buyer's key. Every engine records it with the
@@ -16,9 +16,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flashback_core::{SaleId, UserId};
-use flashback_store::{FlashReservation, FlashSale, SqlReserveRefusal, Store};
+use flashback_store::{FlashReservation, FlashSale};
 
 pub use super::memory_engine::{IMPORT_BATCH, MAX_UNRECORDED, MemoryEngine, STORM_BACKLOG};
+pub use super::sql_engine::SqlEngine;
 
 /// How long after its sale ends an engine still remembers an idempotency key (the store
 /// answers for it after that).
@@ -128,37 +129,4 @@ pub(crate) fn in_window(sale: &FlashSale, now_ms: i64) -> bool {
 /// Until when (Unix ms) an engine remembers a key used for `sale`.
 pub(crate) fn key_expiry(sale: &FlashSale) -> i64 {
     sale.ends_at_ms.saturating_add(KEY_GRACE_MS)
-}
-
-/// The `sql` engine.
-#[derive(Debug)]
-pub struct SqlEngine {
-    store: Arc<dyn Store>,
-}
-
-impl SqlEngine {
-    /// An engine writing through `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
-    }
-}
-
-#[async_trait]
-impl Engine for SqlEngine {
-    fn name(&self) -> &'static str {
-        "sql"
-    }
-
-    async fn reserve(&self, sale: &FlashSale, reservation: FlashReservation, now_ms: i64) -> Result<Reserved, Refusal> {
-        if !in_window(sale, now_ms) {
-            return Err(Refusal::Closed);
-        }
-        match self.store.sql_reserve(&reservation, sale.per_user_limit, now_ms).await {
-            Ok(None) => Ok(Reserved::New),
-            Ok(Some(earlier)) => Ok(Reserved::Earlier(earlier)),
-            Err(SqlReserveRefusal::SoldOut) => Err(Refusal::SoldOut),
-            Err(SqlReserveRefusal::LimitReached) => Err(Refusal::LimitReached),
-            Err(SqlReserveRefusal::Store(e)) => Err(Refusal::Unavailable(e.to_string())),
-        }
-    }
 }

@@ -40,9 +40,6 @@ pub const CLAIM_IDLE: Duration = Duration::from_secs(5);
 /// How often released reservations are checked against the books (see [`RedisEngine::reconcile`]).
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 const BLOCK: Duration = Duration::from_millis(500);
-/// How long a settled in-doubt attempt stays readable (its ticket says `cancelled` or points at
-/// its reservation) before it is pruned: a week, far past any buyer's polling.
-const ATTEMPTS_KEPT_MS: i64 = 7 * 24 * 3_600_000;
 
 /// The `redis` engine.
 pub struct RedisEngine {
@@ -263,17 +260,7 @@ impl RedisEngine {
                     Ok(units) => tracing::info!(units, "flash units of released reservations returned to redis books"),
                     Err(e) => tracing::warn!(error = ?e, "flash reconcile failed; will retry"),
                 }
-                match self.settle_pending().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(attempts = n, "flash purchases answered pending were settled"),
-                    Err(e) => tracing::warn!(error = ?e, "settling pending flash purchases failed; will retry"),
-                }
-                let settled_before = crate::trade::now_ms().saturating_sub(ATTEMPTS_KEPT_MS);
-                match self.store.prune_flash_attempts(settled_before, 1_000).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(attempts = n, "settled flash attempts past their keeping were pruned"),
-                    Err(e) => tracing::warn!(error = %e, "pruning settled flash attempts failed; will retry"),
-                }
+                super::pending::tend(&*self, &*self.store).await;
             }
             let read = if last_claim.elapsed() >= CLAIM_IDLE {
                 last_claim = tokio::time::Instant::now();

@@ -12,17 +12,19 @@
 //!   nothing will be: `503` with `Retry-After`.
 //! - no answer either: the outcome is unknown. The attempt is recorded in the store as pending
 //!   and answered `202` with a *pending* ticket; ticket reads and the importer's reconcile pass
-//!   settle it later (the same fence, from any instance) to reserved or cancelled.
+//!   settle it later (the same fence, from any instance) to reserved or cancelled
+//!   ([`super::pending`]).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flashback_core::{SaleId, UserId};
-use flashback_store::{AttemptState, FlashReservation, FlashSale, ReservationStatus};
+use flashback_store::{FlashReservation, FlashSale, ReservationStatus};
 use redis::RedisError;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Refusal, Reserved, in_window, key_expiry};
+use super::pending;
 use super::redis_engine::{RedisEngine, unavailable};
 
 /// How many Redis timeouts a fence may take: it waits longer than the call it settles, so a
@@ -30,8 +32,6 @@ use super::redis_engine::{RedisEngine, unavailable};
 pub const FENCE_TIMEOUTS: u32 = 4;
 /// How long a fence stays in Redis (an attempt cannot plausibly run later than this).
 pub const FENCE_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Pending attempts settled per reconcile pass.
-const SETTLE_BATCH: u32 = 100;
 
 /// Whether a failed call may still have run: it was sent and its answer lost (a timeout, a
 /// broken connection). A call refused before it was sent (the breaker open, the connection
@@ -118,28 +118,10 @@ impl RedisEngine {
             Ok(true) => Ok(Reserved::New),
             Ok(false) => Err(unavailable(format!("{lost}; the attempt was fenced before it ran"))),
             Err(why) => {
-                tracing::warn!(reservation.id = r.id, error = %lost, fence = ?why, "flash reserve in doubt; answered pending");
-                if let Err(e) = self.store.record_flash_attempt(r).await {
-                    // Still pending: its ticket reads settle it (the attempt is found in Redis
-                    // or the store if it reserved; otherwise the ticket is not found).
-                    tracing::warn!(reservation.id = r.id, error = %e, "could not record a pending flash attempt");
-                }
-                Ok(Reserved::Pending)
+                let why = format!("{lost}; the fence: {why:?}");
+                Ok(pending::answer_pending(&*self.store, r, &why).await)
             }
         }
-    }
-
-    /// Settles the attempts recorded as pending (oldest first, a batch at a time); returns how
-    /// many it settled.
-    pub(super) async fn settle_pending(&self) -> Result<usize, Refusal> {
-        let pending =
-            self.store.pending_flash_attempts(SETTLE_BATCH).await.map_err(|e| Refusal::Unavailable(e.to_string()))?;
-        let mut settled = 0;
-        for attempt in &pending {
-            self.settle(attempt).await?;
-            settled += 1;
-        }
-        Ok(settled)
     }
 }
 
@@ -192,11 +174,7 @@ impl Engine for RedisEngine {
 
     async fn settle(&self, attempt: &FlashReservation) -> Result<bool, Refusal> {
         let reserved = self.fence(attempt).await?;
-        let state = if reserved { AttemptState::Reserved } else { AttemptState::Cancelled };
-        if let Err(e) = self.store.settle_flash_attempt(attempt.id, state).await {
-            // The fence decided it; the record only says so, and the next read says so again.
-            tracing::warn!(reservation.id = attempt.id, error = %e, "could not record a settled flash attempt");
-        }
+        pending::record_settled(&*self.store, attempt.id, reserved).await;
         Ok(reserved)
     }
 

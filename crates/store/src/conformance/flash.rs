@@ -131,3 +131,23 @@ pub async fn an_attempt_in_doubt_is_recorded_once_and_settled_once(t: &TestStore
     assert_eq!(store.flash_attempt(b.id).await.expect("read").expect("kept").state, AttemptState::Pending);
     assert_eq!(store.prune_flash_attempts(later, 10).await.expect("prune"), 0);
 }
+
+/// The fence of a `sql` reserve step whose commit's answer was lost: a reservation the step
+/// made is found (and stays found once released), one it refused or never ran is not.
+pub async fn the_sql_reserve_fence_finds_a_reservation_only_if_it_was_made(t: &TestStore) {
+    let store = &t.store;
+    let g = ids();
+    let s = sale(store, &g, "fenced", 2).await;
+    let buyer = user(store, &g, "fencebuyer", flashback_core::Role::User).await;
+    let made = attempt(&g, s.id, buyer, None);
+    assert_eq!(store.sql_reserve(&made, 100, now_ms()).await.expect("reserve"), None);
+    assert!(store.sql_reservation_settled(made.id).await.expect("fence"), "reserved");
+    let refused = FlashReservation { quantity: 5, ..attempt(&g, s.id, buyer, None) };
+    assert!(store.sql_reserve(&refused, 100, now_ms()).await.is_err(), "more than is left");
+    assert!(!store.sql_reservation_settled(refused.id).await.expect("fence"), "refused: nothing written");
+    let never = attempt(&g, s.id, buyer, None);
+    assert!(!store.sql_reservation_settled(never.id).await.expect("fence"), "never ran");
+    assert!(store.release_reservation(made.id).await.expect("release").is_some());
+    assert!(store.sql_reservation_settled(made.id).await.expect("fence"), "released, but it was made");
+    assert_eq!(store.sale_remaining_counter(s.id).await.expect("counter"), 2, "the fence took nothing");
+}

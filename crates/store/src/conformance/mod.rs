@@ -59,6 +59,7 @@ macro_rules! conformance_suite {
             reservations_are_written_once_and_released_ones_are_listed
             a_buyers_key_names_one_reservation_and_a_repeat_takes_nothing
             an_attempt_in_doubt_is_recorded_once_and_settled_once
+            the_sql_reserve_fence_finds_a_reservation_only_if_it_was_made
             ledger_transactions_balance_and_apply_once
             statements_walk_each_accounts_chain_and_the_audit_finds_a_break
             concurrent_withdrawals_never_overdraw
