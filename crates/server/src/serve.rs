@@ -117,10 +117,12 @@ impl Accept {
                 let (started, http2) = (Arc::clone(&started), Arc::clone(&http2));
                 move |mut req: hyper::Request<Incoming>| {
                     started.store(true, Ordering::Relaxed);
-                    if req.version() == hyper::Version::HTTP_2 {
+                    // Only HTTP/2 needs counting (hyper's timer ends idle HTTP/1): an HTTP/1
+                    // request costs no wake-up of the connection's task.
+                    let guard = (req.version() == hyper::Version::HTTP_2).then(|| {
                         http2.store(true, Ordering::Relaxed);
-                    }
-                    let guard = in_flight.start();
+                        in_flight.start()
+                    });
                     req.extensions_mut().insert(ConnectInfo(peer));
                     let router = router.clone();
                     async move {

@@ -37,14 +37,15 @@ impl Drop for Guard {
     }
 }
 
-/// A response body holding its request's [`Guard`] until the body is finished or dropped.
+/// A response body holding its request's [`Guard`] (if it is counted) until the body is
+/// finished or dropped.
 pub(super) struct Tracked {
     body: Body,
-    _guard: Guard,
+    _guard: Option<Guard>,
 }
 
 impl Tracked {
-    pub(super) fn new(body: Body, guard: Guard) -> Self {
+    pub(super) fn new(body: Body, guard: Option<Guard>) -> Self {
         Self { body, _guard: guard }
     }
 }
