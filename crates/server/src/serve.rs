@@ -111,18 +111,14 @@ impl Accept {
         let first_head = tokio::time::sleep(idle_after);
         self.connections.spawn(async move {
             let started = Arc::new(AtomicBool::new(false));
-            let http2 = Arc::new(AtomicBool::new(false));
             let (in_flight, mut activity) = InFlight::new();
             let service = hyper::service::service_fn({
-                let (started, http2) = (Arc::clone(&started), Arc::clone(&http2));
+                let started = Arc::clone(&started);
                 move |mut req: hyper::Request<Incoming>| {
                     started.store(true, Ordering::Relaxed);
                     // Only HTTP/2 needs counting (hyper's timer ends idle HTTP/1): an HTTP/1
                     // request costs no wake-up of the connection's task.
-                    let guard = (req.version() == hyper::Version::HTTP_2).then(|| {
-                        http2.store(true, Ordering::Relaxed);
-                        in_flight.start()
-                    });
+                    let guard = (req.version() == hyper::Version::HTTP_2).then(|| in_flight.start());
                     req.extensions_mut().insert(ConnectInfo(peer));
                     let router = router.clone();
                     async move {
@@ -164,14 +160,12 @@ impl Accept {
                             idle.as_mut().reset(tokio::time::Instant::now() + idle_after);
                         }
                     }
-                    // HTTP/1 has hyper's own timer; an idle HTTP/2 connection is told to go.
+                    // Only HTTP/2 requests are counted, so only an idle HTTP/2 connection gets here.
                     () = idle.as_mut(), if idle_armed && !asked => {
                         idle_armed = false;
-                        if http2.load(Ordering::Relaxed) {
-                            tracing::debug!(%peer, "HTTP/2 connection idle; closing it");
-                            asked = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
+                        tracing::debug!(%peer, "HTTP/2 connection idle; closing it");
+                        asked = true;
+                        conn.as_mut().graceful_shutdown();
                     }
                 }
             }
